@@ -1,0 +1,3 @@
+DROP TABLE api_keys;
+DROP TABLE workspaces;
+DROP FUNCTION set_updated_at();

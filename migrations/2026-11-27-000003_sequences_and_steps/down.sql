@@ -1,0 +1,3 @@
+DROP TABLE sequence_mailboxes;
+DROP TABLE steps;
+DROP TABLE sequences;
