@@ -1,0 +1,171 @@
+//! Configuration of every service: embedded defaults, then a TOML/YAML file, then `SEQ_*`
+//! environment variables, then `DATABASE_URL` / `KAFKA_BROKERS`. Validated after extraction;
+//! every error names the key and the place its value came from.
+
+mod env_alias;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml, Yaml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+pub use validate::ConfigError;
+
+/// The defaults file, compiled in so a binary runs with no file at all.
+pub const DEFAULTS_TOML: &str = include_str!("../../config/default.toml");
+/// Prefix of the environment variables that override settings.
+pub const ENV_PREFIX: &str = "SEQ_";
+/// Environment variable naming the config file when `--config` is not given.
+pub const CONFIG_FILE_ENV: &str = "SEQ_CONFIG";
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    pub database: DatabaseConfig,
+    pub kafka: KafkaConfig,
+    pub telemetry: TelemetryConfig,
+    pub api: HttpServiceConfig,
+    pub tracker: HttpServiceConfig,
+    pub scheduler: WorkerServiceConfig,
+    pub sender_worker: WorkerServiceConfig,
+    pub shutdown: ShutdownConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub url: SecretString,
+    pub max_connections: usize,
+    pub acquire_timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+}
+
+impl DatabaseConfig {
+    /// The URL with any password replaced, safe for logs and error messages.
+    pub fn redacted_url(&self) -> String {
+        redact_url(self.url.expose_secret())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    pub brokers: String,
+    pub topic_prefix: String,
+    pub partitions: i32,
+    pub replication_factor: i32,
+    pub request_timeout_ms: u64,
+    pub topics: TopicsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicsConfig {
+    pub email_jobs: String,
+    pub followup_events: String,
+    pub email_retries: String,
+    pub email_events: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    pub log_format: LogFormat,
+    pub log_filter: String,
+    pub otlp_endpoint: String,
+}
+
+impl TelemetryConfig {
+    pub fn otlp_endpoint(&self) -> Option<&str> {
+        Some(self.otlp_endpoint.trim()).filter(|e| !e.is_empty())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpServiceConfig {
+    pub bind: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerServiceConfig {
+    pub admin_bind: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    pub grace_period_seconds: u64,
+}
+
+impl Config {
+    /// Loads from the standard sources. `file` wins over `SEQ_CONFIG`.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let file = file
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os(CONFIG_FILE_ENV).map(PathBuf::from));
+        Self::from_figment(&figment(file.as_deref())?)
+    }
+
+    /// Extracts and validates; separate from [`figment`] so tests can layer their own values.
+    pub fn from_figment(figment: &Figment) -> Result<Self, ConfigError> {
+        let config: Config = figment.extract().map_err(ConfigError::from_figment)?;
+        validate::validate(&config, figment)?;
+        Ok(config)
+    }
+}
+
+/// The layered sources, without extraction.
+pub fn figment(file: Option<&Path>) -> Result<Figment, ConfigError> {
+    let mut figment = Figment::from(Toml::string(DEFAULTS_TOML));
+    if let Some(path) = file {
+        if !path.is_file() {
+            return Err(ConfigError::MissingFile(path.to_path_buf()));
+        }
+        let is_yaml = matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        );
+        figment = if is_yaml {
+            figment.merge(Yaml::file_exact(path))
+        } else {
+            figment.merge(Toml::file_exact(path))
+        };
+    }
+    Ok(figment
+        .merge(Env::prefixed(ENV_PREFIX).ignore(&["config"]).split("__"))
+        .merge(env_alias::EnvAlias::new("DATABASE_URL", "database.url"))
+        .merge(env_alias::EnvAlias::new("KAFKA_BROKERS", "kafka.brokers")))
+}
+
+fn redact_url(url: &str) -> String {
+    // scheme://user:password@host/... -> scheme://user:***@host/...
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "<unparseable url>".to_owned();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}")
+            } else {
+                format!("{scheme}://{user}@{host}")
+            }
+        }
+        None => format!("{scheme}://{rest}"),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,219 @@
+#![allow(clippy::result_large_err)] // figment::Jail fixes the closures' error type.
+
+use figment::Jail;
+use secrecy::ExposeSecret;
+
+use super::*;
+
+/// Loads inside a jail whose environment holds only what the test sets.
+fn load_in_jail(file: Option<&str>) -> Result<Config, ConfigError> {
+    Config::load(file.map(Path::new))
+}
+
+fn jail(test: impl FnOnce(&mut Jail) -> figment::error::Result<()>) {
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        test(jail)
+    });
+}
+
+#[test]
+fn defaults_load_and_validate() {
+    jail(|_jail| {
+        let config = load_in_jail(None).map_err(|e| e.to_string())?;
+        assert_eq!(config.kafka.topics.email_jobs, "email-jobs");
+        assert_eq!(config.kafka.topics.followup_events, "followup-events");
+        assert_eq!(config.kafka.topics.email_retries, "email-retries");
+        assert_eq!(config.kafka.topics.email_events, "email-events");
+        assert_eq!(config.api.bind.port(), 8080);
+        assert_eq!(config.telemetry.log_format, LogFormat::Json);
+        assert_eq!(config.telemetry.otlp_endpoint(), None);
+        Ok(())
+    });
+}
+
+#[test]
+fn file_overrides_defaults_and_env_overrides_file() {
+    jail(|jail| {
+        jail.create_file(
+            "seq.toml",
+            "[database]\nmax_connections = 7\n[kafka]\npartitions = 3\n",
+        )?;
+        jail.set_env("SEQ_KAFKA__PARTITIONS", "5");
+        let config = load_in_jail(Some("seq.toml")).map_err(|e| e.to_string())?;
+        assert_eq!(config.database.max_connections, 7, "file beats defaults");
+        assert_eq!(config.kafka.partitions, 5, "env beats file");
+        Ok(())
+    });
+}
+
+#[test]
+fn yaml_file_is_accepted_and_named_by_seq_config() {
+    jail(|jail| {
+        jail.create_file("seq.yaml", "telemetry:\n  log_format: pretty\n")?;
+        jail.set_env(CONFIG_FILE_ENV, "seq.yaml");
+        let config = load_in_jail(None).map_err(|e| e.to_string())?;
+        assert_eq!(config.telemetry.log_format, LogFormat::Pretty);
+        Ok(())
+    });
+}
+
+#[test]
+fn conventional_variables_are_honoured() {
+    jail(|jail| {
+        jail.set_env("DATABASE_URL", "postgres://app:pw@db.internal:5432/seq");
+        jail.set_env("KAFKA_BROKERS", "k1:9092,k2:9092");
+        let config = load_in_jail(None).map_err(|e| e.to_string())?;
+        assert_eq!(
+            config.database.url.expose_secret(),
+            "postgres://app:pw@db.internal:5432/seq"
+        );
+        assert_eq!(config.kafka.brokers, "k1:9092,k2:9092");
+        Ok(())
+    });
+}
+
+#[test]
+fn invalid_type_names_key_and_variable() {
+    jail(|jail| {
+        jail.set_env("SEQ_DATABASE__MAX_CONNECTIONS", "many");
+        let error = load_in_jail(None)
+            .err()
+            .ok_or("expected an error")?
+            .to_string();
+        assert!(error.contains("`database.max_connections`"), "{error}");
+        assert!(
+            error.contains("environment variable SEQ_DATABASE__MAX_CONNECTIONS"),
+            "{error}"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn invalid_value_names_key_and_file() {
+    jail(|jail| {
+        jail.create_file("bad.toml", "[kafka]\npartitions = 0\n")?;
+        let error = load_in_jail(Some("bad.toml"))
+            .err()
+            .ok_or("expected an error")?;
+        assert_eq!(error.key(), Some("kafka.partitions"));
+        let message = error.to_string();
+        assert!(message.contains("bad.toml"), "{message}");
+        Ok(())
+    });
+}
+
+#[test]
+fn invalid_value_from_alias_names_the_variable() {
+    jail(|jail| {
+        jail.set_env("DATABASE_URL", "mysql://nope");
+        let error = load_in_jail(None).err().ok_or("expected an error")?;
+        assert_eq!(error.key(), Some("database.url"));
+        let message = error.to_string();
+        assert!(
+            message.contains("environment variable DATABASE_URL"),
+            "{message}"
+        );
+        assert!(
+            !message.contains("mysql://nope"),
+            "secret value leaked: {message}"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn unknown_key_in_a_section_is_rejected() {
+    jail(|jail| {
+        jail.create_file("typo.toml", "[database]\nmax_conections = 3\n")?;
+        let error = load_in_jail(Some("typo.toml"))
+            .err()
+            .ok_or("expected an error")?
+            .to_string();
+        assert!(error.contains("max_conections"), "{error}");
+        assert!(error.contains("typo.toml"), "{error}");
+        Ok(())
+    });
+}
+
+#[test]
+fn missing_file_is_an_error_naming_it() {
+    jail(|_jail| {
+        let error = load_in_jail(Some("nowhere.toml"))
+            .err()
+            .ok_or("expected an error")?
+            .to_string();
+        assert!(error.contains("nowhere.toml"), "{error}");
+        Ok(())
+    });
+}
+
+#[test]
+fn missing_required_value_names_the_key() {
+    jail(|jail| {
+        jail.set_env("SEQ_KAFKA__BROKERS", " , ");
+        let error = load_in_jail(None).err().ok_or("expected an error")?;
+        assert_eq!(error.key(), Some("kafka.brokers"));
+        assert!(
+            error
+                .to_string()
+                .contains("environment variable SEQ_KAFKA__BROKERS"),
+            "{error}"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn secrets_never_print() {
+    jail(|jail| {
+        jail.set_env("DATABASE_URL", "postgres://app:hunter2@db/seq");
+        let config = load_in_jail(None).map_err(|e| e.to_string())?;
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert_eq!(config.database.redacted_url(), "postgres://app:***@db/seq");
+        Ok(())
+    });
+}
+
+/// The README's configuration table documents exactly the keys the defaults define.
+#[test]
+fn readme_documents_every_setting() -> anyhow::Result<()> {
+    fn keys(prefix: &str, table: &toml::Table, out: &mut Vec<String>) {
+        for (key, value) in table {
+            let path = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            match value {
+                toml::Value::Table(inner) => keys(&path, inner, out),
+                _ => out.push(path),
+            }
+        }
+    }
+    let defaults: toml::Table = toml::from_str(DEFAULTS_TOML)?;
+    let mut settings = Vec::new();
+    keys("", &defaults, &mut settings);
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))?;
+    let documented: Vec<&str> = readme
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `"))
+        .filter_map(|rest| rest.split_once('`').map(|(key, _)| key))
+        .filter(|key| key.contains('.'))
+        .collect();
+    for setting in &settings {
+        assert!(
+            documented.contains(&setting.as_str()),
+            "README lacks `{setting}`"
+        );
+    }
+    for key in documented {
+        assert!(
+            settings.iter().any(|s| s == key),
+            "README documents unknown `{key}`"
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,164 @@
+//! Checks serde cannot express, reported with the key and where its value came from.
+
+use std::path::PathBuf;
+
+use figment::Figment;
+use secrecy::ExposeSecret;
+
+use super::Config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist")]
+    MissingFile(PathBuf),
+    /// Parse or type errors; figment's message already names the key and its source.
+    #[error("invalid configuration: {0}")]
+    Extract(String),
+    #[error("invalid configuration: `{key}` (from {source_name}): {message}")]
+    Invalid {
+        key: String,
+        source_name: String,
+        message: String,
+    },
+}
+
+impl ConfigError {
+    pub(super) fn from_figment(error: figment::Error) -> Self {
+        // One line per error, each naming the key and its source in our own terms (figment's
+        // own text shows env keys upper-cased and the prefix instead of the variable).
+        let messages: Vec<String> = error
+            .into_iter()
+            .map(|e| {
+                let key = e.path.join(".").to_ascii_lowercase();
+                let source = e
+                    .metadata
+                    .as_ref()
+                    .map_or_else(|| "built-in defaults".to_owned(), |m| source_name(m, &key));
+                if key.is_empty() {
+                    format!("{} (from {source})", e.kind)
+                } else {
+                    format!("`{key}` (from {source}): {}", e.kind)
+                }
+            })
+            .collect();
+        ConfigError::Extract(messages.join("; "))
+    }
+
+    /// The dotted key this error is about, when it is about one.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::Invalid { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+}
+
+pub(super) fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigError> {
+    let fail = |key: &str, message: String| {
+        Err(ConfigError::Invalid {
+            key: key.to_owned(),
+            source_name: source_of(figment, key),
+            message,
+        })
+    };
+
+    let url = config.database.url.expose_secret();
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return fail(
+            "database.url",
+            "must be a postgres:// or postgresql:// URL".to_owned(),
+        );
+    }
+    if config.database.max_connections == 0 {
+        return fail("database.max_connections", "must be at least 1".to_owned());
+    }
+    for (key, value) in [
+        (
+            "database.acquire_timeout_ms",
+            config.database.acquire_timeout_ms,
+        ),
+        (
+            "database.connect_timeout_ms",
+            config.database.connect_timeout_ms,
+        ),
+        ("kafka.request_timeout_ms", config.kafka.request_timeout_ms),
+    ] {
+        if value == 0 {
+            return fail(key, "must be greater than 0".to_owned());
+        }
+    }
+    if config.kafka.brokers.split(',').all(|b| b.trim().is_empty()) {
+        return fail(
+            "kafka.brokers",
+            "must name at least one host:port".to_owned(),
+        );
+    }
+    if config.kafka.partitions < 1 {
+        return fail("kafka.partitions", "must be at least 1".to_owned());
+    }
+    if config.kafka.replication_factor < 1 {
+        return fail("kafka.replication_factor", "must be at least 1".to_owned());
+    }
+    if !is_topic_safe(&config.kafka.topic_prefix, true) {
+        return fail(
+            "kafka.topic_prefix",
+            "may contain only ASCII letters, digits, '.', '_' and '-'".to_owned(),
+        );
+    }
+    let topics = &config.kafka.topics;
+    for (key, name) in [
+        ("kafka.topics.email_jobs", &topics.email_jobs),
+        ("kafka.topics.followup_events", &topics.followup_events),
+        ("kafka.topics.email_retries", &topics.email_retries),
+        ("kafka.topics.email_events", &topics.email_events),
+    ] {
+        if !is_topic_safe(name, false) || name.len() + config.kafka.topic_prefix.len() > 249 {
+            return fail(
+                key,
+                "must be 1 to 249 characters (with the prefix) of ASCII letters, digits, '.', '_' and '-'"
+                    .to_owned(),
+            );
+        }
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.telemetry.log_filter) {
+        return fail("telemetry.log_filter", format!("not a valid filter: {e}"));
+    }
+    if let Some(endpoint) = config.telemetry.otlp_endpoint()
+        && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+    {
+        return fail(
+            "telemetry.otlp_endpoint",
+            "must be an http:// or https:// URL, or empty to disable tracing export".to_owned(),
+        );
+    }
+    Ok(())
+}
+
+fn is_topic_safe(name: &str, allow_empty: bool) -> bool {
+    (allow_empty || !name.is_empty())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// Human name of the source that set `key`: the file path or the exact environment variable.
+fn source_of(figment: &Figment, key: &str) -> String {
+    figment
+        .find_metadata(key)
+        .map_or_else(|| "built-in defaults".to_owned(), |m| source_name(m, key))
+}
+
+fn source_name(metadata: &figment::Metadata, key: &str) -> String {
+    match &metadata.source {
+        Some(figment::Source::File(path)) => format!("file {}", path.display()),
+        // Our aliases name their variable exactly in their metadata.
+        _ if metadata.name.starts_with("environment variable ") => metadata.name.to_string(),
+        _ if metadata.name.contains("environment") => format!(
+            "environment variable {}{}",
+            super::ENV_PREFIX,
+            key.replace('.', "__").to_ascii_uppercase()
+        ),
+        Some(figment::Source::Code(_)) => "built-in defaults".to_owned(),
+        _ => metadata.name.to_string(),
+    }
+}

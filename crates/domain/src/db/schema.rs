@@ -1,0 +1,250 @@
+//! Diesel's view of the tables created by `migrations/`. Kept by hand (no libpq for
+//! `diesel print-schema`); `tests/it/schema.rs` checks it against a migrated database.
+
+diesel::table! {
+    workspaces (id) {
+        id -> Uuid,
+        name -> Text,
+        tracking_base_url -> Nullable<Text>,
+        settings -> Jsonb,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    api_keys (id) {
+        id -> Uuid,
+        workspace_id -> Uuid,
+        name -> Text,
+        prefix -> Text,
+        key_hash -> Bytea,
+        last_used_at -> Nullable<Timestamptz>,
+        revoked_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    mailboxes (id) {
+        id -> Uuid,
+        workspace_id -> Uuid,
+        email -> Text,
+        display_name -> Nullable<Text>,
+        smtp_host -> Text,
+        smtp_port -> Int4,
+        smtp_security -> Text,
+        smtp_username -> Nullable<Text>,
+        smtp_password_encrypted -> Nullable<Bytea>,
+        imap_host -> Nullable<Text>,
+        imap_port -> Nullable<Int4>,
+        imap_security -> Nullable<Text>,
+        imap_username -> Nullable<Text>,
+        imap_password_encrypted -> Nullable<Bytea>,
+        daily_limit -> Int4,
+        warmup_enabled -> Bool,
+        warmup_start_limit -> Int4,
+        warmup_daily_increase -> Int4,
+        warmup_started_on -> Nullable<Date>,
+        min_interval_seconds -> Int4,
+        max_jitter_seconds -> Int4,
+        timezone -> Text,
+        status -> Text,
+        status_reason -> Nullable<Text>,
+        last_sent_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    contacts (id) {
+        id -> Uuid,
+        workspace_id -> Uuid,
+        email -> Text,
+        first_name -> Nullable<Text>,
+        last_name -> Nullable<Text>,
+        company -> Nullable<Text>,
+        title -> Nullable<Text>,
+        timezone -> Nullable<Text>,
+        attributes -> Jsonb,
+        status -> Text,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    sequences (id) {
+        id -> Uuid,
+        workspace_id -> Uuid,
+        name -> Text,
+        status -> Text,
+        open_tracking_enabled -> Bool,
+        click_tracking_enabled -> Bool,
+        stop_on_reply -> Bool,
+        unsubscribe_link -> Bool,
+        tracking_domain -> Nullable<Text>,
+        send_days -> Array<Int2>,
+        window_start -> Time,
+        window_end -> Time,
+        timezone -> Text,
+        use_contact_timezone -> Bool,
+        business_days_only -> Bool,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    steps (id) {
+        id -> Uuid,
+        sequence_id -> Uuid,
+        step_order -> Int4,
+        subject -> Text,
+        content -> Text,
+        wait_days -> Int4,
+        wait_hours -> Int4,
+        wait_minutes -> Int4,
+        thread_with_previous -> Bool,
+        variants -> Jsonb,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    sequence_mailboxes (sequence_id, mailbox_id) {
+        sequence_id -> Uuid,
+        mailbox_id -> Uuid,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    enrollments (id) {
+        id -> Uuid,
+        workspace_id -> Uuid,
+        sequence_id -> Uuid,
+        contact_id -> Uuid,
+        mailbox_id -> Nullable<Uuid>,
+        current_step -> Int4,
+        next_send_at -> Nullable<Timestamptz>,
+        status -> Text,
+        stop_reason -> Nullable<Text>,
+        last_sent_at -> Nullable<Timestamptz>,
+        completed_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    messages (id) {
+        id -> Uuid,
+        workspace_id -> Uuid,
+        enrollment_id -> Uuid,
+        step_id -> Uuid,
+        step_order -> Int4,
+        contact_id -> Uuid,
+        mailbox_id -> Uuid,
+        variant_index -> Nullable<Int4>,
+        status -> Text,
+        attempts -> Int4,
+        message_id_header -> Nullable<Text>,
+        subject -> Nullable<Text>,
+        scheduled_at -> Timestamptz,
+        worker_id -> Nullable<Text>,
+        lease_expires_at -> Nullable<Timestamptz>,
+        sent_at -> Nullable<Timestamptz>,
+        smtp_response -> Nullable<Text>,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    events (id) {
+        id -> Uuid,
+        workspace_id -> Uuid,
+        message_id -> Nullable<Uuid>,
+        enrollment_id -> Nullable<Uuid>,
+        contact_id -> Nullable<Uuid>,
+        event_type -> Text,
+        occurred_at -> Timestamptz,
+        is_bot -> Nullable<Bool>,
+        bot_reason -> Nullable<Text>,
+        url -> Nullable<Text>,
+        user_agent -> Nullable<Text>,
+        client_ip -> Nullable<Text>,
+        payload -> Jsonb,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    suppressions (id) {
+        id -> Uuid,
+        workspace_id -> Uuid,
+        email -> Text,
+        reason -> Text,
+        source -> Nullable<Text>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    mailbox_daily_usage (mailbox_id, day) {
+        mailbox_id -> Uuid,
+        day -> Date,
+        reserved -> Int4,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    outbox (id) {
+        id -> Int8,
+        topic -> Text,
+        message_key -> Nullable<Text>,
+        payload -> Jsonb,
+        headers -> Jsonb,
+        status -> Text,
+        attempts -> Int4,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamptz,
+        published_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::joinable!(api_keys -> workspaces (workspace_id));
+diesel::joinable!(mailboxes -> workspaces (workspace_id));
+diesel::joinable!(contacts -> workspaces (workspace_id));
+diesel::joinable!(sequences -> workspaces (workspace_id));
+diesel::joinable!(steps -> sequences (sequence_id));
+diesel::joinable!(sequence_mailboxes -> sequences (sequence_id));
+diesel::joinable!(sequence_mailboxes -> mailboxes (mailbox_id));
+diesel::joinable!(enrollments -> sequences (sequence_id));
+diesel::joinable!(enrollments -> contacts (contact_id));
+diesel::joinable!(enrollments -> mailboxes (mailbox_id));
+diesel::joinable!(messages -> enrollments (enrollment_id));
+diesel::joinable!(messages -> steps (step_id));
+diesel::joinable!(events -> messages (message_id));
+diesel::joinable!(mailbox_daily_usage -> mailboxes (mailbox_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    workspaces,
+    api_keys,
+    mailboxes,
+    contacts,
+    sequences,
+    steps,
+    sequence_mailboxes,
+    enrollments,
+    messages,
+    events,
+    suppressions,
+    mailbox_daily_usage,
+    outbox,
+);

@@ -1,0 +1,66 @@
+//! `email-events`: what happened to a message, produced by the sender worker, the tracker and
+//! the inbox watcher, consumed by the scheduler (which owns enrollment state).
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::kafka::Payload;
+
+/// The message an event is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRef {
+    pub message_id: Uuid,
+    pub enrollment_id: Uuid,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "payload", rename_all = "snake_case")]
+pub enum EmailEvent {
+    Sent {
+        #[serde(flatten)]
+        message: MessageRef,
+        step_order: i32,
+        message_id_header: String,
+    },
+    Opened {
+        #[serde(flatten)]
+        message: MessageRef,
+        is_bot: bool,
+        bot_reason: Option<String>,
+    },
+    Clicked {
+        #[serde(flatten)]
+        message: MessageRef,
+        url: String,
+        is_bot: bool,
+        bot_reason: Option<String>,
+    },
+    Replied {
+        #[serde(flatten)]
+        message: MessageRef,
+    },
+    Bounced {
+        #[serde(flatten)]
+        message: MessageRef,
+        /// Hard (5.x.x) bounces stop the enrollment; soft ones are recorded only.
+        hard: bool,
+        diagnostic: Option<String>,
+    },
+    Unsubscribed {
+        #[serde(flatten)]
+        message: MessageRef,
+    },
+    Complained {
+        #[serde(flatten)]
+        message: MessageRef,
+    },
+    Failed {
+        #[serde(flatten)]
+        message: MessageRef,
+        reason: String,
+    },
+}
+
+impl Payload for EmailEvent {
+    const VERSION: u16 = 1;
+}

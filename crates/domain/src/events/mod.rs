@@ -1,0 +1,9 @@
+//! The records on each topic, as typed payloads of [`crate::kafka::Envelope`]. These are wire
+//! types of their own, never database rows: a row can change shape without breaking
+//! consumers still running the previous release.
+
+mod email_events;
+mod email_jobs;
+
+pub use email_events::{EmailEvent, MessageRef};
+pub use email_jobs::{EmailJob, SendJob};

@@ -1,0 +1,13 @@
+//! The shared domain and data layer of Sequence Service: configuration, telemetry, database
+//! schema and queries, Kafka event types and plumbing, and what every service binary needs
+//! to run (CLI, health endpoints, metrics, shutdown). The only crate the services share.
+
+pub mod config;
+pub mod db;
+pub mod events;
+pub mod kafka;
+pub mod service;
+pub mod telemetry;
+
+#[cfg(feature = "test-support")]
+pub mod testing;

@@ -1,0 +1,75 @@
+//! Test harness for integration tests of every crate (feature `test-support`).
+//!
+//! Each test gets its own database, cloned from a template that is migrated once per
+//! migration set, and its own Kafka topic prefix and consumer groups, so tests run in
+//! parallel and repeatedly against the real PostgreSQL and Kafka that `cargo xtask test`
+//! provides (through `DATABASE_URL` and `KAFKA_BROKERS`).
+
+mod database;
+mod http;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use figment::providers::Serialized;
+use secrecy::ExposeSecret;
+use uuid::Uuid;
+
+use crate::config::Config;
+
+pub use database::{TestDatabase, admin_database_url};
+pub use http::{assert_healthy_and_ready, assert_unready_without_database, get_json};
+
+/// Configuration pointing at this test's database, with a topic prefix of its own and
+/// every listener on an ephemeral port.
+pub fn test_config_for(db: &TestDatabase) -> anyhow::Result<Config> {
+    test_config_with_url(db.url.expose_secret())
+}
+
+/// Like [`test_config_for`] with any database URL (e.g. one nothing listens on).
+pub fn test_config_with_url(database_url: &str) -> anyhow::Result<Config> {
+    let prefix = format!("t{}.", Uuid::new_v4().simple());
+    let figment = crate::config::figment(None)?
+        .merge(Serialized::default("database.url", database_url))
+        .merge(Serialized::default("database.connect_timeout_ms", 2000))
+        .merge(Serialized::default("database.acquire_timeout_ms", 2000))
+        .merge(Serialized::default("kafka.topic_prefix", prefix))
+        .merge(Serialized::default("kafka.partitions", 2))
+        .merge(Serialized::default("kafka.request_timeout_ms", 5000))
+        .merge(Serialized::default("telemetry.otlp_endpoint", ""))
+        .merge(Serialized::default("api.bind", "127.0.0.1:0"))
+        .merge(Serialized::default("tracker.bind", "127.0.0.1:0"))
+        .merge(Serialized::default("scheduler.admin_bind", "127.0.0.1:0"))
+        .merge(Serialized::default(
+            "sender_worker.admin_bind",
+            "127.0.0.1:0",
+        ))
+        .merge(Serialized::default("shutdown.grace_period_seconds", 5));
+    Ok(Config::from_figment(&figment)?)
+}
+
+/// A PostgreSQL URL on a local port where nothing listens.
+pub fn unreachable_database_url() -> anyhow::Result<String> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    Ok(format!("postgres://postgres@127.0.0.1:{port}/nothing"))
+}
+
+/// Polls `check` until it yields a value or `timeout` passes.
+pub async fn poll_until<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return Ok(value);
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

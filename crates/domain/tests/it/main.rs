@@ -1,0 +1,5 @@
+//! Integration tests of the domain crate against real PostgreSQL and Kafka.
+
+mod kafka;
+mod migrations;
+mod schema;
