@@ -1,0 +1,3 @@
+//! Integration tests of the api service against real PostgreSQL and Kafka.
+
+mod health;

@@ -1,0 +1,3 @@
+//! Integration tests of the tracker service against real PostgreSQL and Kafka.
+
+mod health;
