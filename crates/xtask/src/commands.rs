@@ -1,0 +1,132 @@
+//! The subcommands other than `up`: thin sequences of provisioning and cargo calls.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+
+use crate::infra::{self, Component, Infra};
+use crate::paths::Paths;
+use crate::{cargo, postgres, process};
+
+const LEFT_RUNNING: &str = "infrastructure left running; `cargo xtask down` stops it";
+
+pub fn down(paths: &Paths) -> Result<ExitCode> {
+    infra::stop_everything(paths)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Exports go to stdout and progress to stderr, so `eval "$(cargo xtask infra)"` works.
+pub fn infra(paths: &Paths) -> Result<ExitCode> {
+    let infra = Infra::provision(paths, infra::ALL)?;
+    for (name, value) in infra.test_env() {
+        println!("export {name}={}", shell_quote(&value));
+    }
+    eprintln!("{LEFT_RUNNING}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn test(paths: &Paths, args: &[String]) -> Result<ExitCode> {
+    let infra = Infra::provision(paths, infra::ALL)?;
+    // Only on our own cluster: on a shared server another run's databases may be live.
+    if infra.postgres_is_local
+        && let Some(url) = &infra.database_url
+    {
+        postgres::drop_test_databases(url)?;
+    }
+    let code = cargo_with_env(paths, &infra, "test", args)?;
+    eprintln!("{LEFT_RUNNING}");
+    Ok(code)
+}
+
+pub fn bench(paths: &Paths, args: &[String]) -> Result<ExitCode> {
+    let infra = Infra::provision(paths, infra::ALL)?;
+    let code = cargo_with_env(paths, &infra, "bench", args)?;
+    eprintln!("{LEFT_RUNNING}");
+    Ok(code)
+}
+
+pub fn migrate(paths: &Paths, action: &str, all: bool) -> Result<ExitCode> {
+    let infra = Infra::provision(paths, &[Component::Postgres])?;
+    let database_url = infra
+        .service_database_url()?
+        .context("no database was provisioned")?;
+    let mut cmd = cargo::command(paths);
+    cmd.args(["run", "-q", "-p", "api", "--", "migrate", action]);
+    if all {
+        cmd.arg("--all");
+    }
+    cmd.env("DATABASE_URL", database_url);
+    status_of(&mut cmd)
+}
+
+pub fn lint(paths: &Paths) -> Result<ExitCode> {
+    let fmt = status_of(cargo::command(paths).args(["fmt", "--all", "--", "--check"]))?;
+    if fmt != ExitCode::SUCCESS {
+        eprintln!("lint: formatting differs; run `cargo fmt --all`");
+        return Ok(fmt);
+    }
+    status_of(cargo::command(paths).args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))
+}
+
+pub fn openapi(paths: &Paths, args: &[String]) -> Result<ExitCode> {
+    let mut cmd = cargo::command(paths);
+    cmd.args(["run", "-q", "-p", "api", "--", "openapi"])
+        .args(args);
+    status_of(&mut cmd)
+}
+
+fn cargo_with_env(paths: &Paths, infra: &Infra, verb: &str, args: &[String]) -> Result<ExitCode> {
+    let mut cmd = cargo::command(paths);
+    cmd.args([verb, "--workspace"])
+        .args(args)
+        .envs(infra.test_env());
+    status_of(&mut cmd)
+}
+
+/// Runs `cmd` and hands its exit code back to the shell unchanged.
+fn status_of(cmd: &mut std::process::Command) -> Result<ExitCode> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not run {}", process::describe(cmd)))?;
+    Ok(process::exit_code(status))
+}
+
+/// Quotes for POSIX shells only when needed, keeping the usual URLs readable.
+fn shell_quote(value: &str) -> String {
+    let plain = !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "@%+=:,./-_".contains(c));
+    if plain {
+        value.to_owned()
+    } else {
+        format!("'{}'", value.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_quote;
+
+    #[test]
+    fn quotes_only_when_needed() {
+        assert_eq!(
+            shell_quote("postgres://postgres@127.0.0.1:55432/postgres"),
+            "postgres://postgres@127.0.0.1:55432/postgres"
+        );
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(
+            shell_quote("x?sslmode=require&y=1"),
+            "'x?sslmode=require&y=1'"
+        );
+        assert_eq!(shell_quote(""), "''");
+    }
+}

@@ -1,0 +1,185 @@
+//! The four service binaries: build, migrate, spawn, readiness, stop.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+
+use crate::paths::Paths;
+use crate::{cargo, interrupt, probe, process};
+
+/// Database the services use on the local cluster.
+pub const DATABASE: &str = "sequence";
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+pub struct Service {
+    pub name: &'static str,
+    /// Address answering `/readyz` (the public port, or the admin port for workers).
+    pub addr: &'static str,
+    bind_var: &'static str,
+}
+
+pub const ALL: [Service; 4] = [
+    Service {
+        name: "api",
+        addr: "127.0.0.1:8080",
+        bind_var: "SEQ_API__BIND",
+    },
+    Service {
+        name: "tracker",
+        addr: "127.0.0.1:8081",
+        bind_var: "SEQ_TRACKER__BIND",
+    },
+    Service {
+        name: "scheduler",
+        addr: "127.0.0.1:9101",
+        bind_var: "SEQ_SCHEDULER__ADMIN_BIND",
+    },
+    Service {
+        name: "sender-worker",
+        addr: "127.0.0.1:9102",
+        bind_var: "SEQ_SENDER_WORKER__ADMIN_BIND",
+    },
+];
+
+impl Service {
+    /// Matched against /proc/<pid>/cmdline before signalling a pid from a pid file.
+    fn cmdline_marker(&self) -> String {
+        format!("/{}", self.name)
+    }
+}
+
+/// Environment shared by `api migrate` and every service.
+pub fn env(database_url: &str, kafka_brokers: &str) -> Vec<(&'static str, String)> {
+    let mut env = vec![
+        ("DATABASE_URL", database_url.to_owned()),
+        ("KAFKA_BROKERS", kafka_brokers.to_owned()),
+        ("SEQ_TELEMETRY__LOG_FORMAT", "pretty".to_owned()),
+        // Output goes to files under target/local/logs, where colour codes are noise.
+        ("NO_COLOR", "1".to_owned()),
+    ];
+    env.extend(ALL.iter().map(|s| (s.bind_var, s.addr.to_owned())));
+    env
+}
+
+pub fn build(paths: &Paths) -> Result<()> {
+    eprintln!("services: building");
+    let mut cmd = cargo::command(paths);
+    cmd.args(["build", "--bins"]);
+    for service in &ALL {
+        cmd.args(["-p", service.name]);
+    }
+    process::run(&mut cmd)
+}
+
+/// `<target>/debug`, where `cargo build` put the binaries.
+pub fn binary_dir(paths: &Paths) -> Result<PathBuf> {
+    Ok(cargo::target_directory(paths)?.join("debug"))
+}
+
+pub fn migrate(paths: &Paths, bin_dir: &Path, env: &[(&str, String)]) -> Result<()> {
+    eprintln!("services: api migrate up");
+    let mut cmd = Command::new(bin_dir.join("api"));
+    cmd.args(["migrate", "up"])
+        .envs(env.iter().map(|(k, v)| (*k, v)))
+        .current_dir(&paths.root);
+    process::run(&mut cmd)
+}
+
+/// Stops instances left by an earlier `up --detach`, then refuses ports someone else holds
+/// (a bind failure buried in a log is harder to spot than this message).
+pub fn check_ports_free(paths: &Paths) -> Result<()> {
+    stop_all(paths, false);
+    for service in &ALL {
+        if probe::tcp_open(service.addr) {
+            bail!(
+                "{} is already in use, so {} cannot listen there: stop the process holding it",
+                service.addr,
+                service.name
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Spawns every service (fresh log each time) and returns name -> pid as they start.
+pub fn spawn_all(
+    paths: &Paths,
+    bin_dir: &Path,
+    env: &[(&str, String)],
+    spawned: &mut HashMap<&'static str, u32>,
+) -> Result<()> {
+    for service in &ALL {
+        let log = paths.log(service.name);
+        std::fs::write(&log, "")?;
+        let mut cmd = Command::new(bin_dir.join(service.name));
+        cmd.arg("serve")
+            .envs(env.iter().map(|(k, v)| (*k, v)))
+            .current_dir(&paths.root);
+        let pid = process::spawn_background(&mut cmd, &log, &paths.pid_file(service.name))?;
+        spawned.insert(service.name, pid);
+    }
+    Ok(())
+}
+
+/// Waits until every service answers 200 on /readyz; on failure the error carries the
+/// tail of the failing service's log.
+pub fn wait_ready(paths: &Paths, spawned: &HashMap<&'static str, u32>) -> Result<()> {
+    let mut pending: Vec<&Service> = ALL.iter().collect();
+    let mut exited = false;
+    let result = probe::wait_until("services", READY_TIMEOUT, || {
+        if let Some(dead) = pending.iter().position(|s| {
+            !spawned
+                .get(s.name)
+                .is_some_and(|&pid| process::is_running(pid))
+        }) {
+            // Report the dead one first, whatever its place in the list.
+            pending.swap(0, dead);
+            exited = true;
+            bail!("{} exited during startup", pending[0].name);
+        }
+        pending.retain(|s| probe::http_status(s.addr, "/readyz") != Some(200));
+        Ok(pending.is_empty())
+    });
+    let (Err(e), Some(service)) = (result, pending.first()) else {
+        return Ok(());
+    };
+    let e = if exited || interrupt::requested() {
+        e
+    } else {
+        anyhow::anyhow!(
+            "{} did not answer 200 on http://{}/readyz within {} s",
+            service.name,
+            service.addr,
+            READY_TIMEOUT.as_secs()
+        )
+    };
+    process::with_log_tail(Err(e), &paths.log(service.name))
+}
+
+/// A service that died after becoming ready, if any.
+pub fn first_exited(spawned: &HashMap<&'static str, u32>) -> Option<&'static str> {
+    ALL.iter().map(|s| s.name).find(|name| {
+        spawned
+            .get(name)
+            .is_some_and(|&pid| !process::is_running(pid))
+    })
+}
+
+/// Best effort, in reverse start order. `report_idle` also prints services that were
+/// not running (wanted by `down`, noise for `up`).
+pub fn stop_all(paths: &Paths, report_idle: bool) {
+    for service in ALL.iter().rev() {
+        let pid_file = paths.pid_file(service.name);
+        let marker = service.cmdline_marker();
+        match process::stop_from_pid_file(&pid_file, &marker, STOP_GRACE) {
+            Ok(Some(pid)) => eprintln!("{}: stopped (pid {pid})", service.name),
+            Ok(None) if report_idle => eprintln!("{}: not running", service.name),
+            Ok(None) => {}
+            Err(e) => eprintln!("warning: could not stop {}: {e:#}", service.name),
+        }
+    }
+}
