@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
+use base64::Engine as _;
 
 use crate::paths::Paths;
 use crate::{cargo, interrupt, probe, process};
@@ -53,16 +54,49 @@ impl Service {
 }
 
 /// Environment shared by `api migrate` and every service.
-pub fn env(database_url: &str, kafka_brokers: &str) -> Vec<(&'static str, String)> {
+pub fn env(
+    paths: &Paths,
+    database_url: &str,
+    kafka_brokers: &str,
+) -> Result<Vec<(&'static str, String)>> {
     let mut env = vec![
         ("DATABASE_URL", database_url.to_owned()),
         ("KAFKA_BROKERS", kafka_brokers.to_owned()),
+        (
+            "SEQ_SECURITY__ENCRYPTION_KEYS",
+            format!("1:{}", dev_encryption_key(paths)?),
+        ),
         ("SEQ_TELEMETRY__LOG_FORMAT", "pretty".to_owned()),
         // Output goes to files under target/local/logs, where colour codes are noise.
         ("NO_COLOR", "1".to_owned()),
     ];
     env.extend(ALL.iter().map(|s| (s.bind_var, s.addr.to_owned())));
-    env
+    Ok(env)
+}
+
+/// A development key for secrets at rest, made once per checkout and kept under
+/// target/local (mode 600) so mailboxes stored by one `up` still decrypt in the next.
+fn dev_encryption_key(paths: &Paths) -> Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let file = paths.local.join("dev-encryption-key");
+    if let Ok(existing) = std::fs::read_to_string(&file) {
+        return Ok(existing.trim().to_owned());
+    }
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("reading /dev/urandom for a development encryption key")?;
+    let key = base64::engine::general_purpose::STANDARD.encode(bytes);
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&file)
+        .with_context(|| format!("writing {}", file.display()))?;
+    std::io::Write::write_all(&mut out, key.as_bytes())?;
+    Ok(key)
 }
 
 pub fn build(paths: &Paths) -> Result<()> {

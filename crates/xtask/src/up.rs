@@ -56,7 +56,7 @@ fn start_services(
         .kafka_brokers
         .as_deref()
         .context("no Kafka was provisioned")?;
-    let env = services::env(&database_url, brokers);
+    let env = services::env(paths, &database_url, brokers)?;
     services::check_ports_free(paths)?;
     services::migrate(paths, bin_dir, &env)?;
     interrupt::check()?;

@@ -31,6 +31,7 @@ pub struct Config {
     pub tracker: HttpServiceConfig,
     pub scheduler: WorkerServiceConfig,
     pub sender_worker: WorkerServiceConfig,
+    pub security: SecurityConfig,
     pub shutdown: ShutdownConfig,
 }
 
@@ -101,6 +102,19 @@ pub struct HttpServiceConfig {
 #[serde(deny_unknown_fields)]
 pub struct WorkerServiceConfig {
     pub admin_bind: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityConfig {
+    pub encryption_keys: SecretString,
+}
+
+impl SecurityConfig {
+    /// The cipher for secrets at rest; an error when no key is configured.
+    pub fn cipher(&self) -> Result<crate::crypto::SecretCipher, crate::crypto::CryptoError> {
+        crate::crypto::SecretCipher::from_spec(&self.encryption_keys)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -217,3 +217,20 @@ fn readme_documents_every_setting() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn unusable_encryption_key_is_rejected_without_echoing_it() {
+    jail(|jail| {
+        jail.set_env("SEQ_SECURITY__ENCRYPTION_KEYS", "1:c2hvcnQ=");
+        let error = load_in_jail(None).err().ok_or("expected an error")?;
+        assert_eq!(error.key(), Some("security.encryption_keys"));
+        let message = error.to_string();
+        assert!(message.contains("must be 32 bytes"), "{message}");
+        assert!(
+            message.contains("SEQ_SECURITY__ENCRYPTION_KEYS"),
+            "{message}"
+        );
+        assert!(!message.contains("c2hvcnQ="), "{message}");
+        Ok(())
+    });
+}

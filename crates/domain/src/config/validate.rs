@@ -123,6 +123,12 @@ pub(super) fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigE
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.telemetry.log_filter) {
         return fail("telemetry.log_filter", format!("not a valid filter: {e}"));
     }
+    // Empty is allowed here (services that need a key refuse to start without one), but a
+    // key that is set must be usable.
+    match config.security.cipher() {
+        Ok(_) | Err(crate::crypto::CryptoError::NotConfigured) => {}
+        Err(error) => return fail("security.encryption_keys", error.to_string()),
+    }
     if let Some(endpoint) = config.telemetry.otlp_endpoint()
         && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
     {
