@@ -84,9 +84,12 @@ pub fn openapi(paths: &Paths, args: &[String]) -> Result<ExitCode> {
 
 fn cargo_with_env(paths: &Paths, infra: &Infra, verb: &str, args: &[String]) -> Result<ExitCode> {
     let mut cmd = cargo::command(paths);
-    cmd.args([verb, "--workspace"])
-        .args(args)
-        .envs(infra.test_env());
+    cmd.arg(verb);
+    // `-p NAME` narrows the run; otherwise the whole workspace.
+    if !args.iter().any(|a| a == "-p" || a.starts_with("--package")) {
+        cmd.arg("--workspace");
+    }
+    cmd.args(args).envs(infra.test_env());
     status_of(&mut cmd)
 }
 

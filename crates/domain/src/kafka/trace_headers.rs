@@ -54,3 +54,36 @@ pub fn set_parent_from_headers(span: &tracing::Span, headers: Option<&BorrowedHe
         let _ = span.set_parent(context);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+    use opentelemetry_sdk::propagation::TraceContextPropagator;
+    use opentelemetry_sdk::trace::SdkTracerProvider;
+    use rdkafka::message::Headers;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::*;
+
+    #[test]
+    fn trace_context_survives_a_trip_through_headers() {
+        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, || {
+            let producer_span = tracing::info_span!("produce");
+            let headers = producer_span.in_scope(current_context_headers);
+            let sent_trace = producer_span.context().span().span_context().trace_id();
+
+            let borrowed = headers.as_borrowed();
+            assert!(borrowed.iter().any(|h| h.key == "traceparent"));
+
+            let consumer_span = tracing::info_span!("consume");
+            set_parent_from_headers(&consumer_span, Some(borrowed));
+            let received_trace = consumer_span.context().span().span_context().trace_id();
+            assert_eq!(received_trace, sent_trace);
+        });
+    }
+}

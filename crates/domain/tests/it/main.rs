@@ -2,4 +2,5 @@
 
 mod kafka;
 mod migrations;
+mod readiness;
 mod schema;
