@@ -2,6 +2,7 @@
 //! schema and queries, Kafka event types and plumbing, and what every service binary needs
 //! to run (CLI, health endpoints, metrics, shutdown). The only crate the services share.
 
+pub mod api_keys;
 pub mod config;
 pub mod crypto;
 pub mod db;
@@ -9,6 +10,7 @@ pub mod events;
 pub mod kafka;
 pub mod service;
 pub mod telemetry;
+pub mod templates;
 
 #[cfg(feature = "test-support")]
 pub mod testing;

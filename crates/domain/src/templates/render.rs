@@ -1,0 +1,66 @@
+//! Syntax tree to text, given variable values and a seed for the spintax choices.
+
+use super::parse::Node;
+use super::spintax;
+use super::variables::VariableSource;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Escaping {
+    None,
+    /// Values and fallbacks only: the template text is the author's markup.
+    Html,
+}
+
+pub(super) fn render<V: VariableSource + ?Sized>(
+    nodes: &[Node],
+    vars: &V,
+    seed: u64,
+    escaping: Escaping,
+) -> String {
+    let mut out = String::new();
+    render_into(&mut out, nodes, vars, seed, escaping);
+    out
+}
+
+fn render_into<V: VariableSource + ?Sized>(
+    out: &mut String,
+    nodes: &[Node],
+    vars: &V,
+    seed: u64,
+    escaping: Escaping,
+) {
+    for node in nodes {
+        match node {
+            Node::Text(text) => out.push_str(text),
+            Node::Variable { name, fallback } => {
+                // A blank value would leave "Hi ," where the fallback reads better.
+                let value = vars.get(name).filter(|value| !value.trim().is_empty());
+                let text = value.as_deref().or(fallback.as_deref()).unwrap_or_default();
+                match escaping {
+                    Escaping::None => out.push_str(text),
+                    Escaping::Html => push_html_escaped(out, text),
+                }
+            }
+            Node::Spintax { group, options } => {
+                let chosen = spintax::choose(seed, *group, options.len());
+                if let Some(option) = options.get(chosen) {
+                    render_into(out, option, vars, seed, escaping);
+                }
+            }
+        }
+    }
+}
+
+/// Enough for element content and quoted attribute values, where bodies put variables.
+fn push_html_escaped(out: &mut String, text: &str) {
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+}
