@@ -1,14 +1,28 @@
 //! The campaign-authoring REST API. Writes PostgreSQL only; never talks to SMTP.
 
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod openapi;
+pub mod pagination;
 mod routes;
+pub mod state;
+pub mod validation;
 
 use std::net::TcpListener;
 
-use actix_web::dev::Server;
+use actix_web::dev::{Server, Service as _};
+use actix_web::{HttpServer, ResponseError as _, web};
 use domain::config::Config;
 use domain::service::ServiceBase;
-use domain::service::admin::{bind, http_server, run_until_cancelled};
+use domain::service::admin::{bind, run_until_cancelled};
+use futures::FutureExt as _;
+use paperclip::actix::OpenApiExt;
 use tokio_util::sync::CancellationToken;
+
+use crate::error::ApiError;
+use crate::extract::BodyLimit;
+use crate::state::AppState;
 
 pub struct Application {
     base: ServiceBase,
@@ -26,7 +40,55 @@ impl Application {
     pub fn build_with_listener(config: Config, listener: TcpListener) -> anyhow::Result<Self> {
         let base = ServiceBase::new(config)?;
         let port = listener.local_addr()?.port();
-        let server = http_server(&base, listener, routes::configure)?;
+        let cipher = match base.config.security.cipher() {
+            Ok(cipher) => Some(cipher),
+            Err(domain::crypto::CryptoError::NotConfigured) => {
+                tracing::warn!("security.encryption_keys is empty: mailboxes cannot be stored");
+                None
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let state = web::Data::new(AppState::new(
+            base.pool.clone(),
+            base.config.api.clone(),
+            cipher,
+        ));
+        let readiness = web::Data::new(base.readiness.clone());
+        let metrics = web::Data::new(base.metrics.clone());
+        let body_limit = web::Data::new(BodyLimit(base.config.api.max_body_bytes));
+        let server = HttpServer::new(move || {
+            actix_web::App::new()
+                .app_data(readiness.clone())
+                .app_data(metrics.clone())
+                .configure(domain::service::health::routes)
+                .wrap_api_with_spec(openapi::base_spec())
+                .app_data(state.clone())
+                .app_data(body_limit.clone())
+                .app_data(path_config())
+                .app_data(query_config())
+                // Before the /api/v1 scope, which would otherwise answer 404 for these paths;
+                // the spec is read per request, so routes added later still appear in it.
+                .with_json_spec_v3_at(openapi::SPEC_V3_PATH)
+                .with_json_spec_at(openapi::SPEC_V2_PATH)
+                .with_swagger_ui_at(openapi::SWAGGER_PATHS[0])
+                .with_swagger_ui_at(openapi::SWAGGER_PATHS[1])
+                .configure(routes::configure)
+                .build()
+                .default_service(web::to(|| async {
+                    ApiError::NotFound("route").error_response()
+                }))
+                .wrap_fn(|req, srv| {
+                    if openapi::is_unknown_swagger_file(req.path()) {
+                        let response = req.error_response(ApiError::NotFound("file"));
+                        return async move { Ok(response) }.boxed_local();
+                    }
+                    srv.call(req).boxed_local()
+                })
+        })
+        .disable_signals()
+        .shutdown_timeout(base.config.shutdown.grace_period_seconds)
+        .listen(listener)?
+        .run();
         Ok(Self { base, server, port })
     }
 
@@ -42,6 +104,17 @@ impl Application {
         tracing::info!("api stopped");
         Ok(())
     }
+}
+
+/// A malformed id in a path is simply an id that does not exist.
+fn path_config() -> web::PathConfig {
+    web::PathConfig::default().error_handler(|_, _| ApiError::NotFound("resource").into())
+}
+
+fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|error, _| {
+        ApiError::BadRequest(format!("invalid query parameters: {error}")).into()
+    })
 }
 
 /// The binary's serve command.

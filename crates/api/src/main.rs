@@ -1,5 +1,18 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // `api openapi` prints the OpenAPI document; it needs no configuration or database.
+    if std::env::args().nth(1).as_deref() == Some("openapi") {
+        return match api::openapi::document() {
+            Ok(document) => {
+                print!("{document}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("api: cannot generate the OpenAPI document: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     domain::service::cli::run("api", api::serve)
 }

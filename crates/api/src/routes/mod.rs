@@ -1,9 +1,16 @@
-//! `/api/v1` routes.
+//! `/api/v1` routes, each documented in the OpenAPI spec through paperclip.
 
+mod api_keys;
 mod health;
+mod workspaces;
 
-use actix_web::web;
+use paperclip::actix::web;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::scope("/api/v1").configure(health::configure));
+    cfg.service(
+        web::scope("/api/v1")
+            .configure(health::configure)
+            .configure(workspaces::configure)
+            .configure(api_keys::configure),
+    );
 }

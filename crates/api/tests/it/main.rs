@@ -1,3 +1,8 @@
 //! Integration tests of the api service against real PostgreSQL and Kafka.
 
+mod api_keys;
+mod errors;
 mod health;
+mod openapi;
+mod support;
+mod workspaces;

@@ -27,7 +27,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub kafka: KafkaConfig,
     pub telemetry: TelemetryConfig,
-    pub api: HttpServiceConfig,
+    pub api: ApiConfig,
     pub tracker: HttpServiceConfig,
     pub scheduler: WorkerServiceConfig,
     pub sender_worker: WorkerServiceConfig,
@@ -96,6 +96,17 @@ impl TelemetryConfig {
 #[serde(deny_unknown_fields)]
 pub struct HttpServiceConfig {
     pub bind: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    pub bind: SocketAddr,
+    pub admin_token: SecretString,
+    pub max_body_bytes: usize,
+    pub max_import_bytes: usize,
+    pub rate_limit_per_second: u32,
+    pub rate_limit_burst: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]

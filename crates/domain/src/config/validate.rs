@@ -123,6 +123,13 @@ pub(super) fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigE
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.telemetry.log_filter) {
         return fail("telemetry.log_filter", format!("not a valid filter: {e}"));
     }
+    let admin_token = config.api.admin_token.expose_secret();
+    if !admin_token.is_empty() && admin_token.len() < 24 {
+        return fail(
+            "api.admin_token",
+            "must be at least 24 characters (or empty to disable workspace creation)".to_owned(),
+        );
+    }
     // Empty is allowed here (services that need a key refuse to start without one), but a
     // key that is set must be usable.
     match config.security.cipher() {

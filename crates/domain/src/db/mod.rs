@@ -3,9 +3,11 @@
 //! Query functions take `&mut AsyncPgConnection`, so the same function runs on a pooled
 //! connection alone or inside a caller's transaction (`conn.transaction(|tx| ...)`).
 
+pub mod api_keys;
 pub mod health;
 pub mod migrations;
 pub mod schema;
+pub mod workspaces;
 
 use std::time::Duration;
 
@@ -19,6 +21,7 @@ use crate::config::DatabaseConfig;
 pub type PgPool = Pool<AsyncPgConnection>;
 pub type PooledConn = Object<AsyncPgConnection>;
 pub use diesel_async::AsyncPgConnection as PgConn;
+pub use diesel_async::pooled_connection::deadpool::PoolError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {

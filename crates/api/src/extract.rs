@@ -1,0 +1,196 @@
+//! The JSON body extractor of every write endpoint: a size limit (413), syntax errors (400),
+//! and type, missing or unknown fields (422) reported with the path of the field, then the
+//! request type's own validation (422 naming each bad field).
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpRequest, web};
+use futures::StreamExt;
+use paperclip::actix::OperationModifier;
+use paperclip::v2::models::{DefaultOperationRaw, DefaultSchemaRaw};
+use paperclip::v2::schema::Apiv2Schema;
+use serde::de::DeserializeOwned;
+
+use crate::error::{ApiError, FieldError};
+
+/// Validation beyond what serde checks; collects every problem, not just the first.
+pub trait Validate {
+    fn validate(&self) -> Result<(), Vec<FieldError>>;
+}
+
+/// Limit for JSON bodies, from `api.max_body_bytes`.
+#[derive(Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+pub struct Body<T>(pub T);
+
+impl<T> Body<T> {
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> FromRequest for Body<T>
+where
+    T: DeserializeOwned + Validate + 'static,
+{
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let limit = req
+            .app_data::<web::Data<BodyLimit>>()
+            .map_or(1 << 20, |l| l.0);
+        let declared = req
+            .headers()
+            .get(actix_web::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        let mut payload = payload.take();
+        Box::pin(async move {
+            if declared.is_some_and(|len| len > limit) {
+                return Err(ApiError::PayloadTooLarge { limit });
+            }
+            let mut bytes = web::BytesMut::new();
+            while let Some(chunk) = payload.next().await {
+                let chunk =
+                    chunk.map_err(|e| ApiError::BadRequest(format!("could not read body: {e}")))?;
+                if bytes.len() + chunk.len() > limit {
+                    return Err(ApiError::PayloadTooLarge { limit });
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            let value: T = parse(&bytes)?;
+            value.validate().map_err(ApiError::Validation)?;
+            Ok(Body(value))
+        })
+    }
+}
+
+/// Deserialises with the path of any failing field.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    match serde_path_to_error::deserialize::<_, T>(&mut deserializer) {
+        Ok(value) => deserializer
+            .end()
+            .map(|()| value)
+            .map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}"))),
+        Err(error) => {
+            let path = error.path().to_string();
+            let inner = error.into_inner();
+            if inner.is_syntax() || inner.is_eof() || inner.is_io() {
+                return Err(ApiError::BadRequest(format!("malformed JSON: {inner}")));
+            }
+            Err(ApiError::Validation(vec![field_error(&path, &inner)]))
+        }
+    }
+}
+
+fn field_error(path: &str, error: &serde_json::Error) -> FieldError {
+    let text = error.to_string();
+    // A missing field is reported against the enclosing object; name the field itself.
+    // (An unknown field's path already ends with its name.)
+    let message = text.split(" at line ").next().unwrap_or(&text).to_owned();
+    let named = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next());
+    let field = match (named, path) {
+        (Some(name), "." | "") => name.to_owned(),
+        (Some(name), parent) => format!("{parent}.{name}"),
+        (None, ".") => "body".to_owned(),
+        (None, path) => path.to_owned(),
+    };
+    let message = if message.starts_with("unknown field") {
+        "unknown field (not writable or misspelt)".to_owned()
+    } else {
+        message
+    };
+    FieldError::new(field, message)
+}
+
+impl<T: Apiv2Schema> Apiv2Schema for Body<T> {
+    fn name() -> Option<String> {
+        T::name()
+    }
+
+    fn raw_schema() -> DefaultSchemaRaw {
+        T::raw_schema()
+    }
+}
+
+impl<T: Apiv2Schema> OperationModifier for Body<T> {
+    fn update_parameter(op: &mut DefaultOperationRaw) {
+        paperclip::actix::web::Json::<T>::update_parameter(op);
+    }
+
+    fn update_definitions(map: &mut std::collections::BTreeMap<String, DefaultSchemaRaw>) {
+        paperclip::actix::web::Json::<T>::update_definitions(map);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Outer {
+        name: String,
+        steps: Vec<Inner>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        wait_days: u32,
+    }
+
+    fn error(json: &str) -> ApiError {
+        match parse::<Outer>(json.as_bytes()) {
+            Ok(v) => panic!("parsed {v:?}"),
+            Err(e) => e,
+        }
+    }
+
+    fn field(error: ApiError) -> String {
+        match error {
+            ApiError::Validation(details) => details[0].field.clone(),
+            other => panic!("expected validation, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn syntax_errors_are_bad_requests() {
+        assert!(matches!(error("{\"name\": "), ApiError::BadRequest(_)));
+        assert!(matches!(
+            error(r#"{"name": "a", "steps": []} trailing"#),
+            ApiError::BadRequest(_)
+        ));
+    }
+
+    #[test]
+    fn field_errors_name_the_path() {
+        assert_eq!(field(error(r#"{"name": 1, "steps": []}"#)), "name");
+        assert_eq!(field(error(r#"{"steps": []}"#)), "name");
+        assert_eq!(
+            field(error(r#"{"name": "a", "steps": [{"wait_days": -1}]}"#)),
+            "steps[0].wait_days"
+        );
+        assert_eq!(
+            field(error(r#"{"name": "a", "steps": [], "workspace_id": "x"}"#)),
+            "workspace_id"
+        );
+        assert_eq!(
+            field(error(
+                r#"{"name": "a", "steps": [{"wait_days": 1, "status": 2}]}"#
+            )),
+            "steps[0].status"
+        );
+    }
+}

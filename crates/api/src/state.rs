@@ -1,0 +1,34 @@
+//! What handlers share: the pool, the API settings, the secret cipher and the rate limiter.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use domain::config::ApiConfig;
+use domain::crypto::SecretCipher;
+use domain::db::PgPool;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use uuid::Uuid;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub config: ApiConfig,
+    /// None when `security.encryption_keys` is empty: mailbox writes then answer an error
+    /// instead of storing a password unencrypted.
+    pub cipher: Option<SecretCipher>,
+    pub limiter: Arc<DefaultKeyedRateLimiter<Uuid>>,
+}
+
+impl AppState {
+    pub fn new(pool: PgPool, config: ApiConfig, cipher: Option<SecretCipher>) -> Self {
+        let per_second = NonZeroU32::new(config.rate_limit_per_second).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(config.rate_limit_burst).unwrap_or(per_second);
+        let quota = Quota::per_second(per_second).allow_burst(burst);
+        Self {
+            pool,
+            config,
+            cipher,
+            limiter: Arc::new(RateLimiter::keyed(quota)),
+        }
+    }
+}
