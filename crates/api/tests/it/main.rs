@@ -2,7 +2,9 @@
 
 mod api_keys;
 mod errors;
+mod fixtures;
 mod health;
 mod openapi;
+mod sequences;
 mod support;
 mod workspaces;

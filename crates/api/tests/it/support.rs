@@ -119,6 +119,16 @@ impl TestApi {
             .await
     }
 
+    /// A direct connection to this api's database, for fixtures and checks.
+    pub async fn db(&self) -> anyhow::Result<diesel_async::AsyncPgConnection> {
+        self._db.connect().await
+    }
+
+    pub async fn put(&self, path: &str, key: &str, body: Value) -> anyhow::Result<(u16, Value)> {
+        self.request(reqwest::Method::PUT, path, Some(key), Some(&body))
+            .await
+    }
+
     pub async fn tenant(&self, name: &str) -> anyhow::Result<Tenant> {
         let (status, body) = self
             .request(

@@ -4,9 +4,12 @@
 //! connection alone or inside a caller's transaction (`conn.transaction(|tx| ...)`).
 
 pub mod api_keys;
+pub mod enrollments;
 pub mod health;
 pub mod migrations;
 pub mod schema;
+pub mod sequences;
+pub mod steps;
 pub mod workspaces;
 
 use std::time::Duration;

@@ -110,6 +110,7 @@ diesel::table! {
         variants -> Jsonb,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        deleted_at -> Nullable<Timestamptz>,
     }
 }
 
