@@ -35,14 +35,22 @@ pub fn base_spec() -> DefaultApiRaw {
         ),
         ..Default::default()
     };
-    let tags = ["Health", "Workspaces", "ApiKeys", "Sequences"]
-        .into_iter()
-        .map(|name| Tag {
-            name: name.into(),
-            description: None,
-            external_docs: None,
-        })
-        .collect();
+    let tags = [
+        "Health",
+        "Workspaces",
+        "ApiKeys",
+        "Sequences",
+        "Enrollments",
+        "Messages",
+        "Stats",
+    ]
+    .into_iter()
+    .map(|name| Tag {
+        name: name.into(),
+        description: None,
+        external_docs: None,
+    })
+    .collect();
     DefaultApiRaw {
         info,
         tags,

@@ -1,8 +1,11 @@
 //! `/api/v1` routes, each documented in the OpenAPI spec through paperclip.
 
 mod api_keys;
+mod enrollments;
 mod health;
+mod messages;
 mod sequences;
+mod stats;
 mod workspaces;
 
 use paperclip::actix::web;
@@ -13,6 +16,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(health::configure)
             .configure(workspaces::configure)
             .configure(api_keys::configure)
-            .configure(sequences::configure),
+            .configure(sequences::configure)
+            .configure(enrollments::configure)
+            .configure(messages::configure)
+            .configure(stats::configure),
     );
 }

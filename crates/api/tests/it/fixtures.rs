@@ -98,3 +98,41 @@ pub async fn sent_message(
     .await?;
     Ok(id)
 }
+
+/// An event as the scheduler's consumer records it.
+pub async fn event(
+    conn: &mut AsyncPgConnection,
+    workspace_id: &str,
+    enrollment_id: Uuid,
+    message_id: Uuid,
+    event_type: &str,
+    is_bot: Option<bool>,
+) -> anyhow::Result<Uuid> {
+    let id = Uuid::now_v7();
+    diesel::sql_query(
+        "INSERT INTO events (id, workspace_id, message_id, enrollment_id, event_type, occurred_at, is_bot) \
+         VALUES ($1, $2::uuid, $3, $4, $5, now(), $6)",
+    )
+    .bind::<SqlUuid, _>(id)
+    .bind::<Text, _>(workspace_id)
+    .bind::<SqlUuid, _>(message_id)
+    .bind::<SqlUuid, _>(enrollment_id)
+    .bind::<Text, _>(event_type)
+    .bind::<diesel::sql_types::Nullable<diesel::sql_types::Bool>, _>(is_bot)
+    .execute(conn)
+    .await?;
+    Ok(id)
+}
+
+pub async fn set_enrollment_status(
+    conn: &mut AsyncPgConnection,
+    enrollment_id: Uuid,
+    status: &str,
+) -> anyhow::Result<()> {
+    diesel::sql_query("UPDATE enrollments SET status = $2 WHERE id = $1")
+        .bind::<SqlUuid, _>(enrollment_id)
+        .bind::<Text, _>(status)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

@@ -1,11 +1,12 @@
 //! Enrollments: a contact's progress through a sequence. The scheduler owns their state; the
 //! API creates them and applies the pause/resume/stop a user asks for.
 
+use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use super::schema::enrollments;
+use super::schema::{contacts, enrollments};
 
 /// Keeps each unfinished enrollment pointed at the same next step when the steps at
 /// positions `>= from` move by `delta`. An enrollment whose next position is exactly `from`
@@ -25,4 +26,125 @@ pub async fn shift_positions(
     .set(enrollments::current_step.eq(enrollments::current_step + delta))
     .execute(conn)
     .await
+}
+
+/// An enrollment as the API lists it, with its contact's address.
+#[derive(Debug, Clone, Queryable)]
+pub struct EnrollmentView {
+    pub id: Uuid,
+    pub sequence_id: Uuid,
+    pub contact_id: Uuid,
+    pub email: String,
+    pub mailbox_id: Option<Uuid>,
+    pub current_step: i32,
+    pub next_send_at: Option<DateTime<Utc>>,
+    pub status: String,
+    pub stop_reason: Option<String>,
+    pub last_sent_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+type ViewColumns = (
+    enrollments::id,
+    enrollments::sequence_id,
+    enrollments::contact_id,
+    contacts::email,
+    enrollments::mailbox_id,
+    enrollments::current_step,
+    enrollments::next_send_at,
+    enrollments::status,
+    enrollments::stop_reason,
+    enrollments::last_sent_at,
+    enrollments::created_at,
+    enrollments::updated_at,
+);
+
+const VIEW_COLUMNS: ViewColumns = (
+    enrollments::id,
+    enrollments::sequence_id,
+    enrollments::contact_id,
+    contacts::email,
+    enrollments::mailbox_id,
+    enrollments::current_step,
+    enrollments::next_send_at,
+    enrollments::status,
+    enrollments::stop_reason,
+    enrollments::last_sent_at,
+    enrollments::created_at,
+    enrollments::updated_at,
+);
+
+pub const STATUSES: [&str; 8] = [
+    "active",
+    "paused",
+    "completed",
+    "replied",
+    "bounced",
+    "unsubscribed",
+    "stopped",
+    "failed",
+];
+
+pub async fn list_for_sequence(
+    conn: &mut AsyncPgConnection,
+    sequence_id: Uuid,
+    status: Option<&str>,
+    after: Option<Uuid>,
+    limit: i64,
+) -> QueryResult<Vec<EnrollmentView>> {
+    let mut query = enrollments::table
+        .inner_join(contacts::table)
+        .filter(enrollments::sequence_id.eq(sequence_id))
+        .select(VIEW_COLUMNS)
+        .order(enrollments::id.asc())
+        .limit(limit)
+        .into_boxed();
+    if let Some(status) = status {
+        query = query.filter(enrollments::status.eq(status));
+    }
+    if let Some(after) = after {
+        query = query.filter(enrollments::id.gt(after));
+    }
+    query.load(conn).await
+}
+
+pub async fn find(
+    conn: &mut AsyncPgConnection,
+    workspace_id: Uuid,
+    id: Uuid,
+) -> QueryResult<Option<EnrollmentView>> {
+    enrollments::table
+        .inner_join(contacts::table)
+        .filter(enrollments::workspace_id.eq(workspace_id))
+        .filter(enrollments::id.eq(id))
+        .select(VIEW_COLUMNS)
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// Moves an enrollment to `to` if it is in one of `from`; false otherwise (a concurrent
+/// change won, or the transition is not allowed).
+pub async fn transition(
+    conn: &mut AsyncPgConnection,
+    workspace_id: Uuid,
+    id: Uuid,
+    from: &[&str],
+    to: &str,
+    reason: Option<&str>,
+) -> QueryResult<bool> {
+    diesel::update(
+        enrollments::table
+            .filter(enrollments::workspace_id.eq(workspace_id))
+            .filter(enrollments::id.eq(id))
+            .filter(enrollments::status.eq_any(from)),
+    )
+    .set((
+        enrollments::status.eq(to),
+        enrollments::stop_reason.eq(reason),
+    ))
+    .execute(conn)
+    .await
+    .map(|n| n == 1)
 }

@@ -5,10 +5,13 @@
 
 pub mod api_keys;
 pub mod enrollments;
+pub mod events;
 pub mod health;
+pub mod messages;
 pub mod migrations;
 pub mod schema;
 pub mod sequences;
+pub mod stats;
 pub mod steps;
 pub mod workspaces;
 

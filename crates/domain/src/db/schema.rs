@@ -219,6 +219,38 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    step_stats (step_id) {
+        step_id -> Uuid,
+        sequence_id -> Uuid,
+        sent -> Int8,
+        failed -> Int8,
+        bounced -> Int8,
+        opened_human -> Int8,
+        opened_bot -> Int8,
+        clicked_human -> Int8,
+        clicked_bot -> Int8,
+        replied -> Int8,
+        unsubscribed -> Int8,
+        complained -> Int8,
+    }
+}
+
+diesel::table! {
+    sequence_stats (sequence_id) {
+        sequence_id -> Uuid,
+        enrolled -> Int8,
+        active -> Int8,
+        paused -> Int8,
+        completed -> Int8,
+        replied -> Int8,
+        bounced -> Int8,
+        unsubscribed -> Int8,
+        stopped -> Int8,
+        failed -> Int8,
+    }
+}
+
 diesel::joinable!(api_keys -> workspaces (workspace_id));
 diesel::joinable!(mailboxes -> workspaces (workspace_id));
 diesel::joinable!(contacts -> workspaces (workspace_id));
@@ -233,6 +265,7 @@ diesel::joinable!(messages -> enrollments (enrollment_id));
 diesel::joinable!(messages -> steps (step_id));
 diesel::joinable!(events -> messages (message_id));
 diesel::joinable!(mailbox_daily_usage -> mailboxes (mailbox_id));
+diesel::joinable!(step_stats -> steps (step_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     workspaces,
@@ -248,4 +281,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     suppressions,
     mailbox_daily_usage,
     outbox,
+    step_stats,
+    sequence_stats,
 );

@@ -1,0 +1,80 @@
+//! Emails: one row per enrollment and step. Listing for the API; the scheduler creates them
+//! and the sender worker moves them through their states.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use super::schema::{contacts, enrollments, messages};
+
+pub const STATUSES: [&str; 7] = [
+    "queued",
+    "sending",
+    "sent",
+    "failed",
+    "bounced",
+    "unknown",
+    "cancelled",
+];
+
+#[derive(Debug, Clone, Queryable)]
+pub struct MessageView {
+    pub id: Uuid,
+    pub enrollment_id: Uuid,
+    pub contact_id: Uuid,
+    pub email: String,
+    pub mailbox_id: Uuid,
+    pub step_id: Uuid,
+    pub step_order: i32,
+    pub variant_index: Option<i32>,
+    pub status: String,
+    pub attempts: i32,
+    pub subject: Option<String>,
+    pub message_id_header: Option<String>,
+    pub scheduled_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+pub async fn list_for_sequence(
+    conn: &mut AsyncPgConnection,
+    sequence_id: Uuid,
+    status: Option<&str>,
+    after: Option<Uuid>,
+    limit: i64,
+) -> QueryResult<Vec<MessageView>> {
+    let mut query = messages::table
+        .inner_join(enrollments::table)
+        .inner_join(contacts::table.on(contacts::id.eq(messages::contact_id)))
+        .filter(enrollments::sequence_id.eq(sequence_id))
+        .select((
+            messages::id,
+            messages::enrollment_id,
+            messages::contact_id,
+            contacts::email,
+            messages::mailbox_id,
+            messages::step_id,
+            messages::step_order,
+            messages::variant_index,
+            messages::status,
+            messages::attempts,
+            messages::subject,
+            messages::message_id_header,
+            messages::scheduled_at,
+            messages::sent_at,
+            messages::last_error,
+            messages::created_at,
+        ))
+        .order(messages::id.asc())
+        .limit(limit)
+        .into_boxed();
+    if let Some(status) = status {
+        query = query.filter(messages::status.eq(status));
+    }
+    if let Some(after) = after {
+        query = query.filter(messages::id.gt(after));
+    }
+    query.load(conn).await
+}

@@ -1,0 +1,13 @@
+DROP INDEX messages_enrollment_idx;
+DROP INDEX events_enrollment_time_idx;
+DROP TRIGGER enrollments_count_updated ON enrollments;
+DROP TRIGGER enrollments_count_deleted ON enrollments;
+DROP TRIGGER enrollments_count_inserted ON enrollments;
+DROP FUNCTION count_enrollments_updated();
+DROP FUNCTION count_enrollments_deleted();
+DROP FUNCTION count_enrollments_inserted();
+DROP FUNCTION bump_sequence_stats(jsonb);
+DROP TRIGGER events_count ON events;
+DROP FUNCTION count_event();
+DROP TABLE sequence_stats;
+DROP TABLE step_stats;
