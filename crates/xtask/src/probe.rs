@@ -48,6 +48,38 @@ pub fn http_status(addr: &str, path: &str) -> Option<u16> {
     parse_status_line(&String::from_utf8_lossy(&head[..n]))
 }
 
+/// One HTTP/1.0 request with an optional bearer token and JSON body; returns the status and
+/// the parsed JSON body (Null when it is not JSON).
+pub fn http_json(
+    addr: &str,
+    method: &str,
+    path: &str,
+    bearer: &str,
+    body: Option<&serde_json::Value>,
+) -> Option<(u16, serde_json::Value)> {
+    let mut stream = connect(addr)?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .ok()?;
+    let payload = body.map(|b| b.to_string()).unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\
+         Authorization: Bearer {bearer}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{payload}",
+        payload.len()
+    );
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).ok()?;
+    let text = String::from_utf8_lossy(&response);
+    let status = parse_status_line(&text)?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .and_then(|(_, body)| serde_json::from_str(body).ok())
+        .unwrap_or(serde_json::Value::Null);
+    Some((status, body))
+}
+
 fn parse_status_line(response: &str) -> Option<u16> {
     let mut parts = response.lines().next()?.split_whitespace();
     if !parts.next()?.starts_with("HTTP/") {

@@ -13,6 +13,7 @@ use crate::{cargo, interrupt, probe, process};
 
 /// Database the services use on the local cluster.
 pub const DATABASE: &str = "sequence";
+pub const API_ADDR: &str = "127.0.0.1:8080";
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
@@ -26,7 +27,7 @@ pub struct Service {
 pub const ALL: [Service; 4] = [
     Service {
         name: "api",
-        addr: "127.0.0.1:8080",
+        addr: API_ADDR,
         bind_var: "SEQ_API__BIND",
     },
     Service {
@@ -64,7 +65,11 @@ pub fn env(
         ("KAFKA_BROKERS", kafka_brokers.to_owned()),
         (
             "SEQ_SECURITY__ENCRYPTION_KEYS",
-            format!("1:{}", dev_encryption_key(paths)?),
+            format!("1:{}", dev_secret(paths, "dev-encryption-key")?),
+        ),
+        (
+            "SEQ_API__ADMIN_TOKEN",
+            dev_secret(paths, "dev-admin-token")?,
         ),
         ("SEQ_TELEMETRY__LOG_FORMAT", "pretty".to_owned()),
         // Output goes to files under target/local/logs, where colour codes are noise.
@@ -74,13 +79,14 @@ pub fn env(
     Ok(env)
 }
 
-/// A development key for secrets at rest, made once per checkout and kept under
-/// target/local (mode 600) so mailboxes stored by one `up` still decrypt in the next.
-fn dev_encryption_key(paths: &Paths) -> Result<String> {
+/// 32 random bytes (base64) made once per checkout and kept under target/local (mode 600):
+/// the development encryption key, so mailboxes stored by one `up` still decrypt in the next,
+/// and the development admin token.
+pub fn dev_secret(paths: &Paths, name: &str) -> Result<String> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
 
-    let file = paths.local.join("dev-encryption-key");
+    let file = paths.local.join(name);
     if let Ok(existing) = std::fs::read_to_string(&file) {
         return Ok(existing.trim().to_owned());
     }

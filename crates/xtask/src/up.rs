@@ -7,7 +7,7 @@ use anyhow::{Context, Result, anyhow};
 
 use crate::infra::{self, Infra};
 use crate::paths::Paths;
-use crate::{interrupt, process, services};
+use crate::{interrupt, probe, process, services};
 
 pub fn run(paths: &Paths, detach: bool) -> Result<ExitCode> {
     // Before any server starts: a compile error then leaves nothing behind to clean up.
@@ -17,14 +17,16 @@ pub fn run(paths: &Paths, detach: bool) -> Result<ExitCode> {
 
     let infra = Infra::provision(paths, infra::ALL)?;
     let mut spawned = HashMap::new();
-    let database_url = match start_services(paths, &infra, &bin_dir, &mut spawned) {
-        Ok(url) => url,
+    let started = start_services(paths, &infra, &bin_dir, &mut spawned)
+        .and_then(|url| Ok((url, dev_workspace(paths)?)));
+    let (database_url, api_key) = match started {
+        Ok(started) => started,
         Err(e) => {
             shut_down(paths, &infra);
             return Err(e);
         }
     };
-    print_summary(paths, &infra, &database_url);
+    print_summary(paths, &infra, &database_url, &api_key);
 
     if detach {
         eprintln!("running in the background; `cargo xtask down` stops everything");
@@ -79,7 +81,34 @@ fn shut_down(paths: &Paths, infra: &Infra) {
     }
 }
 
-fn print_summary(paths: &Paths, infra: &Infra, database_url: &str) {
+/// The development workspace's API key: the one saved by an earlier `up` while it still
+/// works, otherwise a new workspace created through the API with the development admin token.
+fn dev_workspace(paths: &Paths) -> Result<String> {
+    let api = services::API_ADDR;
+    let saved = paths.local.join("dev-api-key");
+    if let Ok(key) = std::fs::read_to_string(&saved) {
+        let key = key.trim().to_owned();
+        if let Some((200, _)) = probe::http_json(api, "GET", "/api/v1/api-keys", &key, None) {
+            return Ok(key);
+        }
+    }
+    let admin = services::dev_secret(paths, "dev-admin-token")?;
+    let body = serde_json::json!({ "name": "development" });
+    let (status, created) =
+        probe::http_json(api, "POST", "/api/v1/workspaces", &admin, Some(&body))
+            .context("the api did not answer the workspace creation")?;
+    let key = created["api_key"]["key"]
+        .as_str()
+        .filter(|_| status == 201)
+        .with_context(|| {
+            format!("creating the development workspace answered {status}: {created}")
+        })?
+        .to_owned();
+    std::fs::write(&saved, &key).with_context(|| format!("writing {}", saved.display()))?;
+    Ok(key)
+}
+
+fn print_summary(paths: &Paths, infra: &Infra, database_url: &str, api_key: &str) {
     let row = |name: &str, value: String| println!("  {name:<14} {value}");
     println!("Sequence Service is up:");
     for service in &services::ALL {
@@ -106,4 +135,10 @@ fn print_summary(paths: &Paths, infra: &Infra, database_url: &str) {
     }
     row("postgres", database_url.to_owned());
     row("logs", paths.logs.display().to_string());
+    row("dev API key", api_key.to_owned());
+    println!(
+        "try: curl -H 'Authorization: Bearer {api_key}' http://{}/api/v1/sequences",
+        services::API_ADDR
+    );
+    println!("     API docs: http://{}/swagger", services::API_ADDR);
 }
