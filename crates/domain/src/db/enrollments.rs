@@ -28,12 +28,16 @@ pub async fn shift_positions(
     .await
 }
 
-/// An enrollment as the API lists it, with its contact's address.
-#[derive(Debug, Clone, Queryable)]
+/// An enrollment as the API lists it, with its contact's address (select it from
+/// `enrollments` joined with `contacts`).
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = enrollments)]
 pub struct EnrollmentView {
     pub id: Uuid,
     pub sequence_id: Uuid,
     pub contact_id: Uuid,
+    #[diesel(select_expression = contacts::email)]
+    #[diesel(select_expression_type = contacts::email)]
     pub email: String,
     pub mailbox_id: Option<Uuid>,
     pub current_step: i32,
@@ -44,36 +48,6 @@ pub struct EnrollmentView {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
-
-type ViewColumns = (
-    enrollments::id,
-    enrollments::sequence_id,
-    enrollments::contact_id,
-    contacts::email,
-    enrollments::mailbox_id,
-    enrollments::current_step,
-    enrollments::next_send_at,
-    enrollments::status,
-    enrollments::stop_reason,
-    enrollments::last_sent_at,
-    enrollments::created_at,
-    enrollments::updated_at,
-);
-
-const VIEW_COLUMNS: ViewColumns = (
-    enrollments::id,
-    enrollments::sequence_id,
-    enrollments::contact_id,
-    contacts::email,
-    enrollments::mailbox_id,
-    enrollments::current_step,
-    enrollments::next_send_at,
-    enrollments::status,
-    enrollments::stop_reason,
-    enrollments::last_sent_at,
-    enrollments::created_at,
-    enrollments::updated_at,
-);
 
 pub const STATUSES: [&str; 8] = [
     "active",
@@ -96,7 +70,7 @@ pub async fn list_for_sequence(
     let mut query = enrollments::table
         .inner_join(contacts::table)
         .filter(enrollments::sequence_id.eq(sequence_id))
-        .select(VIEW_COLUMNS)
+        .select(EnrollmentView::as_select())
         .order(enrollments::id.asc())
         .limit(limit)
         .into_boxed();
@@ -118,7 +92,7 @@ pub async fn find(
         .inner_join(contacts::table)
         .filter(enrollments::workspace_id.eq(workspace_id))
         .filter(enrollments::id.eq(id))
-        .select(VIEW_COLUMNS)
+        .select(EnrollmentView::as_select())
         .first(conn)
         .await
         .optional()

@@ -18,11 +18,16 @@ pub const STATUSES: [&str; 7] = [
     "cancelled",
 ];
 
-#[derive(Debug, Clone, Queryable)]
+/// A message as the API lists it, with its contact's address (select it from `messages`
+/// joined with `contacts`).
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = messages)]
 pub struct MessageView {
     pub id: Uuid,
     pub enrollment_id: Uuid,
     pub contact_id: Uuid,
+    #[diesel(select_expression = contacts::email)]
+    #[diesel(select_expression_type = contacts::email)]
     pub email: String,
     pub mailbox_id: Uuid,
     pub step_id: Uuid,
@@ -49,24 +54,7 @@ pub async fn list_for_sequence(
         .inner_join(enrollments::table)
         .inner_join(contacts::table.on(contacts::id.eq(messages::contact_id)))
         .filter(enrollments::sequence_id.eq(sequence_id))
-        .select((
-            messages::id,
-            messages::enrollment_id,
-            messages::contact_id,
-            contacts::email,
-            messages::mailbox_id,
-            messages::step_id,
-            messages::step_order,
-            messages::variant_index,
-            messages::status,
-            messages::attempts,
-            messages::subject,
-            messages::message_id_header,
-            messages::scheduled_at,
-            messages::sent_at,
-            messages::last_error,
-            messages::created_at,
-        ))
+        .select(MessageView::as_select())
         .order(messages::id.asc())
         .limit(limit)
         .into_boxed();
