@@ -4,9 +4,11 @@
 //! connection alone or inside a caller's transaction (`conn.transaction(|tx| ...)`).
 
 pub mod api_keys;
+pub mod contacts;
 pub mod health;
 pub mod migrations;
 pub mod schema;
+pub mod suppressions;
 pub mod workspaces;
 
 use std::time::Duration;
