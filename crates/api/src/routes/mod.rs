@@ -1,6 +1,7 @@
 //! `/api/v1` routes, each documented in the OpenAPI spec through paperclip.
 
 mod api_keys;
+mod contacts;
 mod health;
 mod workspaces;
 
@@ -11,6 +12,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::scope("/api/v1")
             .configure(health::configure)
             .configure(workspaces::configure)
-            .configure(api_keys::configure),
+            .configure(api_keys::configure)
+            .configure(contacts::configure),
     );
 }
