@@ -88,6 +88,14 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     }
 }
 
+/// Deserialises a JSON value (an item of a batch) into `T`, naming the failing field.
+pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, FieldError> {
+    serde_path_to_error::deserialize::<_, T>(value).map_err(|error| {
+        let path = error.path().to_string();
+        field_error(&path, error.inner())
+    })
+}
+
 fn field_error(path: &str, error: &serde_json::Error) -> FieldError {
     let text = error.to_string();
     // A missing field is reported against the enclosing object; name the field itself.

@@ -5,6 +5,7 @@ pub mod error;
 pub mod extract;
 pub mod openapi;
 pub mod pagination;
+pub mod respond;
 mod routes;
 pub mod state;
 pub mod validation;

@@ -40,6 +40,7 @@ pub fn base_spec() -> DefaultApiRaw {
         "Workspaces",
         "ApiKeys",
         "Sequences",
+        "Contacts",
         "Enrollments",
         "Messages",
         "Stats",

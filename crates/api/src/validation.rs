@@ -43,6 +43,27 @@ impl Checks {
         );
     }
 
+    /// An email address as [`normalise_email`] accepts it.
+    pub fn email(&mut self, field: &str, value: &str) {
+        if let Err(message) = normalise_email(value) {
+            self.fail(field, message);
+        }
+    }
+
+    /// Optional free text of at most `max` characters (contact names, company, title).
+    pub fn text(&mut self, field: &str, value: &str, max: usize) {
+        if let Err(message) = check_text(value, max) {
+            self.fail(field, message);
+        }
+    }
+
+    /// Contact attributes: a JSON object as [`check_attributes`] accepts it.
+    pub fn attributes(&mut self, field: &str, value: &serde_json::Value) {
+        for (path, message) in check_attributes(value) {
+            self.fail(format!("{field}{path}"), message);
+        }
+    }
+
     pub fn extend(&mut self, errors: Vec<FieldError>) {
         self.errors.extend(errors);
     }
@@ -53,5 +74,211 @@ impl Checks {
         } else {
             Err(self.errors)
         }
+    }
+}
+
+/// Longest address accepted (RFC 5321's path limit less the angle brackets).
+pub const MAX_EMAIL_LEN: usize = 254;
+/// Longest first name, last name, company or title.
+pub const MAX_TEXT_LEN: usize = 256;
+/// Most attributes a contact may carry, longest attribute name and string value.
+pub const MAX_ATTRIBUTES: usize = 100;
+pub const MAX_ATTRIBUTE_KEY_LEN: usize = 64;
+pub const MAX_ATTRIBUTE_VALUE_LEN: usize = 10_000;
+
+const EMAIL_MESSAGE: &str = "must be an email address such as jane@example.com";
+
+/// Checks the syntax of an email address and returns it trimmed and lower-cased.
+///
+/// A deliberately plain check rather than all of RFC 5322: printable ASCII without spaces
+/// or `"(),:;<>[\]`, one `@`, a non-empty local part of at most 64 characters, and a domain
+/// of dot-separated non-empty labels (at least two) of letters, digits and hyphens, not
+/// starting or ending with a hyphen; at most 254 characters. Internationalised domains must
+/// be given in their `xn--` form.
+pub fn normalise_email(raw: &str) -> Result<String, &'static str> {
+    let email = raw.trim();
+    if email.is_empty() || email.len() > MAX_EMAIL_LEN {
+        return Err(EMAIL_MESSAGE);
+    }
+    if !email
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && !b"\"(),:;<>[\\]".contains(&b))
+    {
+        return Err(EMAIL_MESSAGE);
+    }
+    let Some((local, domain)) = email.split_once('@') else {
+        return Err(EMAIL_MESSAGE);
+    };
+    if local.is_empty() || local.len() > 64 || domain.contains('@') {
+        return Err(EMAIL_MESSAGE);
+    }
+    let labels: Vec<&str> = domain.split('.').collect();
+    let label_ok = |label: &&str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    if labels.len() < 2 || !labels.iter().all(label_ok) {
+        return Err(EMAIL_MESSAGE);
+    }
+    Ok(email.to_ascii_lowercase())
+}
+
+/// A domain as suppressions take it (`example.com`, or `@example.com`), trimmed and
+/// lower-cased without the `@`.
+pub fn normalise_domain(raw: &str) -> Result<String, &'static str> {
+    let domain = raw.trim();
+    let domain = domain.strip_prefix('@').unwrap_or(domain);
+    normalise_email(&format!("x@{domain}"))
+        .map(|email| email[2..].to_owned())
+        .map_err(|_| "must be a domain such as example.com")
+}
+
+/// Free text: at most `max` characters and no NUL (which PostgreSQL text cannot hold).
+pub fn check_text(value: &str, max: usize) -> Result<(), String> {
+    if value.contains('\0') {
+        return Err("must not contain NUL characters".to_owned());
+    }
+    if value.chars().count() > max {
+        return Err(format!("must be at most {max} characters"));
+    }
+    Ok(())
+}
+
+/// Whether `key` may name an attribute: an identifier (`[A-Za-z_][A-Za-z0-9_]*`, usable as a
+/// template variable `{{key}}`) of at most 64 characters that is not a built-in variable.
+pub fn check_attribute_key(key: &str) -> Result<(), String> {
+    let mut chars = key.chars();
+    let identifier = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !identifier || key.len() > MAX_ATTRIBUTE_KEY_LEN {
+        return Err(format!(
+            "attribute names must match [A-Za-z_][A-Za-z0-9_]* (at most {MAX_ATTRIBUTE_KEY_LEN} characters)"
+        ));
+    }
+    if domain::templates::CONTACT_FIELDS.contains(&key) {
+        return Err(format!(
+            "`{key}` is a built-in variable and cannot be an attribute"
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `value` may be an attribute value: a string (no NUL, at most 10,000 characters),
+/// a number or a boolean. Null, arrays and objects are refused: templates cannot show them.
+pub fn check_attribute_value(value: &serde_json::Value) -> Result<(), String> {
+    match value {
+        serde_json::Value::String(text) => check_text(text, MAX_ATTRIBUTE_VALUE_LEN),
+        serde_json::Value::Number(_) | serde_json::Value::Bool(_) => Ok(()),
+        _ => Err("must be a string, number or boolean".to_owned()),
+    }
+}
+
+/// Problems of an attributes object, each with its path below the field (`.key`).
+pub fn check_attributes(value: &serde_json::Value) -> Vec<(String, String)> {
+    let Some(object) = value.as_object() else {
+        return vec![(String::new(), "must be a JSON object".to_owned())];
+    };
+    let mut problems = Vec::new();
+    if object.len() > MAX_ATTRIBUTES {
+        problems.push((
+            String::new(),
+            format!("at most {MAX_ATTRIBUTES} attributes"),
+        ));
+    }
+    for (key, value) in object {
+        if let Err(message) = check_attribute_key(key) {
+            problems.push((format!(".{key}"), message));
+        } else if let Err(message) = check_attribute_value(value) {
+            problems.push((format!(".{key}"), message));
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn emails_are_checked_and_normalised() {
+        assert_eq!(
+            normalise_email("  Jane.Doe+x@Example.CO.uk "),
+            Ok("jane.doe+x@example.co.uk".to_owned())
+        );
+        assert_eq!(
+            normalise_email("o'neil@xn--bcher-kva.ch").map(|_| ()),
+            Ok(())
+        );
+        for bad in [
+            "",
+            "jane",
+            "@example.com",
+            "jane@",
+            "jane@example",
+            "jane@@example.com",
+            "ja@ne@example.com",
+            "jane doe@example.com",
+            "jane@exa mple.com",
+            "jane@example..com",
+            "jane@.example.com",
+            "jane@example.com.",
+            "jane@-example.com",
+            "jane@exam_ple.com",
+            "jäne@example.com",
+            "jane\u{7}@example.com",
+            "<jane@example.com>",
+        ] {
+            assert!(normalise_email(bad).is_err(), "{bad:?} accepted");
+        }
+        let label = "b".repeat(61);
+        let long = format!("{}@{label}.{label}.{label}.info", "a".repeat(64));
+        assert_eq!(long.len(), 255);
+        assert!(normalise_email(&long).is_err());
+        assert!(normalise_email(&long[1..]).is_ok());
+    }
+
+    #[test]
+    fn domains_are_checked_and_normalised() {
+        assert_eq!(
+            normalise_domain("@Example.com"),
+            Ok("example.com".to_owned())
+        );
+        assert_eq!(
+            normalise_domain("example.com"),
+            Ok("example.com".to_owned())
+        );
+        assert!(normalise_domain("example").is_err());
+        assert!(normalise_domain("jane@example.com").is_err());
+    }
+
+    #[test]
+    fn attribute_keys_are_identifiers_and_not_built_ins() {
+        assert!(check_attribute_key("plan").is_ok());
+        assert!(check_attribute_key("_x9").is_ok());
+        assert!(check_attribute_key("9lives").is_err());
+        assert!(check_attribute_key("first-name").is_err());
+        assert!(check_attribute_key("").is_err());
+        assert!(check_attribute_key("full_name").is_err());
+        assert!(check_attribute_key("email").is_err());
+        assert!(check_attribute_key(&"k".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn attributes_report_each_bad_key() {
+        let problems =
+            check_attributes(&json!({"ok": 1, "bad key": "x", "nested": {}, "title": "x"}));
+        let paths: Vec<&str> = problems.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(paths, [".bad key", ".nested", ".title"]);
+        assert_eq!(check_attributes(&json!([1])).len(), 1);
+        assert!(check_attributes(&json!({"a": "x", "b": true, "c": 2.5})).is_empty());
     }
 }

@@ -1,6 +1,7 @@
 //! `/api/v1` routes, each documented in the OpenAPI spec through paperclip.
 
 mod api_keys;
+mod contacts;
 mod enrollments;
 mod health;
 mod messages;
@@ -19,6 +20,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(sequences::configure)
             .configure(enrollments::configure)
             .configure(messages::configure)
-            .configure(stats::configure),
+            .configure(stats::configure)
+            .configure(contacts::configure),
     );
 }

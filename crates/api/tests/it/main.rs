@@ -1,6 +1,7 @@
 //! Integration tests of the api service against real PostgreSQL and Kafka.
 
 mod api_keys;
+mod contacts;
 mod enrollments;
 mod errors;
 mod fixtures;

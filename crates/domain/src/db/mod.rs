@@ -4,6 +4,7 @@
 //! connection alone or inside a caller's transaction (`conn.transaction(|tx| ...)`).
 
 pub mod api_keys;
+pub mod contacts;
 pub mod enrollments;
 pub mod events;
 pub mod health;
@@ -13,6 +14,7 @@ pub mod schema;
 pub mod sequences;
 pub mod stats;
 pub mod steps;
+pub mod suppressions;
 pub mod workspaces;
 
 use std::time::Duration;

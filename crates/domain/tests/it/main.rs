@@ -1,6 +1,8 @@
 //! Integration tests of the domain crate against real PostgreSQL and Kafka.
 
+mod contacts;
 mod kafka;
 mod migrations;
 mod readiness;
 mod schema;
+mod suppressions;

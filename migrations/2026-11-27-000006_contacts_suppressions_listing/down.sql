@@ -1,0 +1,2 @@
+DROP INDEX suppressions_workspace_id_idx;
+DROP INDEX contacts_workspace_id_idx;
