@@ -71,7 +71,7 @@ pub struct UpsertContacts {
 
 /// An item of a batch, kept as JSON so that one bad item rejects itself, not the batch.
 #[derive(Debug)]
-pub struct BatchItem(serde_json::Value);
+pub struct BatchItem(pub(crate) serde_json::Value);
 
 impl<'de> Deserialize<'de> for BatchItem {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -178,7 +178,7 @@ fn clean(value: Option<&str>) -> Option<String> {
 }
 
 /// The validated input as the database takes it.
-fn normalise(input: &ContactInput) -> Result<ContactUpsert, Vec<FieldError>> {
+pub(crate) fn normalise(input: &ContactInput) -> Result<ContactUpsert, Vec<FieldError>> {
     let errors = contact_errors(input);
     if !errors.is_empty() {
         return Err(errors);

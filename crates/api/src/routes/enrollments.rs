@@ -12,12 +12,16 @@ use crate::pagination::PageRequest;
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/sequences/{id}/contacts").route(web::get().to(list)))
-        .service(web::resource("/enrollments/{id}").route(web::get().to(get)))
-        .service(web::resource("/enrollments/{id}/pause").route(web::post().to(pause)))
-        .service(web::resource("/enrollments/{id}/resume").route(web::post().to(resume)))
-        .service(web::resource("/enrollments/{id}/stop").route(web::post().to(stop)))
-        .service(web::resource("/enrollments/{id}/events").route(web::get().to(events)));
+    cfg.service(
+        web::resource("/sequences/{id}/contacts")
+            .route(web::post().to(super::enroll::enroll))
+            .route(web::get().to(list)),
+    )
+    .service(web::resource("/enrollments/{id}").route(web::get().to(get)))
+    .service(web::resource("/enrollments/{id}/pause").route(web::post().to(pause)))
+    .service(web::resource("/enrollments/{id}/resume").route(web::post().to(resume)))
+    .service(web::resource("/enrollments/{id}/stop").route(web::post().to(stop)))
+    .service(web::resource("/enrollments/{id}/events").route(web::get().to(events)));
 }
 
 #[derive(Debug, Serialize, Apiv2Schema)]

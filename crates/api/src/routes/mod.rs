@@ -2,6 +2,7 @@
 
 mod api_keys;
 mod contacts;
+mod enroll;
 mod enrollments;
 mod health;
 mod messages;

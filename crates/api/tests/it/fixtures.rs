@@ -136,3 +136,32 @@ pub async fn set_enrollment_status(
         .await?;
     Ok(())
 }
+
+pub async fn suppression(
+    conn: &mut AsyncPgConnection,
+    workspace_id: &str,
+    entry: &str,
+) -> anyhow::Result<()> {
+    diesel::sql_query(
+        "INSERT INTO suppressions (id, workspace_id, email, reason) VALUES ($1, $2::uuid, $3, 'manual')",
+    )
+    .bind::<SqlUuid, _>(Uuid::now_v7())
+    .bind::<Text, _>(workspace_id)
+    .bind::<Text, _>(entry)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn set_contact_status(
+    conn: &mut AsyncPgConnection,
+    email: &str,
+    status: &str,
+) -> anyhow::Result<()> {
+    diesel::sql_query("UPDATE contacts SET status = $2 WHERE email = $1")
+        .bind::<Text, _>(email)
+        .bind::<Text, _>(status)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

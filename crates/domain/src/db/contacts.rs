@@ -247,3 +247,32 @@ pub async fn delete(
         .await
         .map(|n| n == 1)
 }
+
+/// Id, email and status of contacts, for enrolling them.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct ContactKey {
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    pub id: Uuid,
+    #[diesel(sql_type = Text)]
+    pub email: String,
+    #[diesel(sql_type = Text)]
+    pub status: String,
+}
+
+/// The workspace's contacts among `emails` (normalised) and `ids`, in one query.
+pub async fn keys(
+    conn: &mut AsyncPgConnection,
+    workspace_id: Uuid,
+    emails: &[String],
+    ids: &[Uuid],
+) -> QueryResult<Vec<ContactKey>> {
+    diesel::sql_query(
+        "SELECT id, email, status FROM contacts \
+          WHERE workspace_id = $1 AND (email = ANY($2) OR id = ANY($3))",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(workspace_id)
+    .bind::<Array<Text>, _>(emails)
+    .bind::<Array<diesel::sql_types::Uuid>, _>(ids)
+    .load(conn)
+    .await
+}

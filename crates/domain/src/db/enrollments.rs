@@ -122,3 +122,40 @@ pub async fn transition(
     .await
     .map(|n| n == 1)
 }
+
+/// Enrolls the contacts in one statement; those already in the sequence are left alone.
+/// Returns the contact ids actually enrolled.
+pub async fn insert_many(
+    conn: &mut AsyncPgConnection,
+    workspace_id: Uuid,
+    sequence_id: Uuid,
+    contact_ids: &[Uuid],
+    first_step: i32,
+    next_send_at: DateTime<Utc>,
+) -> QueryResult<Vec<Uuid>> {
+    #[derive(QueryableByName)]
+    struct Enrolled {
+        #[diesel(sql_type = diesel::sql_types::Uuid)]
+        contact_id: Uuid,
+    }
+    if contact_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = contact_ids.iter().map(|_| Uuid::now_v7()).collect();
+    let rows: Vec<Enrolled> = diesel::sql_query(
+        "INSERT INTO enrollments (id, workspace_id, sequence_id, contact_id, current_step, next_send_at) \
+         SELECT t.id, $1, $2, t.contact_id, $5, $6 \
+           FROM UNNEST($3::uuid[], $4::uuid[]) AS t(id, contact_id) \
+         ON CONFLICT (sequence_id, contact_id) DO NOTHING \
+         RETURNING contact_id",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(workspace_id)
+    .bind::<diesel::sql_types::Uuid, _>(sequence_id)
+    .bind::<diesel::sql_types::Array<diesel::sql_types::Uuid>, _>(ids)
+    .bind::<diesel::sql_types::Array<diesel::sql_types::Uuid>, _>(contact_ids)
+    .bind::<diesel::sql_types::Integer, _>(first_step)
+    .bind::<diesel::sql_types::Timestamptz, _>(next_send_at)
+    .load(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.contact_id).collect())
+}
