@@ -5,6 +5,7 @@
 
 pub mod api_keys;
 pub mod health;
+pub mod mailboxes;
 pub mod migrations;
 pub mod schema;
 pub mod workspaces;
