@@ -35,7 +35,7 @@ pub fn base_spec() -> DefaultApiRaw {
         ),
         ..Default::default()
     };
-    let tags = ["Health", "Workspaces", "ApiKeys"]
+    let tags = ["Health", "Workspaces", "ApiKeys", "Mailboxes"]
         .into_iter()
         .map(|name| Tag {
             name: name.into(),

@@ -2,6 +2,7 @@
 
 mod api_keys;
 mod health;
+mod mailboxes;
 mod workspaces;
 
 use paperclip::actix::web;
@@ -11,6 +12,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::scope("/api/v1")
             .configure(health::configure)
             .configure(workspaces::configure)
-            .configure(api_keys::configure),
+            .configure(api_keys::configure)
+            .configure(mailboxes::configure),
     );
 }

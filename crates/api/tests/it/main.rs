@@ -3,6 +3,7 @@
 mod api_keys;
 mod errors;
 mod health;
+mod mailboxes;
 mod openapi;
 mod support;
 mod workspaces;
