@@ -39,7 +39,9 @@ impl FieldError {
     code = 429,
     description = "Rate limit exceeded; see Retry-After",
     code = 500,
-    description = "Internal error"
+    description = "Internal error",
+    code = 503,
+    description = "The server is not configured for this request (e.g. no key to encrypt mailbox passwords)"
 )]
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -57,6 +59,13 @@ pub enum ApiError {
     Validation(Vec<FieldError>),
     #[error("rate limit exceeded; retry in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
+    /// Mailbox passwords cannot be stored or read: `security.encryption_keys` is empty. A
+    /// configuration problem of the server that the client cannot fix, hence 503.
+    #[error(
+        "this server cannot store or read mailbox passwords: its operator has not configured \
+         encryption keys (security.encryption_keys)"
+    )]
+    EncryptionUnavailable,
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -81,6 +90,7 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::Validation(_) => "validation_failed",
             Self::RateLimited { .. } => "rate_limited",
+            Self::EncryptionUnavailable => "encryption_not_configured",
             Self::Internal(_) => "internal_error",
         }
     }
@@ -121,6 +131,7 @@ impl ResponseError for ApiError {
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::EncryptionUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

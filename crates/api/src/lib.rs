@@ -1,4 +1,5 @@
-//! The campaign-authoring REST API. Writes PostgreSQL only; never talks to SMTP.
+//! The campaign-authoring REST API. Writes PostgreSQL only; never sends email. It talks to
+//! SMTP and IMAP servers only when a client asks it to verify a mailbox's settings.
 
 pub mod auth;
 pub mod error;

@@ -41,6 +41,7 @@ pub fn base_spec() -> DefaultApiRaw {
         "ApiKeys",
         "Sequences",
         "Contacts",
+        "Mailboxes",
         "Enrollments",
         "Messages",
         "Stats",

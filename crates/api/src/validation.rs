@@ -64,6 +64,38 @@ impl Checks {
         }
     }
 
+    /// A host name or IP address (no scheme, port or path).
+    pub fn host(&mut self, field: &str, value: &str) {
+        let ok = (1..=253).contains(&value.len())
+            && value.chars().all(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '[' | ']')
+            });
+        self.check(
+            ok,
+            field,
+            "must be a host name or IP address, such as smtp.example.com",
+        );
+    }
+
+    /// Free text of `min..=max` characters with no control characters (it may end up in a
+    /// mail header or a protocol command, where CR and LF would inject lines).
+    pub fn single_line(&mut self, field: &str, value: &str, min: usize, max: usize) {
+        let len = value.chars().count();
+        self.check(
+            (min..=max).contains(&len) && !value.chars().any(char::is_control),
+            field,
+            format!("must be {min} to {max} characters without line breaks or control characters"),
+        );
+    }
+
+    pub fn range(&mut self, field: &str, value: i64, min: i64, max: i64) {
+        self.check(
+            (min..=max).contains(&value),
+            field,
+            format!("must be between {min} and {max}"),
+        );
+    }
+
     pub fn extend(&mut self, errors: Vec<FieldError>) {
         self.errors.extend(errors);
     }

@@ -8,6 +8,7 @@ pub mod crypto;
 pub mod db;
 pub mod events;
 pub mod kafka;
+pub mod mail;
 pub mod service;
 pub mod telemetry;
 pub mod templates;

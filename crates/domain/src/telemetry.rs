@@ -39,6 +39,9 @@ pub fn init(
         Ok(directive) if !directive.is_empty() => EnvFilter::try_new(directive)?,
         _ => EnvFilter::try_new(&config.log_filter)?,
     };
+    // async-imap traces every command it writes, LOGIN with its password included: that
+    // target stays off whatever RUST_LOG or telemetry.log_filter say.
+    let filter = filter.add_directive("async_imap::imap_stream=off".parse()?);
     let fmt_layer = match config.log_format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()

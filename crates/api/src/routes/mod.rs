@@ -5,6 +5,7 @@ mod contacts;
 mod enroll;
 mod enrollments;
 mod health;
+mod mailboxes;
 mod messages;
 mod sequences;
 mod stats;
@@ -22,6 +23,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(enrollments::configure)
             .configure(messages::configure)
             .configure(stats::configure)
-            .configure(contacts::configure),
+            .configure(contacts::configure)
+            .configure(mailboxes::configure),
     );
 }

@@ -7,6 +7,7 @@ mod enrollments;
 mod errors;
 mod fixtures;
 mod health;
+mod mailboxes;
 mod openapi;
 mod sequences;
 mod support;

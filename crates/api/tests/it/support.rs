@@ -6,11 +6,13 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
+/// `security.encryption_keys` of every test server (unless a test changes it).
+pub const ENCRYPTION_KEYS: &str = "1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
 pub struct TestApi {
     pub base_url: String,
     /// Kept so the database lives as long as the server using it.
-    _db: TestDatabase,
+    db: TestDatabase,
     client: reqwest::Client,
     shutdown: CancellationToken,
 }
@@ -38,9 +40,7 @@ impl TestApi {
         let db = TestDatabase::create().await?;
         let mut config = test_config_for(&db)?;
         config.api.admin_token = ADMIN_TOKEN.to_owned().into();
-        config.security.encryption_keys = "1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
-            .to_owned()
-            .into();
+        config.security.encryption_keys = ENCRYPTION_KEYS.to_owned().into();
         adjust(&mut config);
         let app = Application::build(config)?;
         let base_url = format!("http://127.0.0.1:{}", app.port());
@@ -48,7 +48,7 @@ impl TestApi {
         tokio::spawn(app.run_until_stopped(shutdown.clone()));
         Ok(Self {
             base_url,
-            _db: db,
+            db,
             client: reqwest::Client::new(),
             shutdown,
         })
@@ -114,18 +114,18 @@ impl TestApi {
             .await
     }
 
-    pub async fn delete(&self, path: &str, key: &str) -> anyhow::Result<(u16, Value)> {
-        self.request(reqwest::Method::DELETE, path, Some(key), None)
+    pub async fn put(&self, path: &str, key: &str, body: Value) -> anyhow::Result<(u16, Value)> {
+        self.request(reqwest::Method::PUT, path, Some(key), Some(&body))
             .await
     }
 
-    /// A direct connection to this api's database, for fixtures and checks.
+    /// A connection to the server's database, to check what it stored.
     pub async fn db(&self) -> anyhow::Result<diesel_async::AsyncPgConnection> {
-        self._db.connect().await
+        self.db.connect().await
     }
 
-    pub async fn put(&self, path: &str, key: &str, body: Value) -> anyhow::Result<(u16, Value)> {
-        self.request(reqwest::Method::PUT, path, Some(key), Some(&body))
+    pub async fn delete(&self, path: &str, key: &str) -> anyhow::Result<(u16, Value)> {
+        self.request(reqwest::Method::DELETE, path, Some(key), None)
             .await
     }
 

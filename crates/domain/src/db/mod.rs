@@ -8,6 +8,7 @@ pub mod contacts;
 pub mod enrollments;
 pub mod events;
 pub mod health;
+pub mod mailboxes;
 pub mod messages;
 pub mod migrations;
 pub mod schema;

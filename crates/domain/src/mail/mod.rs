@@ -1,0 +1,199 @@
+//! Connections to the mail servers of connected mailboxes: SMTP for sending, IMAP for reply
+//! detection. Today the API uses them to check a mailbox's settings (`check`); the sender
+//! worker and the inbox watcher build on the same connection code.
+//!
+//! **Invariant:** an error message from this module never contains the password it was
+//! given, even when a server echoes what it received ([`scrub`] removes the plaintext and the
+//! encodings SMTP and IMAP send it in), so messages can be returned to clients and stored.
+
+pub mod imap;
+pub mod smtp;
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use secrecy::{ExposeSecret, SecretString};
+
+/// How long one check (connect, greeting, TLS, login) may take in total.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest error message kept; servers can answer with long texts.
+const MAX_MESSAGE_CHARS: usize = 400;
+
+/// Transport security of a mail server connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Security {
+    /// Plaintext (only sensible on a trusted network).
+    None,
+    /// Plaintext connection upgraded with STARTTLS, which must be offered.
+    Starttls,
+    /// TLS from the first byte (implicit TLS, ports 465 and 993).
+    Tls,
+}
+
+impl Security {
+    pub const ALL: [Security; 3] = [Security::None, Security::Starttls, Security::Tls];
+
+    /// The spelling stored in the database and used by the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Security::None => "none",
+            Security::Starttls => "starttls",
+            Security::Tls => "tls",
+        }
+    }
+}
+
+impl fmt::Display for Security {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Security {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        Security::ALL
+            .into_iter()
+            .find(|s| s.as_str() == value)
+            .ok_or_else(|| format!("unknown security `{value}`"))
+    }
+}
+
+/// Where a mail server listens and how to secure the connection.
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub host: String,
+    pub port: u16,
+    pub security: Security,
+}
+
+/// A login. The password is decrypted only for the connection and never printed.
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub username: String,
+    pub password: SecretString,
+}
+
+/// Why a check failed, in words fit for a client: never the password (see [`scrub`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CheckError(String);
+
+impl CheckError {
+    /// Builds the message, removing every form of the login's password it may contain.
+    pub fn new(message: impl Into<String>, login: Option<&Login>) -> Self {
+        let message = message.into();
+        let message = match login {
+            Some(login) => scrub(&message, login),
+            None => message,
+        };
+        Self(truncate(&message))
+    }
+
+    pub fn message(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Removes the password from `message`: as typed, as IMAP quotes it, as base64 (SMTP AUTH
+/// LOGIN) and inside the base64 of SMTP AUTH PLAIN.
+pub fn scrub(message: &str, login: &Login) -> String {
+    let password = login.password.expose_secret();
+    if password.is_empty() {
+        return message.to_owned();
+    }
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let forms = [
+        b64.encode(format!("\0{}\0{password}", login.username)),
+        b64.encode(password),
+        password.replace('\\', "\\\\").replace('"', "\\\""),
+        password.to_owned(),
+    ];
+    let mut out = message.to_owned();
+    for form in forms.iter().filter(|f| !f.is_empty()) {
+        out = out.replace(form.as_str(), "[redacted]");
+    }
+    out
+}
+
+fn truncate(message: &str) -> String {
+    let single_line: String = message
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if single_line.chars().count() <= MAX_MESSAGE_CHARS {
+        return single_line;
+    }
+    let mut cut: String = single_line.chars().take(MAX_MESSAGE_CHARS).collect();
+    cut.push('…');
+    cut
+}
+
+/// rustls with ring and Mozilla's root certificates, independent of the host's trust store,
+/// so the check behaves the same in a container as on a laptop.
+fn tls_config() -> Result<Arc<tokio_rustls::rustls::ClientConfig>, String> {
+    use tokio_rustls::rustls;
+    let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("TLS setup failed: {e}"))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn login(password: &str) -> Login {
+        Login {
+            username: "me@example.com".into(),
+            password: SecretString::from(password.to_owned()),
+        }
+    }
+
+    #[test]
+    fn security_round_trips_through_its_spelling() {
+        for security in Security::ALL {
+            assert_eq!(security.as_str().parse::<Security>(), Ok(security));
+        }
+        assert!("ssl".parse::<Security>().is_err());
+    }
+
+    #[test]
+    fn scrub_removes_every_encoding_of_the_password() {
+        let login = login("s3cr\"et\\pw");
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let plain = b64.encode("\0me@example.com\0s3cr\"et\\pw");
+        let message = format!(
+            "535 rejected AUTH PLAIN {plain}; LOGIN {}; imap LOGIN \"me\" \"s3cr\\\"et\\\\pw\"; raw s3cr\"et\\pw",
+            b64.encode("s3cr\"et\\pw"),
+        );
+        let scrubbed = CheckError::new(message, Some(&login));
+        let text = scrubbed.message();
+        assert!(!text.contains("s3cr"), "{text}");
+        assert!(!text.contains(&plain), "{text}");
+        assert!(!text.contains(&b64.encode("s3cr\"et\\pw")), "{text}");
+        assert!(text.contains("535 rejected"), "{text}");
+    }
+
+    #[test]
+    fn long_or_multiline_messages_are_bounded() {
+        let error = CheckError::new(format!("a\r\nb{}", "x".repeat(1000)), None);
+        assert!(error.message().starts_with("a  b"));
+        assert_eq!(error.message().chars().count(), MAX_MESSAGE_CHARS + 1);
+    }
+
+    #[test]
+    fn tls_configuration_builds() {
+        assert!(tls_config().is_ok());
+    }
+}
