@@ -1,6 +1,7 @@
 //! The campaign-authoring REST API. Writes PostgreSQL only; never talks to SMTP.
 
 pub mod auth;
+pub mod csv_reader;
 pub mod error;
 pub mod extract;
 pub mod openapi;

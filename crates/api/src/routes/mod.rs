@@ -2,6 +2,7 @@
 
 mod api_keys;
 mod contacts;
+mod contacts_import;
 mod health;
 mod workspaces;
 

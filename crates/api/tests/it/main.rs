@@ -4,6 +4,7 @@ mod api_keys;
 mod contacts;
 mod errors;
 mod health;
+mod import;
 mod openapi;
 mod support;
 mod workspaces;
