@@ -35,14 +35,20 @@ pub fn base_spec() -> DefaultApiRaw {
         ),
         ..Default::default()
     };
-    let tags = ["Health", "Workspaces", "ApiKeys", "Contacts"]
-        .into_iter()
-        .map(|name| Tag {
-            name: name.into(),
-            description: None,
-            external_docs: None,
-        })
-        .collect();
+    let tags = [
+        "Health",
+        "Workspaces",
+        "ApiKeys",
+        "Contacts",
+        "Suppressions",
+    ]
+    .into_iter()
+    .map(|name| Tag {
+        name: name.into(),
+        description: None,
+        external_docs: None,
+    })
+    .collect();
     DefaultApiRaw {
         info,
         tags,

@@ -4,6 +4,7 @@ mod api_keys;
 mod contacts;
 mod contacts_import;
 mod health;
+mod suppressions;
 mod workspaces;
 
 use paperclip::actix::web;
@@ -14,6 +15,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(health::configure)
             .configure(workspaces::configure)
             .configure(api_keys::configure)
-            .configure(contacts::configure),
+            .configure(contacts::configure)
+            .configure(suppressions::configure),
     );
 }

@@ -7,4 +7,5 @@ mod health;
 mod import;
 mod openapi;
 mod support;
+mod suppressions;
 mod workspaces;
