@@ -2,6 +2,7 @@
 //! SMTP and IMAP servers only when a client asks it to verify a mailbox's settings.
 
 pub mod auth;
+pub mod csv_reader;
 pub mod error;
 pub mod extract;
 pub mod openapi;

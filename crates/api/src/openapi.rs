@@ -41,6 +41,7 @@ pub fn base_spec() -> DefaultApiRaw {
         "ApiKeys",
         "Sequences",
         "Contacts",
+        "Suppressions",
         "Mailboxes",
         "Enrollments",
         "Messages",

@@ -27,6 +27,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::post().to(upsert))
             .route(web::get().to(list)),
     );
+    // Before `/contacts/{id}`, which would otherwise take `import` for an id.
+    super::contacts_import::configure(cfg);
     cfg.service(
         web::resource("/contacts/{id}")
             .route(web::get().to(get))
@@ -170,7 +172,7 @@ fn contact_errors(input: &ContactInput) -> Vec<FieldError> {
 }
 
 /// Trimmed, and `None` when empty.
-fn clean(value: Option<&str>) -> Option<String> {
+pub(crate) fn clean(value: Option<&str>) -> Option<String> {
     value
         .map(str::trim)
         .filter(|v| !v.is_empty())

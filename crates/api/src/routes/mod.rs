@@ -2,6 +2,7 @@
 
 mod api_keys;
 mod contacts;
+mod contacts_import;
 mod enroll;
 mod enrollments;
 mod health;
@@ -9,6 +10,7 @@ mod mailboxes;
 mod messages;
 mod sequences;
 mod stats;
+mod suppressions;
 mod workspaces;
 
 use paperclip::actix::web;
@@ -24,6 +26,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(messages::configure)
             .configure(stats::configure)
             .configure(contacts::configure)
-            .configure(mailboxes::configure),
+            .configure(mailboxes::configure)
+            .configure(suppressions::configure),
     );
 }
