@@ -51,7 +51,10 @@ async fn main() -> anyhow::Result<()> {
         .await?
         .json()
         .await?;
-    let key = created["api_key"]["key"].as_str().context("no key")?.to_owned();
+    let key = created["api_key"]["key"]
+        .as_str()
+        .context("no key")?
+        .to_owned();
     let sequence: Value = client
         .post(format!("{base}/api/v1/sequences"))
         .bearer_auth(&key)
