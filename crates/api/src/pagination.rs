@@ -51,6 +51,17 @@ impl PageRequest {
     }
 }
 
+/// Checks a listing's `status` filter against the values the column can hold.
+pub fn check_status_filter(status: Option<&str>, allowed: &[&str]) -> Result<(), ApiError> {
+    match status {
+        Some(status) if !allowed.contains(&status) => Err(ApiError::invalid(
+            "status",
+            format!("must be one of {}", allowed.join(", ")),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// One page of a listing.
 #[derive(Debug, Serialize, Deserialize, Apiv2Schema)]
 pub struct Page<T> {

@@ -373,14 +373,7 @@ async fn list(
 ) -> Result<web::Json<Page<Contact>>, ApiError> {
     let query = query.into_inner();
     let page = PageRequest::new(query.limit, query.cursor.as_deref())?;
-    if let Some(status) = &query.status
-        && !db::STATUSES.contains(&status.as_str())
-    {
-        return Err(ApiError::invalid(
-            "status",
-            format!("must be one of {}", db::STATUSES.join(", ")),
-        ));
-    }
+    crate::pagination::check_status_filter(query.status.as_deref(), &db::STATUSES)?;
     let email = query.email.as_deref().map(|e| e.trim().to_lowercase());
     let filter = ContactFilter {
         email: email.as_deref(),

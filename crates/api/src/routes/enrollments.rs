@@ -106,17 +106,14 @@ async fn list(
     query: web::Query<ListEnrollments>,
 ) -> Result<web::Json<EnrollmentPage>, ApiError> {
     let query = query.into_inner();
-    if let Some(status) = &query.status
-        && !domain::db::enrollments::STATUSES.contains(&status.as_str())
-    {
-        return Err(ApiError::invalid("status", "not an enrollment status"));
-    }
+    crate::pagination::check_status_filter(
+        query.status.as_deref(),
+        &domain::db::enrollments::STATUSES,
+    )?;
     let page = PageRequest::new(query.limit, query.cursor.as_deref())?;
     let mut conn = state.pool.get().await?;
     let sequence_id = id.into_inner();
-    domain::db::sequences::find(&mut conn, caller.workspace_id, sequence_id)
-        .await?
-        .ok_or(ApiError::NotFound("sequence"))?;
+    super::sequences::owned(&mut conn, caller.workspace_id, sequence_id).await?;
     let rows = domain::db::enrollments::list_for_sequence(
         &mut conn,
         sequence_id,

@@ -159,9 +159,7 @@ async fn get(
 ) -> Result<web::Json<SequenceStats>, ApiError> {
     let mut conn = state.pool.get().await?;
     let sequence_id = id.into_inner();
-    domain::db::sequences::find(&mut conn, caller.workspace_id, sequence_id)
-        .await?
-        .ok_or(ApiError::NotFound("sequence"))?;
+    super::sequences::owned(&mut conn, caller.workspace_id, sequence_id).await?;
     let (enrollments, rows) = domain::db::stats::for_sequence(&mut conn, sequence_id).await?;
     let mut totals = Counts::default();
     let steps: Vec<StepStats> = rows

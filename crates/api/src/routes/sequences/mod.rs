@@ -138,14 +138,10 @@ async fn list(
     query: web::Query<ListSequences>,
 ) -> Result<web::Json<SequencePage>, ApiError> {
     let query = query.into_inner();
-    if let Some(status) = &query.status
-        && !domain::db::sequences::STATUSES.contains(&status.as_str())
-    {
-        return Err(ApiError::invalid(
-            "status",
-            "must be draft, active, paused or archived",
-        ));
-    }
+    crate::pagination::check_status_filter(
+        query.status.as_deref(),
+        &domain::db::sequences::STATUSES,
+    )?;
     let page = PageRequest::new(query.limit, query.cursor.as_deref())?;
     let mut conn = state.pool.get().await?;
     let rows = domain::db::sequences::list(
@@ -171,9 +167,7 @@ async fn get(
     id: web::Path<Uuid>,
 ) -> Result<web::Json<Sequence>, ApiError> {
     let mut conn = state.pool.get().await?;
-    let sequence = domain::db::sequences::find(&mut conn, caller.workspace_id, id.into_inner())
-        .await?
-        .ok_or(ApiError::NotFound("sequence"))?;
+    let sequence = owned(&mut conn, caller.workspace_id, id.into_inner()).await?;
     Ok(web::Json(load::one(&mut conn, sequence).await?))
 }
 
@@ -265,6 +259,17 @@ async fn delete(
     })
     .await?;
     Ok(NoContent)
+}
+
+/// The caller's sequence, or a 404 (also for another workspace's id).
+pub(crate) async fn owned(
+    conn: &mut AsyncPgConnection,
+    workspace_id: Uuid,
+    id: Uuid,
+) -> Result<domain::db::sequences::Sequence, ApiError> {
+    domain::db::sequences::find(conn, workspace_id, id)
+        .await?
+        .ok_or(ApiError::NotFound("sequence"))
 }
 
 /// The sequence locked for an edit; archived ones are read-only.
