@@ -29,7 +29,7 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     pub api: ApiConfig,
     pub tracker: HttpServiceConfig,
-    pub scheduler: WorkerServiceConfig,
+    pub scheduler: SchedulerConfig,
     pub sender_worker: WorkerServiceConfig,
     pub security: SecurityConfig,
     pub shutdown: ShutdownConfig,
@@ -113,6 +113,24 @@ pub struct ApiConfig {
 #[serde(deny_unknown_fields)]
 pub struct WorkerServiceConfig {
     pub admin_bind: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerConfig {
+    pub admin_bind: SocketAddr,
+    /// Pause between dispatch rounds that found nothing due.
+    pub poll_interval_ms: u64,
+    /// Enrollments (or retries) claimed per dispatch transaction.
+    pub batch_size: u32,
+    /// Dispatch loops per replica, each with its own connection.
+    pub dispatch_concurrency: u32,
+    /// Wait before each retry of a transiently failed send; its length is the number of retries.
+    pub retry_backoff_seconds: Vec<u64>,
+    /// Outbox rows published per relay transaction.
+    pub outbox_batch_size: u32,
+    /// Pause between relay rounds that found nothing pending.
+    pub outbox_poll_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -82,10 +82,38 @@ pub(super) fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigE
             config.database.connect_timeout_ms,
         ),
         ("kafka.request_timeout_ms", config.kafka.request_timeout_ms),
+        ("scheduler.poll_interval_ms", config.scheduler.poll_interval_ms),
+        (
+            "scheduler.outbox_poll_interval_ms",
+            config.scheduler.outbox_poll_interval_ms,
+        ),
+        ("scheduler.batch_size", u64::from(config.scheduler.batch_size)),
+        (
+            "scheduler.dispatch_concurrency",
+            u64::from(config.scheduler.dispatch_concurrency),
+        ),
+        (
+            "scheduler.outbox_batch_size",
+            u64::from(config.scheduler.outbox_batch_size),
+        ),
     ] {
         if value == 0 {
             return fail(key, "must be greater than 0".to_owned());
         }
+    }
+    if config.scheduler.batch_size > 10_000 || config.scheduler.outbox_batch_size > 10_000 {
+        let key = if config.scheduler.batch_size > 10_000 {
+            "scheduler.batch_size"
+        } else {
+            "scheduler.outbox_batch_size"
+        };
+        return fail(key, "must be at most 10000".to_owned());
+    }
+    if config.scheduler.retry_backoff_seconds.contains(&0) {
+        return fail(
+            "scheduler.retry_backoff_seconds",
+            "every wait must be at least 1 second (an empty list disables retries)".to_owned(),
+        );
     }
     if config.kafka.brokers.split(',').all(|b| b.trim().is_empty()) {
         return fail(
