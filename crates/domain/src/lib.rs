@@ -3,6 +3,7 @@
 //! to run (CLI, health endpoints, metrics, shutdown). The only crate the services share.
 
 pub mod api_keys;
+pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod db;
