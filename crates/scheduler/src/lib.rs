@@ -1,6 +1,7 @@
 //! Decides what is due and dispatches send jobs. This foundation runs the admin server
 //! (health, readiness, metrics) and creates the topics; dispatch comes with the scheduler issue.
 
+pub mod timing;
 pub mod window;
 
 use std::net::TcpListener;
