@@ -1,33 +1,51 @@
-//! Decides what is due and dispatches send jobs. This foundation runs the admin server
-//! (health, readiness, metrics) and creates the topics; dispatch comes with the scheduler issue.
+//! Decides what is due and dispatches send jobs. The single owner of enrollment state and the
+//! clock of the system: it dispatches due steps (several loops per replica, any number of
+//! replicas), relays the outbox to `email-jobs`, and applies `email-events` and
+//! `email-retries`.
 
+pub mod dispatch;
+pub mod outcomes;
+pub mod retries;
 pub mod timing;
 pub mod window;
 
 use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::Server;
+use domain::clock::{Clock, SystemClock};
 use domain::config::Config;
+use domain::kafka::{ConsumerOptions, Producer, run_consumer};
+use domain::outbox::OutboxRelay;
 use domain::service::ServiceBase;
 use domain::service::admin::{admin_server, bind, run_until_cancelled};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+
+use crate::dispatch::Dispatcher;
+use crate::outcomes::EventHandler;
+use crate::retries::RetryHandler;
 
 pub struct Application {
     base: ServiceBase,
     admin: Server,
     admin_port: u16,
+    clock: Arc<dyn Clock>,
 }
 
 impl Application {
     /// Binds `scheduler.admin_bind` (port 0 picks a free port, as tests do).
     pub fn build(config: Config) -> anyhow::Result<Self> {
         let listener = bind(config.scheduler.admin_bind, "scheduler.admin_bind")?;
-        Self::build_with_listener(config, listener)
+        Self::build_with(config, listener, Arc::new(SystemClock))
     }
 
-    pub fn build_with_listener(
+    /// With the admin listener and the clock chosen by the caller (tests control time).
+    pub fn build_with(
         config: Config,
         admin_listener: TcpListener,
+        clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
         let base = ServiceBase::new(config)?;
         let admin_port = admin_listener.local_addr()?.port();
@@ -36,6 +54,7 @@ impl Application {
             base,
             admin,
             admin_port,
+            clock,
         })
     }
 
@@ -44,10 +63,73 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let topics = self.base.spawn_topic_creation(shutdown.clone());
-        tracing::info!(admin_port = self.admin_port, "scheduler running");
-        run_until_cancelled(self.admin, shutdown).await?;
-        topics.abort();
+        let config = &self.base.config;
+        let settings = &config.scheduler;
+        let topics = self.base.topics.clone();
+        let topic_creation = self.base.spawn_topic_creation(shutdown.clone());
+        let mut tasks = JoinSet::new();
+
+        let dispatcher = Dispatcher::new(
+            self.base.pool.clone(),
+            self.clock.clone(),
+            settings.batch_size as usize,
+            topics.email_jobs.clone(),
+        );
+        let idle = Duration::from_millis(settings.poll_interval_ms);
+        for _ in 0..settings.dispatch_concurrency {
+            tasks.spawn(dispatcher.clone().run(idle, shutdown.clone()));
+        }
+
+        let relay = OutboxRelay::from_config(
+            self.base.pool.clone(),
+            Producer::new(&config.kafka)?,
+            settings,
+        );
+        tasks.spawn(relay.run(shutdown.clone()));
+
+        let kafka = config.kafka.clone();
+        let events = EventHandler::new(self.base.pool.clone());
+        let events_shutdown = shutdown.clone();
+        let events_topic = topics.email_events.clone();
+        tasks.spawn(async move {
+            let options = ConsumerOptions::new("scheduler-email-events", vec![events_topic]);
+            if let Err(error) = run_consumer(&kafka, options, events, events_shutdown).await {
+                tracing::error!(%error, "email-events consumer stopped");
+            }
+        });
+
+        let kafka = config.kafka.clone();
+        let backoff = settings
+            .retry_backoff_seconds
+            .iter()
+            .map(|s| Duration::from_secs(*s))
+            .collect();
+        let retries = RetryHandler::new(self.base.pool.clone(), backoff);
+        let retries_shutdown = shutdown.clone();
+        let retries_topic = topics.email_retries.clone();
+        tasks.spawn(async move {
+            let options = ConsumerOptions::new("scheduler-email-retries", vec![retries_topic]);
+            if let Err(error) = run_consumer(&kafka, options, retries, retries_shutdown).await {
+                tracing::error!(%error, "email-retries consumer stopped");
+            }
+        });
+
+        tracing::info!(
+            admin_port = self.admin_port,
+            dispatch_loops = settings.dispatch_concurrency,
+            "scheduler running"
+        );
+        run_until_cancelled(self.admin, shutdown.clone()).await?;
+        // In-flight rounds finish their transaction; the grace period bounds the wait.
+        let grace = Duration::from_secs(config.shutdown.grace_period_seconds);
+        if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
+            .await
+            .is_err()
+        {
+            tracing::warn!("work still running after the grace period; stopping anyway");
+            tasks.abort_all();
+        }
+        topic_creation.abort();
         tracing::info!("scheduler stopped");
         Ok(())
     }

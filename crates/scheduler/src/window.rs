@@ -72,6 +72,15 @@ impl SendWindow {
     }
 
     /// Whether waits count Monday to Friday only (Saturday and Sunday are never allowed then).
+    /// How long the window is open on an allowed day (wall-clock hours; a DST change
+    /// makes that day's real span an hour longer or shorter).
+    pub fn length(&self) -> chrono::TimeDelta {
+        let end = self
+            .end
+            .map_or(chrono::TimeDelta::days(1), |end| end - NaiveTime::MIN);
+        end - (self.start - NaiveTime::MIN)
+    }
+
     pub fn business_days_only(&self) -> bool {
         self.business_days_only
     }

@@ -5,12 +5,15 @@
 
 pub mod api_keys;
 pub mod contacts;
+pub mod dispatch;
 pub mod enrollments;
 pub mod events;
 pub mod health;
 pub mod mailboxes;
+pub mod outbox;
 pub mod messages;
 pub mod migrations;
+pub mod progress;
 pub mod schema;
 pub mod sequences;
 pub mod stats;

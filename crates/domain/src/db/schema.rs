@@ -52,6 +52,7 @@ diesel::table! {
         status -> Text,
         status_reason -> Nullable<Text>,
         last_sent_at -> Nullable<Timestamptz>,
+        next_send_slot_at -> Nullable<Timestamptz>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
     }
@@ -160,6 +161,7 @@ diesel::table! {
         sent_at -> Nullable<Timestamptz>,
         smtp_response -> Nullable<Text>,
         last_error -> Nullable<Text>,
+        retry_at -> Nullable<Timestamptz>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
     }

@@ -1,3 +1,6 @@
 //! Integration tests of the scheduler service against real PostgreSQL and Kafka.
 
+mod dispatch;
 mod health;
+mod outcomes;
+mod world;

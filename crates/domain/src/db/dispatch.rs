@@ -1,0 +1,434 @@
+//! The scheduler's statements: claiming due enrollments and due retries, reserving mailbox
+//! capacity, and the set-based writes of one dispatch round. Every write takes whole batches
+//! (`UNNEST` of arrays), never a statement per enrollment.
+
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
+use diesel::prelude::*;
+use diesel::sql_types::{
+    Array, Bool, Date, Int2, Int4, Nullable, Text, Time, Timestamptz, Uuid as SqlUuid,
+};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+/// A due enrollment, locked by the claiming transaction, with everything deciding its next
+/// step: the contact's state and zone, and the sequence's sending window.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct DueEnrollment {
+    #[diesel(sql_type = SqlUuid)]
+    pub id: Uuid,
+    #[diesel(sql_type = SqlUuid)]
+    pub workspace_id: Uuid,
+    #[diesel(sql_type = SqlUuid)]
+    pub sequence_id: Uuid,
+    #[diesel(sql_type = SqlUuid)]
+    pub contact_id: Uuid,
+    #[diesel(sql_type = Nullable<SqlUuid>)]
+    pub mailbox_id: Option<Uuid>,
+    #[diesel(sql_type = Int4)]
+    pub current_step: i32,
+    #[diesel(sql_type = Timestamptz)]
+    pub next_send_at: DateTime<Utc>,
+    #[diesel(sql_type = Text)]
+    pub email: String,
+    #[diesel(sql_type = Text)]
+    pub contact_status: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub contact_timezone: Option<String>,
+    #[diesel(sql_type = Array<Int2>)]
+    pub send_days: Vec<i16>,
+    #[diesel(sql_type = Time)]
+    pub window_start: NaiveTime,
+    #[diesel(sql_type = Time)]
+    pub window_end: NaiveTime,
+    #[diesel(sql_type = Text)]
+    pub sequence_timezone: String,
+    #[diesel(sql_type = Bool)]
+    pub use_contact_timezone: bool,
+    #[diesel(sql_type = Bool)]
+    pub business_days_only: bool,
+}
+
+/// Claims up to `limit` active enrollments of active sequences whose next send time has
+/// come, oldest first, skipping rows another dispatcher holds. Must run inside the
+/// transaction that then writes their outcome. The scan is a range of
+/// `enrollments_due_idx` (partial on status = 'active'), never all enrollments.
+pub async fn claim_due(
+    conn: &mut AsyncPgConnection,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> QueryResult<Vec<DueEnrollment>> {
+    diesel::sql_query(CLAIM_DUE_SQL)
+        .bind::<Timestamptz, _>(now)
+        .bind::<diesel::sql_types::BigInt, _>(limit)
+        .load(conn)
+        .await
+}
+
+/// Public so the benchmark can show its plan.
+pub const CLAIM_DUE_SQL: &str = "\
+SELECT e.id, e.workspace_id, e.sequence_id, e.contact_id, e.mailbox_id, e.current_step, \
+       e.next_send_at, c.email, c.status AS contact_status, c.timezone AS contact_timezone, \
+       s.send_days, s.window_start, s.window_end, s.timezone AS sequence_timezone, \
+       s.use_contact_timezone, s.business_days_only \
+  FROM enrollments e \
+  JOIN sequences s ON s.id = e.sequence_id \
+  JOIN contacts c ON c.id = e.contact_id \
+ WHERE e.status = 'active' AND e.next_send_at <= $1 AND s.status = 'active' \
+ ORDER BY e.next_send_at \
+ LIMIT $2 \
+   FOR UPDATE OF e SKIP LOCKED";
+
+/// The plan PostgreSQL chooses for [`claim_due`] with these values, as `EXPLAIN` prints it.
+pub async fn explain_claim(
+    conn: &mut AsyncPgConnection,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> QueryResult<String> {
+    #[derive(QueryableByName)]
+    struct Line {
+        #[diesel(sql_type = Text)]
+        #[diesel(column_name = "QUERY PLAN")]
+        line: String,
+    }
+    let lines: Vec<Line> = diesel::sql_query(format!("EXPLAIN {CLAIM_DUE_SQL}"))
+        .bind::<Timestamptz, _>(now)
+        .bind::<diesel::sql_types::BigInt, _>(limit)
+        .load(conn)
+        .await?;
+    Ok(lines
+        .into_iter()
+        .map(|l| l.line)
+        .collect::<Vec<_>>()
+        .join("\n"))
+}
+
+/// A mailbox as rotation, capacity and spacing see it.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct MailboxForDispatch {
+    #[diesel(sql_type = SqlUuid)]
+    pub id: Uuid,
+    #[diesel(sql_type = Text)]
+    pub email: String,
+    #[diesel(sql_type = Text)]
+    pub status: String,
+    #[diesel(sql_type = Int4)]
+    pub daily_limit: i32,
+    #[diesel(sql_type = Bool)]
+    pub warmup_enabled: bool,
+    #[diesel(sql_type = Int4)]
+    pub warmup_start_limit: i32,
+    #[diesel(sql_type = Int4)]
+    pub warmup_daily_increase: i32,
+    #[diesel(sql_type = Nullable<Date>)]
+    pub warmup_started_on: Option<NaiveDate>,
+    #[diesel(sql_type = Int4)]
+    pub min_interval_seconds: i32,
+    #[diesel(sql_type = Int4)]
+    pub max_jitter_seconds: i32,
+    #[diesel(sql_type = Text)]
+    pub timezone: String,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub next_send_slot_at: Option<DateTime<Utc>>,
+}
+
+pub async fn mailboxes(
+    conn: &mut AsyncPgConnection,
+    ids: &[Uuid],
+) -> QueryResult<Vec<MailboxForDispatch>> {
+    diesel::sql_query(
+        "SELECT id, email, status, daily_limit, warmup_enabled, warmup_start_limit, \
+                warmup_daily_increase, warmup_started_on, min_interval_seconds, \
+                max_jitter_seconds, timezone, next_send_slot_at \
+           FROM mailboxes WHERE id = ANY($1)",
+    )
+    .bind::<Array<SqlUuid>, _>(ids)
+    .load(conn)
+    .await
+}
+
+#[derive(Debug, Clone, Copy, QueryableByName)]
+pub struct PoolMember {
+    #[diesel(sql_type = SqlUuid)]
+    pub sequence_id: Uuid,
+    #[diesel(sql_type = SqlUuid)]
+    pub mailbox_id: Uuid,
+}
+
+/// The rotation pools (sequence_mailboxes) of the given sequences.
+pub async fn pools(
+    conn: &mut AsyncPgConnection,
+    sequence_ids: &[Uuid],
+) -> QueryResult<Vec<PoolMember>> {
+    diesel::sql_query(
+        "SELECT sequence_id, mailbox_id FROM sequence_mailboxes WHERE sequence_id = ANY($1)",
+    )
+    .bind::<Array<SqlUuid>, _>(sequence_ids)
+    .load(conn)
+    .await
+}
+
+#[derive(Debug, Clone, Copy, QueryableByName)]
+pub struct Usage {
+    #[diesel(sql_type = SqlUuid)]
+    pub mailbox_id: Uuid,
+    #[diesel(sql_type = Int4)]
+    pub reserved: i32,
+}
+
+/// Units already reserved, for each (mailbox, local day) pair given; absent pairs have none.
+pub async fn usage(
+    conn: &mut AsyncPgConnection,
+    mailbox_ids: &[Uuid],
+    days: &[NaiveDate],
+) -> QueryResult<Vec<Usage>> {
+    diesel::sql_query(
+        "SELECT u.mailbox_id, u.reserved FROM mailbox_daily_usage u \
+           JOIN UNNEST($1::uuid[], $2::date[]) AS k(mailbox_id, day) \
+             ON u.mailbox_id = k.mailbox_id AND u.day = k.day",
+    )
+    .bind::<Array<SqlUuid>, _>(mailbox_ids)
+    .bind::<Array<Date>, _>(days)
+    .load(conn)
+    .await
+}
+
+/// One mailbox's request in [`reserve`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reservation {
+    pub mailbox_id: Uuid,
+    /// The mailbox's local date the units count against.
+    pub day: NaiveDate,
+    pub want: i32,
+    /// The day's limit (warmup applied).
+    pub limit: i32,
+    /// For a mailbox that spaces its sends: where its slot moves when this takes it.
+    pub next_slot: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Copy, QueryableByName)]
+pub struct Granted {
+    #[diesel(sql_type = SqlUuid)]
+    #[diesel(column_name = out_mailbox_id)]
+    pub mailbox_id: Uuid,
+    #[diesel(sql_type = Int4)]
+    #[diesel(column_name = out_granted)]
+    pub granted: i32,
+}
+
+/// Reserves capacity (and spacing slots) for several mailboxes in one atomic call; see the
+/// `reserve_mailbox_capacity` function in the migrations. Run it outside the dispatch
+/// transaction (autocommit) so concurrent dispatchers hold the usage rows only for the call;
+/// give back what a failed dispatch did not use with [`release`].
+pub async fn reserve(
+    conn: &mut AsyncPgConnection,
+    requests: &[Reservation],
+    now: DateTime<Utc>,
+) -> QueryResult<Vec<Granted>> {
+    if requests.is_empty() {
+        return Ok(Vec::new());
+    }
+    diesel::sql_query("SELECT * FROM reserve_mailbox_capacity($1, $2, $3, $4, $5, $6)")
+        .bind::<Array<SqlUuid>, _>(requests.iter().map(|r| r.mailbox_id).collect::<Vec<_>>())
+        .bind::<Array<Date>, _>(requests.iter().map(|r| r.day).collect::<Vec<_>>())
+        .bind::<Array<Int4>, _>(requests.iter().map(|r| r.want).collect::<Vec<_>>())
+        .bind::<Array<Int4>, _>(requests.iter().map(|r| r.limit).collect::<Vec<_>>())
+        .bind::<Array<Nullable<Timestamptz>>, _>(
+            requests.iter().map(|r| r.next_slot).collect::<Vec<_>>(),
+        )
+        .bind::<Timestamptz, _>(now)
+        .load(conn)
+        .await
+}
+
+/// Gives back reserved units that were not used (a dispatch that failed or found its message
+/// already created).
+pub async fn release(
+    conn: &mut AsyncPgConnection,
+    mailbox_ids: &[Uuid],
+    days: &[NaiveDate],
+    units: &[i32],
+) -> QueryResult<usize> {
+    if mailbox_ids.is_empty() {
+        return Ok(0);
+    }
+    diesel::sql_query(
+        "UPDATE mailbox_daily_usage u SET reserved = greatest(0, u.reserved - k.n) \
+           FROM UNNEST($1::uuid[], $2::date[], $3::int4[]) AS k(mailbox_id, day, n) \
+          WHERE u.mailbox_id = k.mailbox_id AND u.day = k.day",
+    )
+    .bind::<Array<SqlUuid>, _>(mailbox_ids)
+    .bind::<Array<Date>, _>(days)
+    .bind::<Array<Int4>, _>(units)
+    .execute(conn)
+    .await
+}
+
+/// A message to create for a dispatched step.
+#[derive(Debug, Clone)]
+pub struct NewDispatch {
+    pub message_id: Uuid,
+    pub workspace_id: Uuid,
+    pub enrollment_id: Uuid,
+    pub step_id: Uuid,
+    pub step_order: i32,
+    pub contact_id: Uuid,
+    pub mailbox_id: Uuid,
+    pub variant_index: Option<i32>,
+    pub message_id_header: String,
+}
+
+#[derive(QueryableByName)]
+struct Created {
+    #[diesel(sql_type = SqlUuid)]
+    id: Uuid,
+}
+
+/// Creates the messages (status queued, first attempt); a step that already has its message
+/// creates nothing (UNIQUE enrollment and step). Returns the ids actually created.
+pub async fn insert_messages(
+    conn: &mut AsyncPgConnection,
+    rows: &[NewDispatch],
+    now: DateTime<Utc>,
+) -> QueryResult<Vec<Uuid>> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let created: Vec<Created> = diesel::sql_query(
+        "INSERT INTO messages (id, workspace_id, enrollment_id, step_id, step_order, contact_id, \
+                               mailbox_id, variant_index, status, attempts, message_id_header, \
+                               scheduled_at) \
+         SELECT t.id, t.workspace_id, t.enrollment_id, t.step_id, t.step_order, t.contact_id, \
+                t.mailbox_id, t.variant_index, 'queued', 1, t.header, $10 \
+           FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::int4[], $6::uuid[], \
+                       $7::uuid[], $8::int4[], $9::text[]) \
+                AS t(id, workspace_id, enrollment_id, step_id, step_order, contact_id, \
+                     mailbox_id, variant_index, header) \
+         ON CONFLICT (enrollment_id, step_id) DO NOTHING \
+         RETURNING id",
+    )
+    .bind::<Array<SqlUuid>, _>(rows.iter().map(|r| r.message_id).collect::<Vec<_>>())
+    .bind::<Array<SqlUuid>, _>(rows.iter().map(|r| r.workspace_id).collect::<Vec<_>>())
+    .bind::<Array<SqlUuid>, _>(rows.iter().map(|r| r.enrollment_id).collect::<Vec<_>>())
+    .bind::<Array<SqlUuid>, _>(rows.iter().map(|r| r.step_id).collect::<Vec<_>>())
+    .bind::<Array<Int4>, _>(rows.iter().map(|r| r.step_order).collect::<Vec<_>>())
+    .bind::<Array<SqlUuid>, _>(rows.iter().map(|r| r.contact_id).collect::<Vec<_>>())
+    .bind::<Array<SqlUuid>, _>(rows.iter().map(|r| r.mailbox_id).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Int4>>, _>(rows.iter().map(|r| r.variant_index).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(
+        rows.iter()
+            .map(|r| r.message_id_header.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind::<Timestamptz, _>(now)
+    .load(conn)
+    .await?;
+    Ok(created.into_iter().map(|c| c.id).collect())
+}
+
+/// Marks enrollments as having their step in flight: the mailbox is kept for the thread, the
+/// position moves past deleted steps, and `next_send_at` is cleared until the `sent` event
+/// advances them.
+pub async fn mark_in_flight(
+    conn: &mut AsyncPgConnection,
+    ids: &[Uuid],
+    mailbox_ids: &[Uuid],
+    step_orders: &[i32],
+) -> QueryResult<usize> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    diesel::sql_query(
+        "UPDATE enrollments e \
+            SET mailbox_id = t.mailbox_id, current_step = t.step_order, next_send_at = NULL \
+           FROM UNNEST($1::uuid[], $2::uuid[], $3::int4[]) AS t(id, mailbox_id, step_order) \
+          WHERE e.id = t.id",
+    )
+    .bind::<Array<SqlUuid>, _>(ids)
+    .bind::<Array<SqlUuid>, _>(mailbox_ids)
+    .bind::<Array<Int4>, _>(step_orders)
+    .execute(conn)
+    .await
+}
+
+/// Moves enrollments' next send time (outside their window, no capacity, spacing).
+pub async fn defer(
+    conn: &mut AsyncPgConnection,
+    ids: &[Uuid],
+    until: &[DateTime<Utc>],
+) -> QueryResult<usize> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    diesel::sql_query(
+        "UPDATE enrollments e SET next_send_at = t.at \
+           FROM UNNEST($1::uuid[], $2::timestamptz[]) AS t(id, at) WHERE e.id = t.id",
+    )
+    .bind::<Array<SqlUuid>, _>(ids)
+    .bind::<Array<Timestamptz>, _>(until)
+    .execute(conn)
+    .await
+}
+
+/// Ends enrollments: `completed` (no step left) or a stop status with its reason.
+pub async fn finish(
+    conn: &mut AsyncPgConnection,
+    ids: &[Uuid],
+    statuses: &[&str],
+    reasons: &[Option<&str>],
+    now: DateTime<Utc>,
+) -> QueryResult<usize> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    diesel::sql_query(
+        "UPDATE enrollments e \
+            SET status = t.status, stop_reason = t.reason, next_send_at = NULL, \
+                completed_at = CASE WHEN t.status = 'completed' THEN $4 END \
+           FROM UNNEST($1::uuid[], $2::text[], $3::text[]) AS t(id, status, reason) \
+          WHERE e.id = t.id",
+    )
+    .bind::<Array<SqlUuid>, _>(ids)
+    .bind::<Array<Text>, _>(statuses)
+    .bind::<Array<Nullable<Text>>, _>(reasons)
+    .bind::<Timestamptz, _>(now)
+    .execute(conn)
+    .await
+}
+
+/// A message whose retry is due, claimed for re-dispatch.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct DueRetry {
+    #[diesel(sql_type = SqlUuid)]
+    pub id: Uuid,
+    #[diesel(sql_type = SqlUuid)]
+    pub workspace_id: Uuid,
+    #[diesel(sql_type = SqlUuid)]
+    pub enrollment_id: Uuid,
+    #[diesel(sql_type = SqlUuid)]
+    pub mailbox_id: Uuid,
+    /// The attempt this dispatch is (already counted).
+    #[diesel(sql_type = Int4)]
+    pub attempts: i32,
+}
+
+/// Claims retries whose time has come and puts them back in the queue as their next attempt,
+/// in one statement. The row keeps its Message-ID and its unit of the daily limit.
+pub async fn requeue_due_retries(
+    conn: &mut AsyncPgConnection,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> QueryResult<Vec<DueRetry>> {
+    diesel::sql_query(
+        "UPDATE messages m SET status = 'queued', attempts = m.attempts + 1, retry_at = NULL, \
+                               scheduled_at = $1 \
+           FROM (SELECT id FROM messages \
+                  WHERE status = 'retrying' AND retry_at <= $1 \
+                  ORDER BY retry_at LIMIT $2 FOR UPDATE SKIP LOCKED) due \
+          WHERE m.id = due.id \
+         RETURNING m.id, m.workspace_id, m.enrollment_id, m.mailbox_id, m.attempts",
+    )
+    .bind::<Timestamptz, _>(now)
+    .bind::<diesel::sql_types::BigInt, _>(limit)
+    .load(conn)
+    .await
+}

@@ -1,0 +1,278 @@
+//! How events move enrollments, messages and contacts: the scheduler's consumer of
+//! `email-events` and `email-retries` applies them with these, one transaction per event.
+
+use chrono::{DateTime, NaiveTime, Utc};
+use diesel::prelude::*;
+use diesel::sql_types::{Array, Bool, Int2, Int4, Nullable, Text, Time, Timestamptz, Uuid as SqlUuid};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use super::schema::events;
+
+/// An enrollment, locked, with what computing its next send time needs.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct EnrollmentContext {
+    #[diesel(sql_type = SqlUuid)]
+    pub id: Uuid,
+    #[diesel(sql_type = SqlUuid)]
+    pub workspace_id: Uuid,
+    #[diesel(sql_type = SqlUuid)]
+    pub sequence_id: Uuid,
+    #[diesel(sql_type = SqlUuid)]
+    pub contact_id: Uuid,
+    #[diesel(sql_type = Int4)]
+    pub current_step: i32,
+    #[diesel(sql_type = Text)]
+    pub status: String,
+    #[diesel(sql_type = Text)]
+    pub email: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub contact_timezone: Option<String>,
+    #[diesel(sql_type = Array<Int2>)]
+    pub send_days: Vec<i16>,
+    #[diesel(sql_type = Time)]
+    pub window_start: NaiveTime,
+    #[diesel(sql_type = Time)]
+    pub window_end: NaiveTime,
+    #[diesel(sql_type = Text)]
+    pub sequence_timezone: String,
+    #[diesel(sql_type = Bool)]
+    pub use_contact_timezone: bool,
+    #[diesel(sql_type = Bool)]
+    pub business_days_only: bool,
+    #[diesel(sql_type = Bool)]
+    pub stop_on_reply: bool,
+}
+
+/// Locks the enrollment row (events of one enrollment apply one after the other).
+pub async fn lock_enrollment(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+) -> QueryResult<Option<EnrollmentContext>> {
+    diesel::sql_query(
+        "SELECT e.id, e.workspace_id, e.sequence_id, e.contact_id, e.current_step, e.status, \
+                c.email, c.timezone AS contact_timezone, s.send_days, s.window_start, \
+                s.window_end, s.timezone AS sequence_timezone, s.use_contact_timezone, \
+                s.business_days_only, s.stop_on_reply \
+           FROM enrollments e \
+           JOIN sequences s ON s.id = e.sequence_id \
+           JOIN contacts c ON c.id = e.contact_id \
+          WHERE e.id = $1 \
+            FOR UPDATE OF e",
+    )
+    .bind::<SqlUuid, _>(id)
+    .get_result(conn)
+    .await
+    .optional()
+}
+
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = events)]
+pub struct NewEvent<'a> {
+    /// The Kafka envelope id: a replayed event inserts nothing.
+    pub id: Uuid,
+    pub workspace_id: Uuid,
+    pub message_id: Option<Uuid>,
+    pub enrollment_id: Option<Uuid>,
+    pub contact_id: Option<Uuid>,
+    pub event_type: &'a str,
+    pub occurred_at: DateTime<Utc>,
+    pub is_bot: Option<bool>,
+    pub bot_reason: Option<&'a str>,
+    pub url: Option<&'a str>,
+    pub payload: serde_json::Value,
+}
+
+/// Stores the event once; false when this id was stored before (a redelivery), in which case
+/// the caller must change nothing else either.
+pub async fn record_event(conn: &mut AsyncPgConnection, event: &NewEvent<'_>) -> QueryResult<bool> {
+    diesel::insert_into(events::table)
+        .values(event)
+        .on_conflict(events::id)
+        .do_nothing()
+        .execute(conn)
+        .await
+        .map(|n| n == 1)
+}
+
+/// Whether the message exists and belongs to the enrollment (events may outlive a deleted
+/// contact, whose messages cascade away).
+pub async fn message_of_enrollment(
+    conn: &mut AsyncPgConnection,
+    message_id: Uuid,
+    enrollment_id: Uuid,
+) -> QueryResult<bool> {
+    use super::schema::messages;
+    messages::table
+        .filter(messages::id.eq(message_id))
+        .filter(messages::enrollment_id.eq(enrollment_id))
+        .count()
+        .get_result::<i64>(conn)
+        .await
+        .map(|n| n == 1)
+}
+
+/// Moves an enrollment from the step just sent to `next_step`, due at `next_send_at`. Only
+/// applies while it is still at `sent_step`, so a replayed `sent` advances nothing.
+pub async fn advance(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    sent_step: i32,
+    next_step: i32,
+    next_send_at: DateTime<Utc>,
+    sent_at: DateTime<Utc>,
+) -> QueryResult<bool> {
+    diesel::sql_query(
+        "UPDATE enrollments SET current_step = $3, next_send_at = $4, last_sent_at = $5 \
+          WHERE id = $1 AND current_step = $2 AND status IN ('active', 'paused')",
+    )
+    .bind::<SqlUuid, _>(id)
+    .bind::<Int4, _>(sent_step)
+    .bind::<Int4, _>(next_step)
+    .bind::<Timestamptz, _>(next_send_at)
+    .bind::<Timestamptz, _>(sent_at)
+    .execute(conn)
+    .await
+    .map(|n| n == 1)
+}
+
+/// Completes an enrollment whose last step was sent (same guard as [`advance`]).
+pub async fn complete(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    sent_step: i32,
+    sent_at: DateTime<Utc>,
+) -> QueryResult<bool> {
+    diesel::sql_query(
+        "UPDATE enrollments SET status = 'completed', next_send_at = NULL, last_sent_at = $3, \
+                                completed_at = $3 \
+          WHERE id = $1 AND current_step = $2 AND status IN ('active', 'paused')",
+    )
+    .bind::<SqlUuid, _>(id)
+    .bind::<Int4, _>(sent_step)
+    .bind::<Timestamptz, _>(sent_at)
+    .execute(conn)
+    .await
+    .map(|n| n == 1)
+}
+
+/// Stops one enrollment that is still running.
+pub async fn stop(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    status: &str,
+    reason: &str,
+) -> QueryResult<bool> {
+    diesel::sql_query(
+        "UPDATE enrollments SET status = $2, stop_reason = $3, next_send_at = NULL \
+          WHERE id = $1 AND status IN ('active', 'paused')",
+    )
+    .bind::<SqlUuid, _>(id)
+    .bind::<Text, _>(status)
+    .bind::<Text, _>(reason)
+    .execute(conn)
+    .await
+    .map(|n| n == 1)
+}
+
+/// Stops every running enrollment of a contact in its workspace (unsubscribe, complaint).
+pub async fn stop_contact(
+    conn: &mut AsyncPgConnection,
+    workspace_id: Uuid,
+    contact_id: Uuid,
+    status: &str,
+    reason: &str,
+) -> QueryResult<usize> {
+    diesel::sql_query(
+        "UPDATE enrollments SET status = $3, stop_reason = $4, next_send_at = NULL \
+          WHERE workspace_id = $1 AND contact_id = $2 AND status IN ('active', 'paused')",
+    )
+    .bind::<SqlUuid, _>(workspace_id)
+    .bind::<SqlUuid, _>(contact_id)
+    .bind::<Text, _>(status)
+    .bind::<Text, _>(reason)
+    .execute(conn)
+    .await
+}
+
+/// Sets a contact's status (unsubscribed, bounced, complained); an unsubscribed or complained
+/// contact is not turned back into a merely bounced one.
+pub async fn set_contact_status(
+    conn: &mut AsyncPgConnection,
+    contact_id: Uuid,
+    status: &str,
+) -> QueryResult<usize> {
+    diesel::sql_query(
+        "UPDATE contacts SET status = $2 \
+          WHERE id = $1 AND status <> $2 \
+            AND NOT ($2 = 'bounced' AND status IN ('unsubscribed', 'complained'))",
+    )
+    .bind::<SqlUuid, _>(contact_id)
+    .bind::<Text, _>(status)
+    .execute(conn)
+    .await
+}
+
+/// Records a message's outcome. `sent` keeps the earliest send time if set twice.
+pub async fn set_message_outcome(
+    conn: &mut AsyncPgConnection,
+    message_id: Uuid,
+    status: &str,
+    at: DateTime<Utc>,
+    error: Option<&str>,
+) -> QueryResult<usize> {
+    diesel::sql_query(
+        "UPDATE messages SET status = $2, \
+                sent_at = CASE WHEN $2 = 'sent' THEN coalesce(sent_at, $3) ELSE sent_at END, \
+                last_error = coalesce($4, last_error), retry_at = NULL \
+          WHERE id = $1",
+    )
+    .bind::<SqlUuid, _>(message_id)
+    .bind::<Text, _>(status)
+    .bind::<Timestamptz, _>(at)
+    .bind::<Nullable<Text>, _>(error)
+    .execute(conn)
+    .await
+}
+
+/// Puts a message whose attempt `attempt` failed transiently in the retry queue until
+/// `retry_at`. Only the attempt the message is at, and only while not finished: a replayed
+/// request changes nothing.
+pub async fn schedule_retry(
+    conn: &mut AsyncPgConnection,
+    message_id: Uuid,
+    attempt: i32,
+    retry_at: DateTime<Utc>,
+    error: &str,
+) -> QueryResult<bool> {
+    diesel::sql_query(
+        "UPDATE messages SET status = 'retrying', retry_at = $3, last_error = $4 \
+          WHERE id = $1 AND attempts = $2 AND status IN ('queued', 'sending')",
+    )
+    .bind::<SqlUuid, _>(message_id)
+    .bind::<Int4, _>(attempt)
+    .bind::<Timestamptz, _>(retry_at)
+    .bind::<Text, _>(error)
+    .execute(conn)
+    .await
+    .map(|n| n == 1)
+}
+
+/// Fails a message whose retries are used up (same guard as [`schedule_retry`]).
+pub async fn fail_attempt(
+    conn: &mut AsyncPgConnection,
+    message_id: Uuid,
+    attempt: i32,
+    error: &str,
+) -> QueryResult<bool> {
+    diesel::sql_query(
+        "UPDATE messages SET status = 'failed', retry_at = NULL, last_error = $3 \
+          WHERE id = $1 AND attempts = $2 AND status IN ('queued', 'sending')",
+    )
+    .bind::<SqlUuid, _>(message_id)
+    .bind::<Int4, _>(attempt)
+    .bind::<Text, _>(error)
+    .execute(conn)
+    .await
+    .map(|n| n == 1)
+}

@@ -1,0 +1,410 @@
+//! Dispatch: one round claims a batch of due enrollments (`FOR UPDATE SKIP LOCKED`, so any
+//! number of replicas share the work without dispatching a step twice), plans them, reserves
+//! mailbox capacity, and in the same transaction creates the messages, writes their send jobs
+//! to the outbox and moves the enrollments on. Due retries go out the same way, without
+//! another unit of the daily limit.
+
+pub mod plan;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use diesel_async::{AsyncConnection as _, AsyncPgConnection};
+use domain::clock::Clock;
+use domain::db::PgPool;
+use domain::db::dispatch::{self as queries, NewDispatch, Reservation};
+use domain::db::outbox::NewOutboxRecord;
+use domain::events::{EmailJob, SendJob};
+use domain::kafka::Envelope;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use self::plan::{Decision, Inputs, MailboxState, Plan};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error(transparent)]
+    Db(#[from] diesel::result::Error),
+    #[error(transparent)]
+    Pool(#[from] domain::db::PoolError),
+    #[error("could not encode a send job: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// What one round did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Report {
+    pub claimed: usize,
+    pub dispatched: usize,
+    pub retried: usize,
+    pub deferred: usize,
+    pub finished: usize,
+}
+
+impl Report {
+    /// Whether the round was full, so another should follow at once.
+    fn busy(&self, batch_size: usize) -> bool {
+        self.claimed >= batch_size || self.retried >= batch_size
+    }
+}
+
+#[derive(Clone)]
+pub struct Dispatcher {
+    pool: PgPool,
+    clock: Arc<dyn Clock>,
+    batch_size: usize,
+    jobs_topic: String,
+}
+
+impl Dispatcher {
+    pub fn new(pool: PgPool, clock: Arc<dyn Clock>, batch_size: usize, jobs_topic: String) -> Self {
+        Self {
+            pool,
+            clock,
+            batch_size,
+            jobs_topic,
+        }
+    }
+
+    /// Rounds until shutdown: at once after a full round, after `idle` otherwise, and after a
+    /// growing pause while the database fails.
+    pub async fn run(self, idle: Duration, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        while !shutdown.is_cancelled() {
+            let pause = match self.run_once().await {
+                Ok(report) => {
+                    backoff = Duration::from_millis(100);
+                    if report.busy(self.batch_size) {
+                        continue;
+                    }
+                    idle
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "dispatch round failed; retrying");
+                    metrics::counter!("scheduler_dispatch_errors_total").increment(1);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    backoff
+                }
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    /// One round of enrollments and one of due retries.
+    pub async fn run_once(&self) -> Result<Report, DispatchError> {
+        let now = self.clock.now();
+        let mut report = self.dispatch_due(now).await?;
+        report.retried = self.dispatch_retries(now).await?;
+        metrics::counter!("scheduler_dispatched_total").increment(report.dispatched as u64);
+        metrics::counter!("scheduler_retries_dispatched_total").increment(report.retried as u64);
+        metrics::counter!("scheduler_deferred_total").increment(report.deferred as u64);
+        metrics::counter!("scheduler_finished_total").increment(report.finished as u64);
+        Ok(report)
+    }
+
+    async fn dispatch_due(&self, now: DateTime<Utc>) -> Result<Report, DispatchError> {
+        let mut conn = self.pool.get().await?;
+        // Capacity is reserved on a second connection, committed at once: the usage rows are
+        // held for one short call, not for the whole dispatch transaction. A failed dispatch
+        // gives its units back; a crash in between can only under-use a day, never exceed it.
+        let mut side = self.pool.get().await?;
+        let mut reserved: Vec<Reservation> = Vec::new();
+        let outcome = conn
+            .transaction(async |tx| -> Result<Report, DispatchError> {
+                self.dispatch_in(tx, &mut side, now, &mut reserved).await
+            })
+            .await;
+        if outcome.is_err() && !reserved.is_empty() {
+            let (ids, days, units) = unzip_reservations(&reserved);
+            if let Err(error) = queries::release(&mut side, &ids, &days, &units).await {
+                tracing::error!(%error, "could not give back reserved capacity");
+            }
+        }
+        outcome
+    }
+
+    async fn dispatch_in(
+        &self,
+        tx: &mut AsyncPgConnection,
+        side: &mut AsyncPgConnection,
+        now: DateTime<Utc>,
+        reserved: &mut Vec<Reservation>,
+    ) -> Result<Report, DispatchError> {
+        let limit = i64::try_from(self.batch_size).unwrap_or(i64::MAX);
+        let due = queries::claim_due(tx, now, limit).await?;
+        let mut report = Report {
+            claimed: due.len(),
+            ..Report::default()
+        };
+        if due.is_empty() {
+            return Ok(report);
+        }
+
+        let sequence_ids: Vec<Uuid> = unique(due.iter().map(|e| e.sequence_id));
+        let mut steps: HashMap<Uuid, Vec<domain::db::steps::Step>> = HashMap::new();
+        for step in domain::db::steps::live_for(tx, &sequence_ids).await? {
+            steps.entry(step.sequence_id).or_default().push(step);
+        }
+        let mut suppressed = HashSet::new();
+        let mut by_workspace: HashMap<Uuid, Vec<String>> = HashMap::new();
+        for e in &due {
+            by_workspace
+                .entry(e.workspace_id)
+                .or_default()
+                .push(e.email.clone());
+        }
+        for (workspace_id, emails) in by_workspace {
+            for email in
+                domain::db::suppressions::suppressed_among(tx, workspace_id, &emails).await?
+            {
+                suppressed.insert((workspace_id, email));
+            }
+        }
+        let mut pools: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+        for member in queries::pools(tx, &sequence_ids).await? {
+            pools
+                .entry(member.sequence_id)
+                .or_default()
+                .push(member.mailbox_id);
+        }
+        let mailbox_ids: Vec<Uuid> = unique(
+            pools
+                .values()
+                .flatten()
+                .copied()
+                .chain(due.iter().filter_map(|e| e.mailbox_id)),
+        );
+        let mailboxes = self.mailbox_states(tx, &mailbox_ids, now).await?;
+
+        let Plan { decisions, asks } = plan::plan(
+            &Inputs {
+                now,
+                steps: &steps,
+                suppressed: &suppressed,
+                pools: &pools,
+                mailboxes: &mailboxes,
+            },
+            &due,
+            &mut rand::rng(),
+        );
+
+        let requests: Vec<Reservation> = asks
+            .iter()
+            .filter_map(|(mailbox_id, ask)| {
+                let state = mailboxes.get(mailbox_id)?;
+                Some(Reservation {
+                    mailbox_id: *mailbox_id,
+                    day: state.day,
+                    want: ask.want,
+                    limit: state.limit,
+                    next_slot: ask.next_slot,
+                })
+            })
+            .collect();
+        let mut granted: HashMap<Uuid, i32> = HashMap::new();
+        for grant in queries::reserve(side, &requests, now).await? {
+            granted.insert(grant.mailbox_id, grant.granted);
+        }
+        reserved.extend(requests.iter().map(|r| Reservation {
+            want: granted.get(&r.mailbox_id).copied().unwrap_or(0),
+            ..*r
+        }));
+
+        let mut sends = Vec::new();
+        let (mut defer_ids, mut defer_until) = (Vec::new(), Vec::new());
+        let (mut finish_ids, mut finish_status, mut finish_reason) =
+            (Vec::new(), Vec::new(), Vec::new());
+        for decision in decisions {
+            match decision {
+                Decision::Send(send) => {
+                    // A concurrent dispatcher took the units this round counted on: leave the
+                    // enrollment due, the next round plans it with fresh usage.
+                    let left = granted.entry(send.mailbox_id).or_default();
+                    if *left > 0 {
+                        *left -= 1;
+                        sends.push(send);
+                    }
+                }
+                Decision::Defer {
+                    enrollment_id,
+                    until,
+                } => {
+                    defer_ids.push(enrollment_id);
+                    defer_until.push(until);
+                }
+                Decision::Complete { enrollment_id } => {
+                    finish_ids.push(enrollment_id);
+                    finish_status.push("completed");
+                    finish_reason.push(None);
+                }
+                Decision::Stop {
+                    enrollment_id,
+                    status,
+                    reason,
+                } => {
+                    finish_ids.push(enrollment_id);
+                    finish_status.push(status);
+                    finish_reason.push(Some(reason));
+                }
+            }
+        }
+
+        let new_messages: Vec<NewDispatch> = sends
+            .iter()
+            .map(|send| {
+                let message_id = Uuid::now_v7();
+                let domain_part = mailboxes
+                    .get(&send.mailbox_id)
+                    .and_then(|m| m.mailbox.email.rsplit_once('@'))
+                    .map_or("localhost", |(_, domain)| domain);
+                NewDispatch {
+                    message_id,
+                    workspace_id: send.workspace_id,
+                    enrollment_id: send.enrollment_id,
+                    step_id: send.step_id,
+                    step_order: send.step_order,
+                    contact_id: send.contact_id,
+                    mailbox_id: send.mailbox_id,
+                    variant_index: send.variant_index,
+                    message_id_header: format!("<{message_id}@{domain_part}>"),
+                }
+            })
+            .collect();
+        let created: HashSet<Uuid> = queries::insert_messages(tx, &new_messages, now)
+            .await?
+            .into_iter()
+            .collect();
+        let mut jobs = Vec::with_capacity(created.len());
+        let mut unused: HashMap<Uuid, i32> = HashMap::new();
+        for message in &new_messages {
+            if created.contains(&message.message_id) {
+                jobs.push(self.job(
+                    message.workspace_id,
+                    message.message_id,
+                    message.enrollment_id,
+                    message.mailbox_id,
+                    1,
+                )?);
+            } else {
+                // The step already has its message (from an earlier dispatch): it is not
+                // sent twice, and its unit goes back.
+                *unused.entry(message.mailbox_id).or_default() += 1;
+            }
+        }
+        domain::db::outbox::insert_many(tx, &jobs).await?;
+        let in_flight_ids: Vec<Uuid> = sends.iter().map(|s| s.enrollment_id).collect();
+        let in_flight_mailboxes: Vec<Uuid> = sends.iter().map(|s| s.mailbox_id).collect();
+        let in_flight_steps: Vec<i32> = sends.iter().map(|s| s.step_order).collect();
+        queries::mark_in_flight(tx, &in_flight_ids, &in_flight_mailboxes, &in_flight_steps)
+            .await?;
+        queries::defer(tx, &defer_ids, &defer_until).await?;
+        queries::finish(tx, &finish_ids, &finish_status, &finish_reason, now).await?;
+        if !unused.is_empty() {
+            let giving_back: Vec<Reservation> = reserved
+                .iter()
+                .filter_map(|r| {
+                    unused.get(&r.mailbox_id).map(|n| Reservation { want: *n, ..*r })
+                })
+                .collect();
+            let (ids, days, units) = unzip_reservations(&giving_back);
+            queries::release(side, &ids, &days, &units).await?;
+            for r in reserved.iter_mut() {
+                r.want -= unused.get(&r.mailbox_id).copied().unwrap_or(0);
+            }
+        }
+
+        report.dispatched = jobs.len();
+        report.deferred = defer_ids.len();
+        report.finished = finish_ids.len();
+        Ok(report)
+    }
+
+    async fn mailbox_states(
+        &self,
+        tx: &mut AsyncPgConnection,
+        ids: &[Uuid],
+        now: DateTime<Utc>,
+    ) -> Result<HashMap<Uuid, MailboxState>, DispatchError> {
+        let mailboxes = queries::mailboxes(tx, ids).await?;
+        let days: Vec<NaiveDate> = mailboxes
+            .iter()
+            .map(|m| crate::timing::local_date(now, &m.timezone))
+            .collect();
+        let ids: Vec<Uuid> = mailboxes.iter().map(|m| m.id).collect();
+        let used: HashMap<Uuid, i32> = queries::usage(tx, &ids, &days)
+            .await?
+            .into_iter()
+            .map(|u| (u.mailbox_id, u.reserved))
+            .collect();
+        Ok(mailboxes
+            .into_iter()
+            .map(|m| {
+                let used = used.get(&m.id).copied().unwrap_or(0);
+                (m.id, MailboxState::new(m, now, used))
+            })
+            .collect())
+    }
+
+    async fn dispatch_retries(&self, now: DateTime<Utc>) -> Result<usize, DispatchError> {
+        let mut conn = self.pool.get().await?;
+        let limit = i64::try_from(self.batch_size).unwrap_or(i64::MAX);
+        conn.transaction(async |tx| -> Result<usize, DispatchError> {
+            let due = queries::requeue_due_retries(tx, now, limit).await?;
+            let mut jobs = Vec::with_capacity(due.len());
+            for retry in &due {
+                jobs.push(self.job(
+                    retry.workspace_id,
+                    retry.id,
+                    retry.enrollment_id,
+                    retry.mailbox_id,
+                    u32::try_from(retry.attempts).unwrap_or(1),
+                )?);
+            }
+            domain::db::outbox::insert_many(tx, &jobs).await?;
+            Ok(due.len())
+        })
+        .await
+    }
+
+    fn job(
+        &self,
+        workspace_id: Uuid,
+        message_id: Uuid,
+        enrollment_id: Uuid,
+        mailbox_id: Uuid,
+        attempt: u32,
+    ) -> Result<NewOutboxRecord, DispatchError> {
+        let envelope = Envelope::new(
+            workspace_id,
+            EmailJob::Send(SendJob {
+                message_id,
+                enrollment_id,
+                mailbox_id,
+                attempt,
+            }),
+        );
+        Ok(NewOutboxRecord::from_envelope(
+            &self.jobs_topic,
+            &mailbox_id.to_string(),
+            &envelope,
+        )?)
+    }
+}
+
+fn unique(ids: impl Iterator<Item = Uuid>) -> Vec<Uuid> {
+    ids.collect::<HashSet<_>>().into_iter().collect()
+}
+
+fn unzip_reservations(reservations: &[Reservation]) -> (Vec<Uuid>, Vec<NaiveDate>, Vec<i32>) {
+    let kept = reservations.iter().filter(|r| r.want > 0);
+    (
+        kept.clone().map(|r| r.mailbox_id).collect(),
+        kept.clone().map(|r| r.day).collect(),
+        kept.map(|r| r.want).collect(),
+    )
+}

@@ -1,0 +1,174 @@
+//! The consumer of `email-retries`: a transiently failed attempt waits in the database for
+//! its turn on the backoff schedule, then the dispatcher sends it again (same message row,
+//! same Message-ID, no new unit of the mailbox's daily limit). After the last retry the
+//! message fails and so does its enrollment.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use diesel_async::{AsyncConnection as _, AsyncPgConnection};
+use domain::db::PgPool;
+use domain::db::progress::{self, NewEvent};
+use domain::events::{EmailRetry, RetryRequest};
+use domain::kafka::{Envelope, Handler};
+use serde_json::json;
+
+#[derive(Clone)]
+pub struct RetryHandler {
+    pool: PgPool,
+    backoff: Vec<Duration>,
+}
+
+impl RetryHandler {
+    pub fn new(pool: PgPool, backoff: Vec<Duration>) -> Self {
+        Self { pool, backoff }
+    }
+}
+
+/// When attempt `failed_attempt` (1-based) may be followed by the next, or `None` when the
+/// schedule is used up. The sender's `not_before` wins when later.
+pub fn retry_time(
+    backoff: &[Duration],
+    failed_attempt: u32,
+    failed_at: DateTime<Utc>,
+    not_before: Option<DateTime<Utc>>,
+) -> Option<DateTime<Utc>> {
+    let index = usize::try_from(failed_attempt).ok()?.checked_sub(1)?;
+    let wait = TimeDelta::from_std(*backoff.get(index)?).ok()?;
+    let at = failed_at.checked_add_signed(wait)?;
+    Some(not_before.map_or(at, |nb| nb.max(at)))
+}
+
+impl Handler<EmailRetry> for RetryHandler {
+    async fn handle(&self, envelope: Envelope<EmailRetry>) -> anyhow::Result<()> {
+        let mut conn = self.pool.get().await?;
+        let EmailRetry::Retry(request) = &envelope.body;
+        let outcome = conn
+            .transaction(async |tx| -> Result<Outcome, diesel::result::Error> {
+                apply(tx, &envelope, request, &self.backoff).await
+            })
+            .await?;
+        let label = match outcome {
+            Outcome::Scheduled => "scheduled",
+            Outcome::Failed => "failed",
+            Outcome::Ignored => "ignored",
+        };
+        metrics::counter!("scheduler_retry_requests_total", "outcome" => label).increment(1);
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Scheduled,
+    Failed,
+    /// A replay, or an attempt the message is no longer at.
+    Ignored,
+}
+
+pub async fn apply(
+    tx: &mut AsyncPgConnection,
+    envelope: &Envelope<EmailRetry>,
+    request: &RetryRequest,
+    backoff: &[Duration],
+) -> Result<Outcome, diesel::result::Error> {
+    let attempt = i32::try_from(request.attempt).unwrap_or(i32::MAX);
+    match retry_time(
+        backoff,
+        request.attempt,
+        envelope.occurred_at,
+        request.not_before,
+    ) {
+        Some(at) => {
+            let scheduled =
+                progress::schedule_retry(tx, request.message_id, attempt, at, &request.error)
+                    .await?;
+            Ok(if scheduled {
+                Outcome::Scheduled
+            } else {
+                Outcome::Ignored
+            })
+        }
+        None => {
+            if !progress::fail_attempt(tx, request.message_id, attempt, &request.error).await? {
+                return Ok(Outcome::Ignored);
+            }
+            let Some(enrollment) = progress::lock_enrollment(tx, request.enrollment_id).await?
+            else {
+                return Ok(Outcome::Failed);
+            };
+            // Counted like any failure in the step's statistics.
+            progress::record_event(
+                tx,
+                &NewEvent {
+                    id: envelope.id,
+                    workspace_id: enrollment.workspace_id,
+                    message_id: Some(request.message_id),
+                    enrollment_id: Some(enrollment.id),
+                    contact_id: Some(enrollment.contact_id),
+                    event_type: "failed",
+                    occurred_at: envelope.occurred_at,
+                    is_bot: None,
+                    bot_reason: None,
+                    url: None,
+                    payload: json!({"reason": request.error, "attempts": request.attempt}),
+                },
+            )
+            .await?;
+            progress::stop(tx, enrollment.id, "failed", "retries_exhausted").await?;
+            Ok(Outcome::Failed)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schedule() -> Vec<Duration> {
+        [300, 1800, 7200, 21600]
+            .into_iter()
+            .map(Duration::from_secs)
+            .collect()
+        Ok(())
+    }
+
+    #[test]
+    fn each_failed_attempt_waits_its_step_of_the_schedule() -> anyhow::Result<()> {
+        let failed_at: DateTime<Utc> = "2026-03-02T10:00:00Z".parse()?;
+        let expected = [(1, 5), (2, 30), (3, 120), (4, 360)];
+        for (attempt, minutes) in expected {
+            assert_eq!(
+                retry_time(&schedule(), attempt, failed_at, None),
+                Some(failed_at + TimeDelta::minutes(minutes)),
+                "attempt {attempt}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_schedule_used_up_means_no_retry() -> anyhow::Result<()> {
+        let failed_at: DateTime<Utc> = "2026-03-02T10:00:00Z".parse()?;
+        assert_eq!(retry_time(&schedule(), 5, failed_at, None), None);
+        assert_eq!(retry_time(&[], 1, failed_at, None), None);
+        assert_eq!(retry_time(&schedule(), 0, failed_at, None), None);
+        Ok(())
+    }
+
+    #[test]
+    fn a_later_not_before_wins_an_earlier_one_does_not() -> anyhow::Result<()> {
+        let failed_at: DateTime<Utc> = "2026-03-02T10:00:00Z".parse()?;
+        let later = failed_at + TimeDelta::hours(1);
+        assert_eq!(
+            retry_time(&schedule(), 1, failed_at, Some(later)),
+            Some(later)
+        );
+        let earlier = failed_at + TimeDelta::minutes(1);
+        assert_eq!(
+            retry_time(&schedule(), 1, failed_at, Some(earlier)),
+            Some(failed_at + TimeDelta::minutes(5))
+        );
+        Ok(())
+    }
+}

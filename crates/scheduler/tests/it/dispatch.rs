@@ -1,0 +1,375 @@
+//! Dispatch rounds against a real database, the clock held still by the test.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::TimeDelta;
+use domain::clock::{Clock, ManualClock};
+use scheduler::dispatch::{Dispatcher, Report};
+
+use crate::world::{World, at};
+
+const JOBS: &str = "test-email-jobs";
+
+fn dispatcher(world: &World, clock: &Arc<ManualClock>, batch: usize) -> Dispatcher {
+    let clock: Arc<dyn Clock> = clock.clone();
+    Dispatcher::new(world.pool.clone(), clock, batch, JOBS.to_owned())
+}
+
+/// Runs rounds on every dispatcher at once until a whole pass claims nothing.
+async fn drain(dispatchers: &[Dispatcher]) -> anyhow::Result<Report> {
+    let mut total = Report::default();
+    for _ in 0..1_000 {
+        let rounds = futures::future::try_join_all(dispatchers.iter().map(|d| d.run_once())).await?;
+        let mut claimed = 0;
+        for r in rounds {
+            claimed += r.claimed + r.retried;
+            total.claimed += r.claimed;
+            total.dispatched += r.dispatched;
+            total.retried += r.retried;
+            total.deferred += r.deferred;
+            total.finished += r.finished;
+        }
+        if claimed == 0 {
+            return Ok(total);
+        }
+    }
+    anyhow::bail!("dispatch never ran dry")
+}
+
+#[tokio::test]
+async fn three_replicas_send_exactly_the_days_capacity_and_move_the_rest() -> anyhow::Result<()> {
+    let world = World::new(5, 30, &[(0, 0, 0), (3, 0, 0)]).await?;
+    let now = at("2026-03-02T10:00:00Z")?;
+    world.enroll(1_000, now - TimeDelta::minutes(5)).await?;
+    let clock = Arc::new(ManualClock::new(now));
+    let replicas: Vec<Dispatcher> = (0..3).map(|_| dispatcher(&world, &clock, 50)).collect();
+
+    let report = drain(&replicas).await?;
+
+    assert_eq!(report.dispatched, 150);
+    assert_eq!(world.count("SELECT count(*) AS n FROM messages").await?, 150);
+    assert_eq!(
+        world
+            .count("SELECT count(DISTINCT enrollment_id) AS n FROM messages")
+            .await?,
+        150
+    );
+    assert_eq!(world.count("SELECT count(*) AS n FROM outbox").await?, 150);
+    assert_eq!(
+        world
+            .count("SELECT count(DISTINCT payload->'payload'->>'message_id') AS n FROM outbox")
+            .await?,
+        150
+    );
+    let day = now.date_naive();
+    for mailbox in &world.mailboxes {
+        assert_eq!(world.reserved(*mailbox, day).await?, 30, "mailbox {mailbox}");
+        assert_eq!(
+            world
+                .count(&format!(
+                    "SELECT count(*) AS n FROM messages WHERE mailbox_id = '{mailbox}'"
+                ))
+                .await?,
+            30
+        );
+    }
+    // The other 850 wait for tomorrow's window opening; the 150 are in flight.
+    let tomorrow_opening = at("2026-03-03T09:00:00Z")?;
+    assert_eq!(
+        world
+            .count(&format!(
+                "SELECT count(*) AS n FROM enrollments WHERE next_send_at = '{tomorrow_opening}'"
+            ))
+            .await?,
+        850
+    );
+    assert_eq!(
+        world
+            .count("SELECT count(*) AS n FROM enrollments WHERE next_send_at IS NULL AND status = 'active'")
+            .await?,
+        150
+    );
+
+    // Tomorrow the next 150 go out, on the new day's units.
+    clock.set(tomorrow_opening);
+    let report = drain(&replicas).await?;
+    assert_eq!(report.dispatched, 150);
+    for mailbox in &world.mailboxes {
+        assert_eq!(
+            world
+                .reserved(*mailbox, tomorrow_opening.date_naive())
+                .await?,
+            30
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn first_steps_rotate_least_used_first_and_follow_ups_keep_their_mailbox()
+-> anyhow::Result<()> {
+    let world = World::new(3, 100, &[(0, 0, 0), (0, 1, 0)]).await?;
+    let now = at("2026-03-02T10:00:00Z")?;
+    let enrollments = world.enroll(9, now).await?;
+    let clock = Arc::new(ManualClock::new(now));
+    let one = dispatcher(&world, &clock, 100);
+
+    assert_eq!(drain(std::slice::from_ref(&one)).await?.dispatched, 9);
+    let mut per_mailbox: HashMap<uuid::Uuid, usize> = HashMap::new();
+    let mut first_mailbox = HashMap::new();
+    for id in &enrollments {
+        let messages = world.messages_of(*id).await?;
+        assert_eq!(messages.len(), 1);
+        *per_mailbox.entry(messages[0].mailbox_id).or_default() += 1;
+        first_mailbox.insert(*id, messages[0].mailbox_id);
+        let row = world.enrollment(*id).await?;
+        assert_eq!(row.mailbox_id, Some(messages[0].mailbox_id));
+    }
+    assert_eq!(per_mailbox.len(), 3);
+    assert!(per_mailbox.values().all(|n| *n == 3), "{per_mailbox:?}");
+
+    // Make the first mailbox the busiest, then let every follow-up fall due: each still goes
+    // from the mailbox of its first step.
+    world
+        .exec(&format!(
+            "UPDATE mailbox_daily_usage SET reserved = 90 WHERE mailbox_id = '{}'",
+            world.mailboxes[0]
+        ))
+        .await?;
+    world
+        .exec("UPDATE enrollments SET current_step = 2, next_send_at = '2026-03-02T10:30:00Z'")
+        .await?;
+    clock.set(at("2026-03-02T11:00:00Z")?);
+    assert_eq!(drain(std::slice::from_ref(&one)).await?.dispatched, 9);
+    for id in &enrollments {
+        let messages = world.messages_of(*id).await?;
+        assert_eq!(messages.len(), 2);
+        assert_eq!(messages[1].step_order, 2);
+        assert_eq!(messages[1].mailbox_id, first_mailbox[id]);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn outside_the_window_the_step_waits_for_the_opening() -> anyhow::Result<()> {
+    let world = World::new(1, 100, &[(0, 0, 0)]).await?;
+    let now = at("2026-03-02T18:30:00Z")?;
+    let enrollments = world.enroll(3, now - TimeDelta::hours(1)).await?;
+    let clock = Arc::new(ManualClock::new(now));
+
+    let report = drain(&[dispatcher(&world, &clock, 100)]).await?;
+
+    assert_eq!(report.dispatched, 0);
+    assert_eq!(report.deferred, 3);
+    for id in enrollments {
+        assert_eq!(
+            world.enrollment(id).await?.next_send_at,
+            Some(at("2026-03-03T09:00:00Z")?)
+        );
+    }
+    assert_eq!(world.count("SELECT count(*) AS n FROM messages").await?, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn suppressed_and_unsubscribed_contacts_are_stopped_not_sent() -> anyhow::Result<()> {
+    let world = World::new(1, 100, &[(0, 0, 0)]).await?;
+    let now = at("2026-03-02T10:00:00Z")?;
+    let enrollments = world.enroll(4, now).await?;
+    world
+        .exec(&format!(
+            "INSERT INTO suppressions (id, workspace_id, email, reason) \
+             SELECT gen_random_uuid(), workspace_id, email, 'manual' FROM contacts \
+              WHERE id = (SELECT contact_id FROM enrollments WHERE id = '{}')",
+            enrollments[0]
+        ))
+        .await?;
+    world
+        .exec(&format!(
+            "UPDATE contacts SET email = 'someone@blocked.test' \
+              WHERE id = (SELECT contact_id FROM enrollments WHERE id = '{}')",
+            enrollments[1]
+        ))
+        .await?;
+    world
+        .exec(
+            "INSERT INTO suppressions (id, workspace_id, email, reason) \
+             SELECT gen_random_uuid(), id, '@blocked.test', 'manual' FROM workspaces",
+        )
+        .await?;
+    world
+        .exec(&format!(
+            "UPDATE contacts SET status = 'unsubscribed' \
+              WHERE id = (SELECT contact_id FROM enrollments WHERE id = '{}')",
+            enrollments[2]
+        ))
+        .await?;
+    let clock = Arc::new(ManualClock::new(now));
+
+    let report = drain(&[dispatcher(&world, &clock, 100)]).await?;
+
+    let statuses: Vec<String> = futures::future::try_join_all(
+        enrollments.iter().map(|id| world.enrollment(*id)),
+    )
+    .await?
+    .into_iter()
+    .map(|e| e.status)
+    .collect();
+    assert_eq!(report.dispatched, 1);
+    assert_eq!(statuses, ["stopped", "stopped", "unsubscribed", "active"]);
+    assert_eq!(world.messages_of(enrollments[3]).await?.len(), 1);
+    assert_eq!(world.count("SELECT count(*) AS n FROM messages").await?, 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn paused_sequences_and_paused_enrollments_are_left_alone() -> anyhow::Result<()> {
+    let world = World::new(1, 100, &[(0, 0, 0)]).await?;
+    let now = at("2026-03-02T10:00:00Z")?;
+    let enrollments = world.enroll(2, now).await?;
+    world
+        .exec(&format!(
+            "UPDATE enrollments SET status = 'paused' WHERE id = '{}'",
+            enrollments[0]
+        ))
+        .await?;
+    let clock = Arc::new(ManualClock::new(now));
+    let one = dispatcher(&world, &clock, 100);
+    world.exec("UPDATE sequences SET status = 'paused'").await?;
+
+    assert_eq!(drain(std::slice::from_ref(&one)).await?.claimed, 0);
+
+    world.exec("UPDATE sequences SET status = 'active'").await?;
+    let report = drain(std::slice::from_ref(&one)).await?;
+    assert_eq!(report.dispatched, 1);
+    assert_eq!(world.messages_of(enrollments[1]).await?.len(), 1);
+    assert!(world.messages_of(enrollments[0]).await?.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn after_the_last_step_an_enrollment_completes_and_deleted_steps_are_skipped()
+-> anyhow::Result<()> {
+    let world = World::new(1, 100, &[(0, 0, 0), (1, 0, 0), (1, 0, 0)]).await?;
+    let now = at("2026-03-02T10:00:00Z")?;
+    let enrollments = world.enroll(2, now).await?;
+    world
+        .exec(&format!(
+            "UPDATE steps SET deleted_at = now() WHERE id = '{}'",
+            world.steps[1]
+        ))
+        .await?;
+    world
+        .exec(&format!(
+            "UPDATE enrollments SET current_step = 2 WHERE id = '{}'",
+            enrollments[0]
+        ))
+        .await?;
+    world
+        .exec(&format!(
+            "UPDATE enrollments SET current_step = 4 WHERE id = '{}'",
+            enrollments[1]
+        ))
+        .await?;
+    let clock = Arc::new(ManualClock::new(now));
+
+    drain(&[dispatcher(&world, &clock, 100)]).await?;
+
+    let messages = world.messages_of(enrollments[0]).await?;
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].step_order, 3);
+    assert_eq!(world.enrollment(enrollments[0]).await?.current_step, 3);
+    assert_eq!(world.enrollment(enrollments[1]).await?.status, "completed");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_spaced_mailbox_sends_one_per_interval() -> anyhow::Result<()> {
+    let world = World::new(1, 100, &[(0, 0, 0)]).await?;
+    world
+        .exec("UPDATE mailboxes SET min_interval_seconds = 600, max_jitter_seconds = 0")
+        .await?;
+    let now = at("2026-03-02T10:00:00Z")?;
+    world.enroll(3, now).await?;
+    let clock = Arc::new(ManualClock::new(now));
+    let one = dispatcher(&world, &clock, 100);
+
+    assert_eq!(drain(std::slice::from_ref(&one)).await?.dispatched, 1);
+    // The 8-hour window over 100 sends spreads them at least 288 s apart; 600 s is more.
+    let slot = at("2026-03-02T10:10:00Z")?;
+    assert_eq!(
+        world
+            .count(&format!(
+                "SELECT count(*) AS n FROM mailboxes WHERE next_send_slot_at = '{slot}'"
+            ))
+            .await?,
+        1
+    );
+    clock.set(slot - TimeDelta::seconds(1));
+    assert_eq!(drain(std::slice::from_ref(&one)).await?.dispatched, 0);
+    clock.set(slot);
+    assert_eq!(drain(std::slice::from_ref(&one)).await?.dispatched, 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_due_retry_goes_out_again_without_another_unit() -> anyhow::Result<()> {
+    let world = World::new(1, 100, &[(0, 0, 0)]).await?;
+    let now = at("2026-03-02T10:00:00Z")?;
+    let enrollments = world.enroll(1, now).await?;
+    let clock = Arc::new(ManualClock::new(now));
+    let one = dispatcher(&world, &clock, 100);
+    drain(std::slice::from_ref(&one)).await?;
+    let day = now.date_naive();
+    assert_eq!(world.reserved(world.mailboxes[0], day).await?, 1);
+    let message = world.messages_of(enrollments[0]).await?.remove(0);
+    world
+        .exec(&format!(
+            "UPDATE messages SET status = 'retrying', retry_at = '2026-03-02T10:05:00Z' \
+              WHERE id = '{}'",
+            message.id
+        ))
+        .await?;
+
+    assert_eq!(drain(std::slice::from_ref(&one)).await?.retried, 0);
+    clock.set(at("2026-03-02T10:05:00Z")?);
+    assert_eq!(drain(std::slice::from_ref(&one)).await?.retried, 1);
+
+    let again = world.messages_of(enrollments[0]).await?.remove(0);
+    assert_eq!(again.status, "queued");
+    assert_eq!(again.attempts, 2);
+    assert_eq!(again.message_id_header, message.message_id_header);
+    assert_eq!(world.reserved(world.mailboxes[0], day).await?, 1);
+    assert_eq!(world.count("SELECT count(*) AS n FROM outbox").await?, 2);
+    assert_eq!(
+        world
+            .count(&format!(
+                "SELECT count(*) AS n FROM outbox WHERE (payload->'payload'->>'attempt')::int = 2 \
+                   AND payload->'payload'->>'message_id' = '{}'",
+                message.id
+            ))
+            .await?,
+        1
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_claim_is_an_index_range_not_a_scan() -> anyhow::Result<()> {
+    let world = World::new(1, 100, &[(0, 0, 0)]).await?;
+    let now = at("2026-03-02T10:00:00Z")?;
+    world.enroll(2_000, now + TimeDelta::days(30)).await?;
+    world.enroll(50, now).await?;
+    world.exec("ANALYZE").await?;
+    let plan = domain::db::dispatch::explain_claim(&mut world.conn().await?, now, 500).await?;
+    assert!(
+        plan.contains("enrollments_due_idx"),
+        "claim plan does not use the due index:\n{plan}"
+    );
+    assert!(
+        !plan.contains("Seq Scan on enrollments"),
+        "claim plan scans enrollments:\n{plan}"
+    );
+    Ok(())
+}
