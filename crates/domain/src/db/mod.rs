@@ -11,6 +11,7 @@ pub mod health;
 pub mod mailboxes;
 pub mod messages;
 pub mod migrations;
+pub mod outbox;
 pub mod schema;
 pub mod sequences;
 pub mod stats;
