@@ -82,12 +82,18 @@ pub(super) fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigE
             config.database.connect_timeout_ms,
         ),
         ("kafka.request_timeout_ms", config.kafka.request_timeout_ms),
-        ("scheduler.poll_interval_ms", config.scheduler.poll_interval_ms),
+        (
+            "scheduler.poll_interval_ms",
+            config.scheduler.poll_interval_ms,
+        ),
         (
             "scheduler.outbox_poll_interval_ms",
             config.scheduler.outbox_poll_interval_ms,
         ),
-        ("scheduler.batch_size", u64::from(config.scheduler.batch_size)),
+        (
+            "scheduler.batch_size",
+            u64::from(config.scheduler.batch_size),
+        ),
         (
             "scheduler.dispatch_concurrency",
             u64::from(config.scheduler.dispatch_concurrency),

@@ -6,7 +6,7 @@ pub mod envelope;
 pub mod health;
 pub mod producer;
 pub mod topics;
-mod trace_headers;
+pub(crate) mod trace_headers;
 
 use std::time::Duration;
 

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use rdkafka::error::KafkaError;
+use rdkafka::message::ToBytes;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 
 use super::envelope::{Envelope, Payload};
@@ -54,7 +55,7 @@ impl Producer {
         self.send_bytes(topic, key, &envelope.to_json()?).await
     }
 
-    /// Sends an already serialised envelope (the outbox relay stores them as JSON).
+    /// Sends an already serialised envelope with the current trace context in its headers.
     pub async fn send_bytes(
         &self,
         topic: &str,
@@ -65,6 +66,33 @@ impl Producer {
             .key(key)
             .payload(payload)
             .headers(trace_headers::current_context_headers());
+        self.deliver(topic, record).await
+    }
+
+    /// Sends an already serialised envelope with the given headers instead of the current
+    /// trace context: the outbox relay forwards the context captured when the row was
+    /// written, so the trace continues from the transaction that wrote it.
+    pub async fn send_bytes_with_headers(
+        &self,
+        topic: &str,
+        key: Option<&str>,
+        payload: &[u8],
+        headers: &[(&str, &str)],
+    ) -> Result<Delivered, ProduceError> {
+        let mut record = FutureRecord::to(topic)
+            .payload(payload)
+            .headers(trace_headers::to_headers(headers.iter().copied()));
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        self.deliver(topic, record).await
+    }
+
+    async fn deliver<K: ToBytes + ?Sized>(
+        &self,
+        topic: &str,
+        record: FutureRecord<'_, K, [u8]>,
+    ) -> Result<Delivered, ProduceError> {
         match self.inner.send(record, self.timeout).await {
             Ok(delivery) => {
                 metrics::counter!("kafka_produced_total", "topic" => topic.to_owned()).increment(1);

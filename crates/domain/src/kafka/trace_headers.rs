@@ -13,14 +13,27 @@ impl Injector for HeaderInjector {
     }
 }
 
-/// Headers carrying the current span's context (empty when tracing export is off).
-pub fn current_context_headers() -> OwnedHeaders {
+/// The current span's context as header name and value pairs (empty when no context).
+pub fn current_context_pairs() -> Vec<(String, String)> {
     let context = tracing::Span::current().context();
     let mut injector = HeaderInjector(Vec::new());
     opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&context, &mut injector));
-    injector
-        .0
-        .iter()
+    injector.0
+}
+
+/// Headers carrying the current span's context (empty when tracing export is off).
+pub fn current_context_headers() -> OwnedHeaders {
+    to_headers(
+        current_context_pairs()
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_str())),
+    )
+}
+
+/// Kafka headers from name and value pairs, e.g. a context captured earlier and stored.
+pub fn to_headers<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> OwnedHeaders {
+    pairs
+        .into_iter()
         .fold(OwnedHeaders::new(), |headers, (key, value)| {
             headers.insert(Header {
                 key,

@@ -3,6 +3,7 @@
 mod contacts;
 mod kafka;
 mod migrations;
+mod outbox;
 mod readiness;
 mod schema;
 mod suppressions;

@@ -1,0 +1,3 @@
+//! The transactional outbox against real PostgreSQL and Kafka.
+
+mod queries;
