@@ -130,7 +130,6 @@ mod tests {
             .into_iter()
             .map(Duration::from_secs)
             .collect()
-        Ok(())
     }
 
     #[test]

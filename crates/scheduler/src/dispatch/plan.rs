@@ -294,10 +294,11 @@ fn first_step_mailbox(
     if let Some(best) = best {
         return Ok(best.mailbox.id);
     }
-    pool.iter()
+    Err(pool
+        .iter()
         .map(|m| next_chance(m, assigned, window, now))
         .min()
-        .ok_or_else(|| window.earliest_at_or_after(now + MAILBOX_UNAVAILABLE_RECHECK))
+        .unwrap_or_else(|| window.earliest_at_or_after(now + MAILBOX_UNAVAILABLE_RECHECK)))
 }
 
 /// Time to the mailbox's next send: its minimum interval, stretched so a day's sends spread
@@ -339,3 +340,6 @@ pub fn choose_variant(variants: &serde_json::Value, rng: &mut impl Rng) -> Optio
     }
     Some(0)
 }
+
+#[cfg(test)]
+mod tests;
