@@ -7,6 +7,7 @@
 
 mod database;
 mod http;
+mod topic_reader;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -19,6 +20,7 @@ use crate::config::Config;
 
 pub use database::{TestDatabase, admin_database_url};
 pub use http::{assert_healthy_and_ready, assert_unready_without_database, get_json};
+pub use topic_reader::{ConsumedRecord, count_records, read_topic};
 
 /// Configuration pointing at this test's database, with a topic prefix of its own and
 /// every listener on an ephemeral port.
