@@ -1,6 +1,7 @@
 //! The transactional outbox against real PostgreSQL and Kafka: the queries, the relay, and
 //! the relay across a Kafka outage (on a private broker, since the shared one must stay up).
 
+mod kafka_outage;
 mod queries;
 mod relay;
 
