@@ -17,7 +17,7 @@ pub fn down(paths: &Paths) -> Result<ExitCode> {
 
 /// Exports go to stdout and progress to stderr, so `eval "$(cargo xtask infra)"` works.
 pub fn infra(paths: &Paths) -> Result<ExitCode> {
-    let infra = Infra::provision(paths, infra::ALL)?;
+    let infra = provision_for_tests(paths)?;
     for (name, value) in infra.test_env() {
         println!("export {name}={}", shell_quote(&value));
     }
@@ -26,7 +26,7 @@ pub fn infra(paths: &Paths) -> Result<ExitCode> {
 }
 
 pub fn test(paths: &Paths, args: &[String]) -> Result<ExitCode> {
-    let infra = Infra::provision(paths, infra::ALL)?;
+    let infra = provision_for_tests(paths)?;
     // Only on our own cluster: on a shared server another run's databases may be live.
     if infra.postgres_is_local
         && let Some(url) = &infra.database_url
@@ -39,10 +39,17 @@ pub fn test(paths: &Paths, args: &[String]) -> Result<ExitCode> {
 }
 
 pub fn bench(paths: &Paths, args: &[String]) -> Result<ExitCode> {
-    let infra = Infra::provision(paths, infra::ALL)?;
+    let infra = provision_for_tests(paths)?;
     let code = cargo_with_env(paths, &infra, "bench", args)?;
     eprintln!("{LEFT_RUNNING}");
     Ok(code)
+}
+
+/// Everything tests and benchmarks use, including what a private Kafka broker needs.
+fn provision_for_tests(paths: &Paths) -> Result<Infra> {
+    let mut infra = Infra::provision(paths, infra::ALL)?;
+    infra.locate_private_kafka_kit(paths);
+    Ok(infra)
 }
 
 pub fn migrate(paths: &Paths, action: &str, all: bool) -> Result<ExitCode> {

@@ -1,6 +1,8 @@
 //! Which infrastructure to use: servers named by the caller's environment when they
 //! answer, otherwise the local ones under target/local.
 
+use std::path::PathBuf;
+
 use anyhow::Result;
 
 use crate::paths::Paths;
@@ -38,6 +40,8 @@ pub struct Infra {
     pub postgres_is_local: bool,
     pub kafka_brokers: Option<String>,
     pub mail: Option<Mail>,
+    /// Java runtime and Kafka jars for tests that start a private broker.
+    pub private_kafka_kit: Option<(PathBuf, PathBuf)>,
     /// Local servers started by this invocation, in start order.
     pub started: Vec<Component>,
     /// Local servers that were already running (from an earlier `infra`, `test`, `up`).
@@ -114,6 +118,15 @@ impl Infra {
         Ok(())
     }
 
+    /// Locates what tests need to run a Kafka broker of their own (one they may stop,
+    /// unlike the shared one). A failure only warns: just those tests will fail, saying why.
+    pub fn locate_private_kafka_kit(&mut self, paths: &Paths) {
+        match kafka::private_broker_kit(paths) {
+            Ok(kit) => self.private_kafka_kit = Some(kit),
+            Err(e) => eprintln!("warning: tests that start a private kafka will fail: {e:#}"),
+        }
+    }
+
     /// Environment for `cargo test`/`cargo bench`: tests create their own databases
     /// from the admin URL.
     pub fn test_env(&self) -> Vec<(&'static str, String)> {
@@ -123,6 +136,10 @@ impl Infra {
         }
         if let Some(brokers) = &self.kafka_brokers {
             env.push(("KAFKA_BROKERS", brokers.clone()));
+        }
+        if let Some((java, libs)) = &self.private_kafka_kit {
+            env.push(("SEQ_TEST_JAVA", java.display().to_string()));
+            env.push(("SEQ_TEST_KAFKA_LIBS", libs.display().to_string()));
         }
         if let Some(mail) = &self.mail {
             env.push(("SEQ_TEST_SMTP_ADDR", mail.smtp.clone()));
@@ -237,7 +254,27 @@ pub fn stop_everything(paths: &Paths) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::url_host_port;
+    use std::path::PathBuf;
+
+    use super::{Infra, url_host_port};
+
+    #[test]
+    fn test_env_names_the_private_kafka_kit_when_located() {
+        let mut infra = Infra {
+            kafka_brokers: Some("127.0.0.1:59092".to_owned()),
+            ..Infra::default()
+        };
+        assert!(
+            !infra
+                .test_env()
+                .iter()
+                .any(|(k, _)| k.starts_with("SEQ_TEST_JAVA"))
+        );
+        infra.private_kafka_kit = Some((PathBuf::from("/usr/bin/java"), PathBuf::from("/c/libs")));
+        let env = infra.test_env();
+        assert!(env.contains(&("SEQ_TEST_JAVA", "/usr/bin/java".to_owned())));
+        assert!(env.contains(&("SEQ_TEST_KAFKA_LIBS", "/c/libs".to_owned())));
+    }
 
     #[test]
     fn extracts_host_and_port_from_database_urls() {

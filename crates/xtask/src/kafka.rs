@@ -79,6 +79,12 @@ pub fn ensure(paths: &Paths) -> Result<bool> {
     Ok(true)
 }
 
+/// The Java runtime and the directory of Kafka jars, for tests that run a private broker
+/// they can stop and start (`domain::testing::PrivateKafka`). Cheap once the jars are cached.
+pub fn private_broker_kit(paths: &Paths) -> Result<(PathBuf, PathBuf)> {
+    Ok((java::require()?, fetch_libs(paths)?))
+}
+
 pub fn stop(paths: &Paths) -> Result<()> {
     process::stop_and_report(NAME, &paths.pid_file(NAME), MAIN_CLASS, STOP_GRACE)
 }

@@ -3,10 +3,13 @@
 //! Each test gets its own database, cloned from a template that is migrated once per
 //! migration set, and its own Kafka topic prefix and consumer groups, so tests run in
 //! parallel and repeatedly against the real PostgreSQL and Kafka that `cargo xtask test`
-//! provides (through `DATABASE_URL` and `KAFKA_BROKERS`).
+//! provides (through `DATABASE_URL` and `KAFKA_BROKERS`). A test that stops and starts
+//! Kafka runs a [`PrivateKafka`] of its own (jars through `SEQ_TEST_KAFKA_LIBS`).
 
 mod database;
 mod http;
+mod private_kafka;
+mod topic_reader;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -19,6 +22,8 @@ use crate::config::Config;
 
 pub use database::{TestDatabase, admin_database_url};
 pub use http::{assert_healthy_and_ready, assert_unready_without_database, get_json};
+pub use private_kafka::PrivateKafka;
+pub use topic_reader::{ConsumedRecord, count_records, read_topic};
 
 /// Configuration pointing at this test's database, with a topic prefix of its own and
 /// every listener on an ephemeral port.
