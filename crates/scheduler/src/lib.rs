@@ -17,7 +17,7 @@ use actix_web::dev::Server;
 use domain::clock::{Clock, SystemClock};
 use domain::config::Config;
 use domain::kafka::{ConsumerOptions, Producer, run_consumer};
-//TMP use domain::outbox::OutboxRelay;
+use domain::outbox::OutboxRelay;
 use domain::service::ServiceBase;
 use domain::service::admin::{admin_server, bind, run_until_cancelled};
 use tokio::task::JoinSet;
@@ -80,8 +80,12 @@ impl Application {
             tasks.spawn(dispatcher.clone().run(idle, shutdown.clone()));
         }
 
-        //TMP-RELAY-START
-        //TMP-RELAY-END
+        let relay = OutboxRelay::from_config(
+            self.base.pool.clone(),
+            Producer::new(&config.kafka)?,
+            settings,
+        );
+        tasks.spawn(relay.run(shutdown.clone()));
 
         let kafka = config.kafka.clone();
         let events = EventHandler::new(self.base.pool.clone());

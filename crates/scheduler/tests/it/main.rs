@@ -3,4 +3,5 @@
 mod dispatch;
 mod health;
 mod outcomes;
+mod service;
 mod world;
