@@ -105,24 +105,35 @@ impl OutboxRelay {
                 gauge_due = Instant::now() + GAUGE_INTERVAL;
             }
             let pause = match self.round().await {
-                Ok(round) if round.failed == 0 => {
-                    backoff.reset();
-                    if round.claimed >= self.batch_size as usize {
-                        // A full batch: more is probably waiting.
-                        continue;
-                    }
-                    self.poll_interval
-                }
-                Ok(round) => {
+                // Nothing got through: Kafka is down or unreachable, give it time.
+                Ok(round) if round.failed > 0 && round.published == 0 => {
                     let pause = backoff.next_delay();
                     tracing::warn!(
                         error = round.first_error.as_deref().unwrap_or_default(),
-                        outbox.claimed = round.claimed,
                         outbox.failed = round.failed,
                         retry_in_ms = pause.as_millis() as u64,
                         "outbox records not published; they stay pending",
                     );
                     pause
+                }
+                // Kafka works. Records that failed anyway (one partition unavailable, a
+                // record the broker refuses) must not hold back the rows behind them, so
+                // they are logged, stay pending, and come first in the next round.
+                Ok(round) => {
+                    backoff.reset();
+                    if round.failed > 0 {
+                        tracing::warn!(
+                            error = round.first_error.as_deref().unwrap_or_default(),
+                            outbox.claimed = round.claimed,
+                            outbox.failed = round.failed,
+                            "some outbox records not published; they stay pending",
+                        );
+                    }
+                    if round.claimed >= self.batch_size as usize {
+                        // A full batch: more is probably waiting.
+                        continue;
+                    }
+                    self.poll_interval
                 }
                 Err(error) => {
                     let pause = backoff.next_delay();
