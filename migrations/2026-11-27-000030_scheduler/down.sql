@@ -24,6 +24,12 @@ CREATE TRIGGER enrollments_count_updated AFTER UPDATE ON enrollments
 
 DROP FUNCTION reserve_mailbox_capacity(uuid[], date[], integer[], integer[], timestamptz[], timestamptz);
 CREATE INDEX messages_enrollment_idx ON messages (enrollment_id);
+ALTER TABLE messages ADD CONSTRAINT messages_contact_id_fkey
+    FOREIGN KEY (contact_id) REFERENCES contacts (id) ON DELETE CASCADE;
+ALTER TABLE messages ADD CONSTRAINT messages_workspace_id_fkey
+    FOREIGN KEY (workspace_id) REFERENCES workspaces (id) ON DELETE CASCADE;
+ALTER TABLE mailbox_daily_usage DROP COLUMN last_granted;
+ALTER TABLE mailbox_daily_usage DROP COLUMN day_limit;
 DROP INDEX messages_retry_due_idx;
 ALTER TABLE messages DROP COLUMN retry_at;
 UPDATE messages SET status = 'queued' WHERE status = 'retrying';

@@ -122,7 +122,14 @@ pub async fn apply(
             progress::set_contact_status(tx, enrollment.contact_id, "bounced").await?;
         }
         EmailEvent::Unsubscribed { .. } => {
-            suppress(tx, &enrollment, "unsubscribed", "unsubscribed", "unsubscribed").await?;
+            suppress(
+                tx,
+                &enrollment,
+                "unsubscribed",
+                "unsubscribed",
+                "unsubscribed",
+            )
+            .await?;
         }
         EmailEvent::Complained { .. } => {
             suppress(tx, &enrollment, "complained", "stopped", "complained").await?;
@@ -259,4 +266,3 @@ fn details(event: &EmailEvent) -> serde_json::Value {
         _ => json!({}),
     }
 }
-

@@ -26,8 +26,6 @@ pub struct DueEnrollment {
     pub mailbox_id: Option<Uuid>,
     #[diesel(sql_type = Int4)]
     pub current_step: i32,
-    #[diesel(sql_type = Timestamptz)]
-    pub next_send_at: DateTime<Utc>,
     #[diesel(sql_type = Text)]
     pub email: String,
     #[diesel(sql_type = Text)]
@@ -49,9 +47,12 @@ pub struct DueEnrollment {
 }
 
 /// Claims up to `limit` active enrollments of active sequences whose next send time has
-/// come, oldest first, skipping rows another dispatcher holds. Must run inside the
-/// transaction that then writes their outcome. The scan is a range of
-/// `enrollments_due_idx` (partial on status = 'active'), never all enrollments.
+/// come, oldest first, skipping rows another dispatcher holds, and takes them out of the due
+/// index (`next_send_at` NULL: in flight) in the same statement. Must run inside the
+/// transaction that then writes their outcome; a claimed enrollment that is not sent gets its
+/// `next_send_at` back through [`defer`] or [`finish`]. The scan is a range of
+/// `enrollments_due_idx` (partial on status = 'active'), never all enrollments; the update
+/// finds the locked rows by their tuple id (a TID scan), whatever the table's size.
 pub async fn claim_due(
     conn: &mut AsyncPgConnection,
     now: DateTime<Utc>,
@@ -66,17 +67,20 @@ pub async fn claim_due(
 
 /// Public so the benchmark can show its plan.
 pub const CLAIM_DUE_SQL: &str = "\
-SELECT e.id, e.workspace_id, e.sequence_id, e.contact_id, e.mailbox_id, e.current_step, \
-       e.next_send_at, c.email, c.status AS contact_status, c.timezone AS contact_timezone, \
-       s.send_days, s.window_start, s.window_end, s.timezone AS sequence_timezone, \
-       s.use_contact_timezone, s.business_days_only \
-  FROM enrollments e \
-  JOIN sequences s ON s.id = e.sequence_id \
-  JOIN contacts c ON c.id = e.contact_id \
- WHERE e.status = 'active' AND e.next_send_at <= $1 AND s.status = 'active' \
- ORDER BY e.next_send_at \
- LIMIT $2 \
-   FOR UPDATE OF e SKIP LOCKED";
+WITH due AS ( \
+    SELECT e.ctid AS row_id FROM enrollments e JOIN sequences s ON s.id = e.sequence_id \
+     WHERE e.status = 'active' AND e.next_send_at <= $1 AND s.status = 'active' \
+     ORDER BY e.next_send_at \
+     LIMIT $2 \
+       FOR UPDATE OF e SKIP LOCKED) \
+UPDATE enrollments e SET next_send_at = NULL \
+  FROM sequences s, contacts c \
+ WHERE e.ctid = ANY(ARRAY(SELECT row_id FROM due)) \
+   AND s.id = e.sequence_id AND c.id = e.contact_id \
+RETURNING e.id, e.workspace_id, e.sequence_id, e.contact_id, e.mailbox_id, e.current_step, \
+          c.email, c.status AS contact_status, c.timezone AS contact_timezone, \
+          s.send_days, s.window_start, s.window_end, s.timezone AS sequence_timezone, \
+          s.use_contact_timezone, s.business_days_only";
 
 /// The plan PostgreSQL chooses for [`claim_due`] with these values, as `EXPLAIN` prints it.
 pub async fn explain_claim(
@@ -325,32 +329,30 @@ pub async fn insert_messages(
     Ok(created.into_iter().map(|c| c.id).collect())
 }
 
-/// Marks enrollments as having their step in flight: the mailbox is kept for the thread, the
-/// position moves past deleted steps, and `next_send_at` is cleared until the `sent` event
-/// advances them.
-pub async fn mark_in_flight(
+/// Moves enrollments whose step in flight is past deleted steps to that step's position
+/// (the claim already took them out of the due index). The thread's mailbox is recorded when
+/// the first step is reported sent, not here, so the common case writes nothing more.
+pub async fn set_positions(
     conn: &mut AsyncPgConnection,
     ids: &[Uuid],
-    mailbox_ids: &[Uuid],
     step_orders: &[i32],
 ) -> QueryResult<usize> {
     if ids.is_empty() {
         return Ok(0);
     }
     diesel::sql_query(
-        "UPDATE enrollments e \
-            SET mailbox_id = t.mailbox_id, current_step = t.step_order, next_send_at = NULL \
-           FROM UNNEST($1::uuid[], $2::uuid[], $3::int4[]) AS t(id, mailbox_id, step_order) \
-          WHERE e.id = t.id",
+        "UPDATE enrollments e SET current_step = t.step_order \
+           FROM UNNEST($1::uuid[], $2::int4[]) AS t(id, step_order) \
+          WHERE e.id = t.id AND e.current_step <> t.step_order",
     )
     .bind::<Array<SqlUuid>, _>(ids)
-    .bind::<Array<SqlUuid>, _>(mailbox_ids)
     .bind::<Array<Int4>, _>(step_orders)
     .execute(conn)
     .await
 }
 
-/// Moves enrollments' next send time (outside their window, no capacity, spacing).
+/// Gives claimed enrollments their next send time back (outside their window, no capacity,
+/// spacing, or a concurrent dispatcher took the units: then `until` is now).
 pub async fn defer(
     conn: &mut AsyncPgConnection,
     ids: &[Uuid],

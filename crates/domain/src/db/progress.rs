@@ -3,7 +3,9 @@
 
 use chrono::{DateTime, NaiveTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{Array, Bool, Int2, Int4, Nullable, Text, Time, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{
+    Array, Bool, Int2, Int4, Nullable, Text, Time, Timestamptz, Uuid as SqlUuid,
+};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
@@ -113,7 +115,8 @@ pub async fn message_of_enrollment(
 }
 
 /// Moves an enrollment from the step just sent to `next_step`, due at `next_send_at`. Only
-/// applies while it is still at `sent_step`, so a replayed `sent` advances nothing.
+/// applies while it is still at `sent_step`, so a replayed `sent` advances nothing. The first
+/// send fixes the thread's mailbox: follow-ups go from the mailbox of the first message.
 pub async fn advance(
     conn: &mut AsyncPgConnection,
     id: Uuid,
@@ -123,8 +126,11 @@ pub async fn advance(
     sent_at: DateTime<Utc>,
 ) -> QueryResult<bool> {
     diesel::sql_query(
-        "UPDATE enrollments SET current_step = $3, next_send_at = $4, last_sent_at = $5 \
-          WHERE id = $1 AND current_step = $2 AND status IN ('active', 'paused')",
+        "UPDATE enrollments e SET current_step = $3, next_send_at = $4, last_sent_at = $5, \
+                mailbox_id = coalesce(e.mailbox_id, \
+                    (SELECT m.mailbox_id FROM messages m WHERE m.enrollment_id = e.id \
+                      ORDER BY m.step_order LIMIT 1)) \
+          WHERE e.id = $1 AND e.current_step = $2 AND e.status IN ('active', 'paused')",
     )
     .bind::<SqlUuid, _>(id)
     .bind::<Int4, _>(sent_step)

@@ -203,6 +203,8 @@ diesel::table! {
         day -> Date,
         reserved -> Int4,
         updated_at -> Timestamptz,
+        day_limit -> Int4,
+        last_granted -> Int4,
     }
 }
 

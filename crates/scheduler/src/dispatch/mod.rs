@@ -145,6 +145,7 @@ impl Dispatcher {
             return Ok(report);
         }
 
+        let positions: HashMap<Uuid, i32> = due.iter().map(|e| (e.id, e.current_step)).collect();
         let sequence_ids: Vec<Uuid> = unique(due.iter().map(|e| e.sequence_id));
         let mut steps: HashMap<Uuid, Vec<domain::db::steps::Step>> = HashMap::new();
         for step in domain::db::steps::live_for(tx, &sequence_ids).await? {
@@ -222,12 +223,15 @@ impl Dispatcher {
         for decision in decisions {
             match decision {
                 Decision::Send(send) => {
-                    // A concurrent dispatcher took the units this round counted on: leave the
-                    // enrollment due, the next round plans it with fresh usage.
+                    // A concurrent dispatcher took the units this round counted on: due again
+                    // at once, the next round plans it with fresh usage.
                     let left = granted.entry(send.mailbox_id).or_default();
                     if *left > 0 {
                         *left -= 1;
                         sends.push(send);
+                    } else {
+                        defer_ids.push(send.enrollment_id);
+                        defer_until.push(now);
                     }
                 }
                 Decision::Defer {
@@ -297,18 +301,21 @@ impl Dispatcher {
             }
         }
         domain::db::outbox::insert_many(tx, &jobs).await?;
-        let in_flight_ids: Vec<Uuid> = sends.iter().map(|s| s.enrollment_id).collect();
-        let in_flight_mailboxes: Vec<Uuid> = sends.iter().map(|s| s.mailbox_id).collect();
-        let in_flight_steps: Vec<i32> = sends.iter().map(|s| s.step_order).collect();
-        queries::mark_in_flight(tx, &in_flight_ids, &in_flight_mailboxes, &in_flight_steps)
-            .await?;
+        let (moved_ids, moved_steps): (Vec<Uuid>, Vec<i32>) = sends
+            .iter()
+            .filter(|send| positions.get(&send.enrollment_id) != Some(&send.step_order))
+            .map(|send| (send.enrollment_id, send.step_order))
+            .unzip();
+        queries::set_positions(tx, &moved_ids, &moved_steps).await?;
         queries::defer(tx, &defer_ids, &defer_until).await?;
         queries::finish(tx, &finish_ids, &finish_status, &finish_reason, now).await?;
         if !unused.is_empty() {
             let giving_back: Vec<Reservation> = reserved
                 .iter()
                 .filter_map(|r| {
-                    unused.get(&r.mailbox_id).map(|n| Reservation { want: *n, ..*r })
+                    unused
+                        .get(&r.mailbox_id)
+                        .map(|n| Reservation { want: *n, ..*r })
                 })
                 .collect();
             let (ids, days, units) = unzip_reservations(&giving_back);
@@ -390,7 +397,7 @@ impl Dispatcher {
         );
         Ok(NewOutboxRecord::from_envelope(
             &self.jobs_topic,
-            &mailbox_id.to_string(),
+            mailbox_id.to_string(),
             &envelope,
         )?)
     }

@@ -53,7 +53,9 @@ impl MailboxState {
     }
 
     fn slot_due(&self, now: DateTime<Utc>) -> bool {
-        self.mailbox.next_send_slot_at.is_none_or(|slot| slot <= now)
+        self.mailbox
+            .next_send_slot_at
+            .is_none_or(|slot| slot <= now)
     }
 }
 
@@ -74,7 +76,10 @@ pub enum Decision {
     /// Send this step now from this mailbox.
     Send(Send),
     /// Nothing now; come back at `until`.
-    Defer { enrollment_id: Uuid, until: DateTime<Utc> },
+    Defer {
+        enrollment_id: Uuid,
+        until: DateTime<Utc>,
+    },
     /// No step left.
     Complete { enrollment_id: Uuid },
     /// Never send again: status and reason.
@@ -131,12 +136,13 @@ pub fn plan(inputs: &Inputs<'_>, due: &[DueEnrollment], rng: &mut impl Rng) -> P
             });
             continue;
         }
-        let Some(step) = inputs
-            .steps
-            .get(&enrollment.sequence_id)
-            .and_then(|steps| steps.iter().find(|s| s.step_order >= enrollment.current_step))
-        else {
-            plan.decisions.push(Decision::Complete { enrollment_id: id });
+        let Some(step) = inputs.steps.get(&enrollment.sequence_id).and_then(|steps| {
+            steps
+                .iter()
+                .find(|s| s.step_order >= enrollment.current_step)
+        }) else {
+            plan.decisions
+                .push(Decision::Complete { enrollment_id: id });
             continue;
         };
         let window = window_of(enrollment);
@@ -223,8 +229,7 @@ fn has_capacity(state: &MailboxState, assigned: &HashMap<Uuid, i32>) -> bool {
 /// mailbox its slot due and not already used this round.
 fn can_send_now(state: &MailboxState, assigned: &HashMap<Uuid, i32>, now: DateTime<Utc>) -> bool {
     has_capacity(state, assigned)
-        && (!state.spaced()
-            || (state.slot_due(now) && !assigned.contains_key(&state.mailbox.id)))
+        && (!state.spaced() || (state.slot_due(now) && !assigned.contains_key(&state.mailbox.id)))
 }
 
 /// When a mailbox that cannot send now can next be asked: its slot, or after its day.

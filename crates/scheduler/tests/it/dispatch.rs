@@ -20,7 +20,8 @@ fn dispatcher(world: &World, clock: &Arc<ManualClock>, batch: usize) -> Dispatch
 async fn drain(dispatchers: &[Dispatcher]) -> anyhow::Result<Report> {
     let mut total = Report::default();
     for _ in 0..1_000 {
-        let rounds = futures::future::try_join_all(dispatchers.iter().map(|d| d.run_once())).await?;
+        let rounds =
+            futures::future::try_join_all(dispatchers.iter().map(|d| d.run_once())).await?;
         let mut claimed = 0;
         for r in rounds {
             claimed += r.claimed + r.retried;
@@ -48,7 +49,10 @@ async fn three_replicas_send_exactly_the_days_capacity_and_move_the_rest() -> an
     let report = drain(&replicas).await?;
 
     assert_eq!(report.dispatched, 150);
-    assert_eq!(world.count("SELECT count(*) AS n FROM messages").await?, 150);
+    assert_eq!(
+        world.count("SELECT count(*) AS n FROM messages").await?,
+        150
+    );
     assert_eq!(
         world
             .count("SELECT count(DISTINCT enrollment_id) AS n FROM messages")
@@ -64,7 +68,11 @@ async fn three_replicas_send_exactly_the_days_capacity_and_move_the_rest() -> an
     );
     let day = now.date_naive();
     for mailbox in &world.mailboxes {
-        assert_eq!(world.reserved(*mailbox, day).await?, 30, "mailbox {mailbox}");
+        assert_eq!(
+            world.reserved(*mailbox, day).await?,
+            30,
+            "mailbox {mailbox}"
+        );
         assert_eq!(
             world
                 .count(&format!(
@@ -123,8 +131,6 @@ async fn first_steps_rotate_least_used_first_and_follow_ups_keep_their_mailbox()
         assert_eq!(messages.len(), 1);
         *per_mailbox.entry(messages[0].mailbox_id).or_default() += 1;
         first_mailbox.insert(*id, messages[0].mailbox_id);
-        let row = world.enrollment(*id).await?;
-        assert_eq!(row.mailbox_id, Some(messages[0].mailbox_id));
     }
     assert_eq!(per_mailbox.len(), 3);
     assert!(per_mailbox.values().all(|n| *n == 3), "{per_mailbox:?}");
@@ -137,8 +143,14 @@ async fn first_steps_rotate_least_used_first_and_follow_ups_keep_their_mailbox()
             world.mailboxes[0]
         ))
         .await?;
+    // What the `sent` of step 1 does (tested with the events consumer): next step, its time,
+    // and the thread's mailbox from the first message.
     world
-        .exec("UPDATE enrollments SET current_step = 2, next_send_at = '2026-03-02T10:30:00Z'")
+        .exec(
+            "UPDATE enrollments e SET current_step = 2, next_send_at = '2026-03-02T10:30:00Z', \
+                    mailbox_id = m.mailbox_id \
+               FROM messages m WHERE m.enrollment_id = e.id",
+        )
         .await?;
     clock.set(at("2026-03-02T11:00:00Z")?);
     assert_eq!(drain(std::slice::from_ref(&one)).await?.dispatched, 9);
@@ -209,13 +221,12 @@ async fn suppressed_and_unsubscribed_contacts_are_stopped_not_sent() -> anyhow::
 
     let report = drain(&[dispatcher(&world, &clock, 100)]).await?;
 
-    let statuses: Vec<String> = futures::future::try_join_all(
-        enrollments.iter().map(|id| world.enrollment(*id)),
-    )
-    .await?
-    .into_iter()
-    .map(|e| e.status)
-    .collect();
+    let statuses: Vec<String> =
+        futures::future::try_join_all(enrollments.iter().map(|id| world.enrollment(*id)))
+            .await?
+            .into_iter()
+            .map(|e| e.status)
+            .collect();
     assert_eq!(report.dispatched, 1);
     assert_eq!(statuses, ["stopped", "stopped", "unsubscribed", "active"]);
     assert_eq!(world.messages_of(enrollments[3]).await?.len(), 1);

@@ -19,7 +19,10 @@ use uuid::Uuid;
 use crate::world::{World, at};
 
 /// A world with `steps`, one enrollment dispatched at `now`: its id and first message's.
-async fn one_sent_step(steps: &[(i32, i32, i32)], now: DateTime<Utc>) -> anyhow::Result<(World, Uuid, Uuid)> {
+async fn one_sent_step(
+    steps: &[(i32, i32, i32)],
+    now: DateTime<Utc>,
+) -> anyhow::Result<(World, Uuid, Uuid)> {
     let world = World::new(1, 100, steps).await?;
     let enrollment = world.enroll(1, now).await?.remove(0);
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(now));
@@ -56,7 +59,8 @@ async fn apply(world: &World, envelope: &Envelope<EmailEvent>) -> anyhow::Result
 #[tokio::test]
 async fn sent_advances_one_step_to_its_wait_inside_the_window() -> anyhow::Result<()> {
     let now = at("2026-03-02T10:00:00Z")?;
-    let (world, enrollment, message) = one_sent_step(&[(0, 0, 0), (2, 0, 0), (0, 3, 0)], now).await?;
+    let (world, enrollment, message) =
+        one_sent_step(&[(0, 0, 0), (2, 0, 0), (0, 3, 0)], now).await?;
     let sent_at = now + TimeDelta::minutes(1);
 
     let first = envelope(&world, sent_at, sent(message, enrollment, 1));
@@ -71,7 +75,10 @@ async fn sent_advances_one_step_to_its_wait_inside_the_window() -> anyhow::Resul
     assert_eq!(row.status, "active");
     assert_eq!(row.current_step, 2);
     assert_eq!(row.next_send_at, Some(sent_at + TimeDelta::days(2)));
-    assert_eq!(world.messages_of(enrollment).await?[0].status, "sent");
+    let first_message = world.messages_of(enrollment).await?.remove(0);
+    assert_eq!(first_message.status, "sent");
+    // The thread's mailbox is fixed by the first send.
+    assert_eq!(row.mailbox_id, Some(first_message.mailbox_id));
     assert_eq!(
         world
             .count("SELECT sent AS n FROM step_stats ORDER BY sent DESC LIMIT 1")
@@ -87,13 +94,29 @@ async fn sent_advances_one_step_to_its_wait_inside_the_window() -> anyhow::Resul
             "UPDATE enrollments SET next_send_at = NULL WHERE id = '{enrollment}'"
         ))
         .await?;
-    assert!(apply(&world, &envelope(&world, second_sent, sent(Uuid::now_v7(), enrollment, 2))).await?);
+    assert!(
+        apply(
+            &world,
+            &envelope(&world, second_sent, sent(Uuid::now_v7(), enrollment, 2))
+        )
+        .await?
+    );
     let row = world.enrollment(enrollment).await?;
     assert_eq!(row.current_step, 3);
     assert_eq!(row.next_send_at, Some(at("2026-03-05T09:00:00Z")?));
 
     // After the last step: completed.
-    assert!(apply(&world, &envelope(&world, at("2026-03-05T09:01:00Z")?, sent(Uuid::now_v7(), enrollment, 3))).await?);
+    assert!(
+        apply(
+            &world,
+            &envelope(
+                &world,
+                at("2026-03-05T09:01:00Z")?,
+                sent(Uuid::now_v7(), enrollment, 3)
+            )
+        )
+        .await?
+    );
     let row = world.enrollment(enrollment).await?;
     assert_eq!(row.status, "completed");
     assert_eq!(row.next_send_at, None);
@@ -116,11 +139,15 @@ async fn a_reply_stops_the_enrollment_only_when_the_sequence_says_so() -> anyhow
             },
         )
     };
-    world.exec("UPDATE sequences SET stop_on_reply = false").await?;
+    world
+        .exec("UPDATE sequences SET stop_on_reply = false")
+        .await?;
     assert!(apply(&world, &reply()).await?);
     assert_eq!(world.enrollment(enrollment).await?.status, "active");
 
-    world.exec("UPDATE sequences SET stop_on_reply = true").await?;
+    world
+        .exec("UPDATE sequences SET stop_on_reply = true")
+        .await?;
     assert!(apply(&world, &reply()).await?);
     let row = world.enrollment(enrollment).await?;
     assert_eq!(row.status, "replied");
@@ -129,7 +156,8 @@ async fn a_reply_stops_the_enrollment_only_when_the_sequence_says_so() -> anyhow
 }
 
 #[tokio::test]
-async fn an_unsubscribe_suppresses_the_address_and_stops_all_its_enrollments() -> anyhow::Result<()> {
+async fn an_unsubscribe_suppresses_the_address_and_stops_all_its_enrollments() -> anyhow::Result<()>
+{
     let now = at("2026-03-02T10:00:00Z")?;
     let (world, enrollment, message) = one_sent_step(&[(0, 0, 0), (1, 0, 0)], now).await?;
     // The same contact in a second sequence of the workspace.
@@ -162,7 +190,10 @@ async fn an_unsubscribe_suppresses_the_address_and_stops_all_its_enrollments() -
     assert!(apply(&world, &unsubscribed).await?);
 
     assert_eq!(world.enrollment(enrollment).await?.status, "unsubscribed");
-    assert_eq!(world.enrollment(other_enrollment).await?.status, "unsubscribed");
+    assert_eq!(
+        world.enrollment(other_enrollment).await?.status,
+        "unsubscribed"
+    );
     assert_eq!(
         world
             .count(
@@ -256,7 +287,10 @@ async fn retries_follow_the_backoff_then_fail_the_message() -> anyhow::Result<()
     let backoff = [Duration::from_secs(300)];
     let mailbox = world.mailboxes[0];
     let apply_retry = async |attempt: u32| -> anyhow::Result<Outcome> {
-        let mut record = Envelope::new(world.workspace_id, retry(message, enrollment, mailbox, attempt));
+        let mut record = Envelope::new(
+            world.workspace_id,
+            retry(message, enrollment, mailbox, attempt),
+        );
         record.occurred_at = now;
         let EmailRetry::Retry(request) = record.body.clone();
         let mut conn = world.conn().await?;
@@ -300,7 +334,8 @@ async fn retries_follow_the_backoff_then_fail_the_message() -> anyhow::Result<()
 #[tokio::test]
 async fn a_duplicate_delivery_through_kafka_changes_nothing() -> anyhow::Result<()> {
     let now = at("2026-03-02T10:00:00Z")?;
-    let (world, enrollment, message) = one_sent_step(&[(0, 0, 0), (1, 0, 0), (1, 0, 0)], now).await?;
+    let (world, enrollment, message) =
+        one_sent_step(&[(0, 0, 0), (1, 0, 0), (1, 0, 0)], now).await?;
     let config = test_config_for(&world.db)?;
     let topics = TopicNames::from_config(&config.kafka);
     ensure_topics(&config.kafka, &topics.all()).await?;
@@ -330,12 +365,16 @@ async fn a_duplicate_delivery_through_kafka_changes_nothing() -> anyhow::Result<
     let options = ConsumerOptions::new("scheduler-test", vec![topics.email_events.clone()]);
     let handler = EventHandler::new(world.pool.clone());
     let stop = shutdown.clone();
-    let consumer =
-        tokio::spawn(async move { run_consumer(&kafka, options, handler, stop).await });
-    let marker_query = format!("SELECT count(*) AS n FROM events WHERE id = '{}'", marker.id);
-    poll_until(Duration::from_secs(60), "the marker event stored", || async {
-        matches!(world.count(&marker_query).await, Ok(1)).then_some(())
-    })
+    let consumer = tokio::spawn(async move { run_consumer(&kafka, options, handler, stop).await });
+    let marker_query = format!(
+        "SELECT count(*) AS n FROM events WHERE id = '{}'",
+        marker.id
+    );
+    poll_until(
+        Duration::from_secs(60),
+        "the marker event stored",
+        || async { matches!(world.count(&marker_query).await, Ok(1)).then_some(()) },
+    )
     .await?;
     shutdown.cancel();
     consumer.await??;

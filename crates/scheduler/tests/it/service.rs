@@ -32,7 +32,13 @@ async fn due_steps_reach_email_jobs_and_sent_events_advance_them() -> anyhow::Re
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(app.run_until_stopped(shutdown.clone()));
 
-    let jobs = read_topic(&config.kafka, &topics.email_jobs, 4, Duration::from_secs(60)).await?;
+    let jobs = read_topic(
+        &config.kafka,
+        &topics.email_jobs,
+        4,
+        Duration::from_secs(60),
+    )
+    .await?;
     let mut job_enrollments = Vec::new();
     for job in &jobs {
         let envelope = job.payload_json()?;
@@ -43,7 +49,11 @@ async fn due_steps_reach_email_jobs_and_sent_events_advance_them() -> anyhow::Re
             envelope["payload"]["mailbox_id"].as_str(),
             "jobs are keyed by mailbox"
         );
-        job_enrollments.push(envelope["payload"]["enrollment_id"].as_str().map(str::to_owned));
+        job_enrollments.push(
+            envelope["payload"]["enrollment_id"]
+                .as_str()
+                .map(str::to_owned),
+        );
     }
     job_enrollments.sort();
     let mut expected: Vec<Option<String>> =
@@ -69,13 +79,17 @@ async fn due_steps_reach_email_jobs_and_sent_events_advance_them() -> anyhow::Re
     Producer::new(&config.kafka)?
         .send(&topics.email_events, &first.to_string(), &sent)
         .await?;
-    let advanced = poll_until(Duration::from_secs(60), "the enrollment advanced", || async {
-        world
-            .enrollment(first)
-            .await
-            .ok()
-            .filter(|e| e.current_step == 2)
-    })
+    let advanced = poll_until(
+        Duration::from_secs(60),
+        "the enrollment advanced",
+        || async {
+            world
+                .enrollment(first)
+                .await
+                .ok()
+                .filter(|e| e.current_step == 2)
+        },
+    )
     .await?;
     assert_eq!(
         advanced.next_send_at,
@@ -84,7 +98,13 @@ async fn due_steps_reach_email_jobs_and_sent_events_advance_them() -> anyhow::Re
 
     // Two days later, step 2 goes out from the same mailbox.
     clock.set(now + TimeDelta::days(2) + TimeDelta::minutes(1));
-    read_topic(&config.kafka, &topics.email_jobs, 5, Duration::from_secs(60)).await?;
+    read_topic(
+        &config.kafka,
+        &topics.email_jobs,
+        5,
+        Duration::from_secs(60),
+    )
+    .await?;
     let messages = world.messages_of(first).await?;
     assert_eq!(messages.len(), 2);
     assert_eq!(messages[1].mailbox_id, message.mailbox_id);

@@ -125,7 +125,9 @@ impl World {
     }
 
     pub async fn exec(&self, sql: &str) -> anyhow::Result<usize> {
-        Ok(diesel::sql_query(sql).execute(&mut self.conn().await?).await?)
+        Ok(diesel::sql_query(sql)
+            .execute(&mut self.conn().await?)
+            .await?)
     }
 
     pub async fn count(&self, sql: &str) -> anyhow::Result<i64> {

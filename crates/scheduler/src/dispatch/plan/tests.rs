@@ -85,7 +85,6 @@ impl Fixture {
             contact_id: Uuid::now_v7(),
             mailbox_id,
             current_step,
-            next_send_at: self.now,
             email: format!("{}@example.com", Uuid::now_v7()),
             contact_status: "active".to_owned(),
             contact_timezone: None,
