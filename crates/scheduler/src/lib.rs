@@ -76,7 +76,18 @@ impl Application {
             topics.email_jobs.clone(),
         );
         let idle = Duration::from_millis(settings.poll_interval_ms);
-        for _ in 0..settings.dispatch_concurrency {
+        // A round holds two connections; the relay and the two consumers need one each.
+        let affordable = config.database.max_connections.saturating_sub(3) / 2;
+        let loops = (settings.dispatch_concurrency as usize).min(affordable.max(1));
+        if loops < settings.dispatch_concurrency as usize {
+            tracing::warn!(
+                configured = settings.dispatch_concurrency,
+                running = loops,
+                "database.max_connections is too small for scheduler.dispatch_concurrency; \
+                 running fewer dispatch loops"
+            );
+        }
+        for _ in 0..loops {
             tasks.spawn(dispatcher.clone().run(idle, shutdown.clone()));
         }
 
@@ -116,7 +127,7 @@ impl Application {
 
         tracing::info!(
             admin_port = self.admin_port,
-            dispatch_loops = settings.dispatch_concurrency,
+            dispatch_loops = loops,
             "scheduler running"
         );
         run_until_cancelled(self.admin, shutdown.clone()).await?;
