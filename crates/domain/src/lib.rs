@@ -14,6 +14,7 @@ pub mod outbox;
 pub mod service;
 pub mod telemetry;
 pub mod templates;
+pub mod tracking_token;
 
 #[cfg(feature = "test-support")]
 pub mod testing;
