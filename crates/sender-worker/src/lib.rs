@@ -9,6 +9,8 @@ use domain::service::ServiceBase;
 use domain::service::admin::{admin_server, bind, run_until_cancelled};
 use tokio_util::sync::CancellationToken;
 
+pub mod compose;
+
 pub struct Application {
     base: ServiceBase,
     admin: Server,

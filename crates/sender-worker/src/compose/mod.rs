@@ -1,0 +1,262 @@
+//! Builds the email of one message: renders subject and body for the contact, adds click and
+//! open tracking and the unsubscribe link and headers, threads follow-ups under the first
+//! step's email. Pure: no I/O, the time and the tracking base URL come from the caller, so a
+//! message composed again (a retry) reads the same.
+//!
+//! Bodies: a step's content is plain text or HTML (the API accepts both). HTML content,
+//! recognised by its tags ([`body::looks_like_html`]), is rendered with
+//! `Template::render_html`, which escapes contact values but keeps the author's markup; its
+//! text part is derived from that HTML. Plain-text content is rendered with
+//! `Template::render` for the text part and escaped, linkified and split into paragraphs
+//! (blank lines) and `<br>` (single line breaks) for the HTML part.
+
+mod body;
+mod headers;
+mod links;
+
+#[cfg(test)]
+mod tests;
+
+use std::time::SystemTime;
+
+use chrono::{DateTime, Utc};
+use domain::templates::{ContactFields, Template, TemplateError, seed_from_uuid};
+use domain::tracking_token::{TokenSigner, TrackingAction};
+use lettre::Message;
+use lettre::message::header::{HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart, SinglePart};
+use uuid::Uuid;
+
+/// Everything one message's email is made of.
+#[derive(Debug, Clone)]
+pub struct Email {
+    pub from: Party,
+    pub to: Party,
+    /// Template sources of the step, or of the A/B variant chosen for this message.
+    pub subject: String,
+    pub content: String,
+    pub contact: ContactFields,
+    /// Seeds the spintax choices, so composing the same message again reads the same.
+    pub message_id: Uuid,
+    pub workspace_id: Uuid,
+    pub enrollment_id: Uuid,
+    /// The `Message-ID` header assigned to the message, e.g. `<uuid@example.com>`.
+    pub message_id_header: String,
+    /// The `Date` header, from the caller's clock.
+    pub date: DateTime<Utc>,
+    /// Set for a follow-up sent as a reply in the first step's thread.
+    pub thread: Option<Thread>,
+    pub tracking: Tracking,
+}
+
+/// A mailbox: an address and an optional display name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Party {
+    pub address: String,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Thread {
+    /// Template source of the first step's subject (of its chosen variant).
+    pub first_subject: String,
+    /// The first step's message: its id seeds the subject's spintax, so `Re:` repeats the
+    /// subject the contact actually received.
+    pub first_message_id: Uuid,
+    /// `Message-ID`s of the thread's earlier emails, oldest first.
+    pub references: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tracking {
+    pub open: bool,
+    pub click: bool,
+    /// Where the tracker serves `/o/`, `/c/` and `/u/`, e.g. `https://track.example.com`.
+    pub base_url: String,
+    /// A short unsubscribe link at the end of both bodies. The `List-Unsubscribe` headers are
+    /// always set.
+    pub unsubscribe_link: bool,
+    /// An address (`mailto:` optional) offered in `List-Unsubscribe` besides the URL.
+    pub unsubscribe_mailto: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ComposeError {
+    #[error("the {part} template does not parse")]
+    Template {
+        part: &'static str,
+        #[source]
+        source: TemplateError,
+    },
+    #[error("the {field} address does not parse")]
+    InvalidAddress {
+        field: &'static str,
+        #[source]
+        source: lettre::address::AddressError,
+    },
+    #[error("the tracking base URL must be an http(s) URL without spaces or quotes")]
+    InvalidTrackingBaseUrl,
+    #[error("the unsubscribe mailto address must not contain spaces, brackets or controls")]
+    InvalidUnsubscribeMailto,
+    #[error("the message could not be built")]
+    Build(#[from] lettre::error::Error),
+}
+
+/// The email of `email`, ready for SMTP.
+pub fn compose(email: &Email, signer: &TokenSigner) -> Result<Message, ComposeError> {
+    let base = headers::tracking_base(&email.tracking.base_url)?;
+    let seed = seed_from_uuid(email.message_id);
+    let tokens = Tokens {
+        email,
+        signer,
+        base: &base,
+    };
+
+    let subject = render_subject(email, seed)?;
+    let content = parse(&email.content, "content")?;
+    let html_source = body::looks_like_html(&email.content);
+    let (mut text, mut html) = body::render(&content, email, seed, html_source);
+    if email.tracking.click {
+        text = links::rewrite_text(&text, |url| tokens.click(url));
+        html = links::rewrite_html(&html, |url| tokens.click(url));
+    }
+    let unsubscribe_url = tokens.url("u", &tokens.action(Kind::Unsubscribe));
+    if email.tracking.unsubscribe_link {
+        text = body::append_text_footer(&text, &unsubscribe_url);
+        html = body::append_html(&html, &body::html_footer(&unsubscribe_url));
+    }
+    if email.tracking.open {
+        let pixel = tokens.url("o", &tokens.action(Kind::Open));
+        html = body::append_html(&html, &body::pixel(&pixel));
+    }
+
+    let mut builder = Message::builder()
+        .from(mailbox(&email.from, "from")?)
+        .to(mailbox(&email.to, "to")?)
+        .subject(subject)
+        .message_id(Some(headers::normalise(&email.message_id_header)))
+        .date(SystemTime::from(email.date))
+        .raw_header(HeaderValue::new(
+            HeaderName::new_from_ascii_str("List-Unsubscribe"),
+            headers::list_unsubscribe(
+                &unsubscribe_url,
+                email.tracking.unsubscribe_mailto.as_deref(),
+            )?,
+        ))
+        .raw_header(HeaderValue::new(
+            HeaderName::new_from_ascii_str("List-Unsubscribe-Post"),
+            "List-Unsubscribe=One-Click".to_owned(),
+        ));
+    if let Some(thread) = &email.thread {
+        let references: Vec<String> = thread
+            .references
+            .iter()
+            .map(|id| headers::normalise(id))
+            .filter(|id| !id.is_empty())
+            .collect();
+        if let Some(last) = references.last() {
+            builder = builder
+                .in_reply_to(last.clone())
+                .references(references.join(" "));
+        }
+    }
+    Ok(builder.multipart(
+        MultiPart::alternative()
+            .singlepart(SinglePart::plain(text))
+            .singlepart(SinglePart::html(html)),
+    )?)
+}
+
+/// [`compose`], formatted as the bytes sent over SMTP (CRLF line endings).
+pub fn compose_bytes(email: &Email, signer: &TokenSigner) -> Result<Vec<u8>, ComposeError> {
+    compose(email, signer).map(|message| message.formatted())
+}
+
+fn parse(source: &str, part: &'static str) -> Result<Template, ComposeError> {
+    Template::parse(source).map_err(|source| ComposeError::Template { part, source })
+}
+
+fn render_subject(email: &Email, seed: u64) -> Result<String, ComposeError> {
+    match &email.thread {
+        None => Ok(headers::normalise(
+            &parse(&email.subject, "subject")?.render(&email.contact, seed),
+        )),
+        Some(thread) => {
+            let first = parse(&thread.first_subject, "first subject")?
+                .render(&email.contact, seed_from_uuid(thread.first_message_id));
+            Ok(headers::reply_subject(&headers::normalise(&first)))
+        }
+    }
+}
+
+fn mailbox(party: &Party, field: &'static str) -> Result<Mailbox, ComposeError> {
+    let address = party
+        .address
+        .trim()
+        .parse()
+        .map_err(|source| ComposeError::InvalidAddress { field, source })?;
+    let name = party
+        .name
+        .as_deref()
+        .map(headers::normalise)
+        .filter(|name| !name.is_empty());
+    Ok(Mailbox::new(name, address))
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Open,
+    Unsubscribe,
+}
+
+/// Signs the tracking URLs of one message.
+struct Tokens<'a> {
+    email: &'a Email,
+    signer: &'a TokenSigner,
+    base: &'a str,
+}
+
+impl Tokens<'_> {
+    fn action(&self, kind: Kind) -> TrackingAction {
+        let (workspace_id, enrollment_id, message_id) = self.ids();
+        match kind {
+            Kind::Open => TrackingAction::Open {
+                workspace_id,
+                enrollment_id,
+                message_id,
+            },
+            Kind::Unsubscribe => TrackingAction::Unsubscribe {
+                workspace_id,
+                enrollment_id,
+                message_id,
+            },
+        }
+    }
+
+    /// The tracked URL of a link, or `None` to leave a link too long for a token as it is.
+    fn click(&self, url: &str) -> Option<String> {
+        if url.len() > domain::tracking_token::MAX_URL_BYTES {
+            return None;
+        }
+        let (workspace_id, enrollment_id, message_id) = self.ids();
+        let action = TrackingAction::Click {
+            workspace_id,
+            enrollment_id,
+            message_id,
+            url: url.to_owned(),
+        };
+        Some(self.url("c", &action))
+    }
+
+    fn url(&self, path: &str, action: &TrackingAction) -> String {
+        format!("{}/{path}/{}", self.base, self.signer.encode(action))
+    }
+
+    fn ids(&self) -> (Uuid, Uuid, Uuid) {
+        (
+            self.email.workspace_id,
+            self.email.enrollment_id,
+            self.email.message_id,
+        )
+    }
+}

@@ -1,0 +1,341 @@
+use chrono::TimeZone as _;
+use domain::tracking_token::TokenSigner;
+use serde_json::json;
+
+use super::*;
+
+const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
+const BASE: &str = "https://track.example.com";
+
+fn signer() -> TokenSigner {
+    TokenSigner::new(KEY).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn email() -> Email {
+    Email {
+        from: Party {
+            address: "grace@sender.example".to_owned(),
+            name: Some("Grace Hopper".to_owned()),
+        },
+        to: Party {
+            address: "ada@example.com".to_owned(),
+            name: Some("Ada Lovelace".to_owned()),
+        },
+        subject: "{Hi|Hello} {{first_name}}".to_owned(),
+        content: "{Hi|Hello|Hey} {{first_name|there}},\n\nsee https://example.com/pricing?a=1&b=2.\nWrite to mailto:x@y.z\n\nBye from {{company|our team}}".to_owned(),
+        contact: ContactFields {
+            email: "ada@example.com".to_owned(),
+            first_name: Some("Ada".to_owned()),
+            last_name: Some("Lovelace".to_owned()),
+            company: None,
+            title: None,
+            attributes: json!({}),
+        },
+        message_id: Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0003),
+        workspace_id: Uuid::from_u128(1),
+        enrollment_id: Uuid::from_u128(2),
+        message_id_header: "<m3@sender.example>".to_owned(),
+        date: Utc
+            .with_ymd_and_hms(2025, 3, 4, 5, 6, 7)
+            .single()
+            .unwrap_or_else(|| panic!("valid date")),
+        thread: None,
+        tracking: Tracking {
+            open: false,
+            click: false,
+            base_url: format!("{BASE}/"),
+            unsubscribe_link: false,
+            unsubscribe_mailto: None,
+        },
+    }
+}
+
+/// The formatted message with folded header lines joined, so assertions see whole headers,
+/// and quoted-printable soft breaks and `=3D` undone (lettre picks quoted-printable for the
+/// HTML part's long lines; the test content is ASCII, so nothing else is encoded).
+fn raw(email: &Email) -> Result<String, ComposeError> {
+    let bytes = compose_bytes(email, &signer())?;
+    let text = String::from_utf8(bytes).unwrap_or_else(|e| panic!("{e}"));
+    Ok(text
+        .replace("\r\n ", " ")
+        .replace("\r\n\t", " ")
+        .replace("=\r\n", "")
+        .replace("=3D", "="))
+}
+
+fn header<'a>(raw: &'a str, name: &str) -> Vec<&'a str> {
+    let head = raw.split("\r\n\r\n").next().unwrap_or_default();
+    head.split("\r\n")
+        .filter_map(|line| line.strip_prefix(name)?.strip_prefix(": "))
+        .collect()
+}
+
+/// Every tracking URL of `kind` (`c`, `o`, `u`) in `raw`, decoded.
+fn tokens(raw: &str, kind: &str) -> Vec<TrackingAction> {
+    let prefix = format!("{BASE}/{kind}/");
+    raw.match_indices(&prefix)
+        .map(|(at, _)| {
+            let rest = raw.get(at + prefix.len()..).unwrap_or_default();
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+                .unwrap_or(rest.len());
+            signer()
+                .decode(rest.get(..end).unwrap_or_default())
+                .unwrap_or_else(|e| panic!("{e}"))
+        })
+        .collect()
+}
+
+#[test]
+fn has_both_parts_and_the_basic_headers() -> Result<(), ComposeError> {
+    let raw = raw(&email())?;
+    assert!(
+        raw.contains("Content-Type: multipart/alternative;"),
+        "{raw}"
+    );
+    assert!(
+        raw.contains("Content-Type: text/plain; charset=utf-8"),
+        "{raw}"
+    );
+    assert!(
+        raw.contains("Content-Type: text/html; charset=utf-8"),
+        "{raw}"
+    );
+    assert_eq!(
+        header(&raw, "From"),
+        ["\"Grace Hopper\" <grace@sender.example>"]
+    );
+    assert_eq!(header(&raw, "To"), ["\"Ada Lovelace\" <ada@example.com>"]);
+    assert_eq!(header(&raw, "Message-ID"), ["<m3@sender.example>"]);
+    assert_eq!(header(&raw, "Date"), ["Tue, 04 Mar 2025 05:06:07 +0000"]);
+    // Variables with fallbacks, in both parts.
+    assert!(
+        raw.contains("Ada,\r\n\r\nsee https://example.com/pricing?a=1&b=2."),
+        "{raw}"
+    );
+    assert!(raw.contains("Bye from our team"), "{raw}");
+    assert!(raw.contains("<p>Bye from our team</p>"), "{raw}");
+    assert!(
+        raw.contains("<a href=\"https://example.com/pricing?a=1&amp;b=2\">"),
+        "{raw}"
+    );
+    assert!(header(&raw, "In-Reply-To").is_empty());
+    assert!(header(&raw, "References").is_empty());
+    Ok(())
+}
+
+#[test]
+fn list_unsubscribe_headers_are_always_set() -> Result<(), ComposeError> {
+    let mut email = email();
+    let plain = raw(&email)?;
+    let url = header(&plain, "List-Unsubscribe")
+        .first()
+        .map(|value| value.to_string())
+        .unwrap_or_default();
+    assert!(
+        url.starts_with(&format!("<{BASE}/u/")) && url.ends_with('>'),
+        "{url}"
+    );
+    assert_eq!(
+        header(&plain, "List-Unsubscribe-Post"),
+        ["List-Unsubscribe=One-Click"]
+    );
+    let (workspace_id, enrollment_id, message_id) =
+        (email.workspace_id, email.enrollment_id, email.message_id);
+    assert_eq!(
+        tokens(&url, "u"),
+        [TrackingAction::Unsubscribe {
+            workspace_id,
+            enrollment_id,
+            message_id
+        }]
+    );
+    // No footer unless asked for.
+    assert!(!plain.contains("\nUnsubscribe:"));
+
+    email.tracking.unsubscribe_mailto = Some("unsubscribe@sender.example".to_owned());
+    email.tracking.unsubscribe_link = true;
+    let raw = raw(&email)?;
+    assert_eq!(
+        header(&raw, "List-Unsubscribe"),
+        [format!("{url}, <mailto:unsubscribe@sender.example>")]
+    );
+    assert!(raw.contains(&format!("Unsubscribe: {}", url.trim_matches(['<', '>']))));
+    assert!(raw.contains(&format!(
+        "<a href=\"{}\">Unsubscribe</a>",
+        url.trim_matches(['<', '>'])
+    )));
+    Ok(())
+}
+
+#[test]
+fn click_tracking_rewrites_http_links_in_both_parts() -> Result<(), ComposeError> {
+    let mut email = email();
+    email.tracking.click = true;
+    let raw = raw(&email)?;
+    let clicks = tokens(&raw, "c");
+    // Text part, then the href in the HTML part; the link's label keeps the original URL.
+    assert_eq!(clicks.len(), 2, "{raw}");
+    for click in clicks {
+        match click {
+            TrackingAction::Click {
+                url, message_id, ..
+            } => {
+                assert_eq!(url, "https://example.com/pricing?a=1&b=2");
+                assert_eq!(message_id, email.message_id);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(!raw.contains("href=\"https://example.com"), "{raw}");
+    assert!(raw.contains("mailto:x@y.z"));
+    Ok(())
+}
+
+#[test]
+fn html_content_keeps_markup_and_escapes_values() -> Result<(), ComposeError> {
+    let mut email = email();
+    email.content = "<p>Hi {{first_name}}, <a href=\"https://example.com/a?x=1&amp;y=2\">pricing</a> <a href=\"mailto:a@b.c\">mail</a> <a href=\"#top\">top</a></p>".to_owned();
+    email.contact.first_name = Some("<b>Ada</b>".to_owned());
+    email.tracking.click = true;
+    let raw = raw(&email)?;
+    assert!(
+        raw.contains("<p>Hi &lt;b&gt;Ada&lt;/b&gt;, <a href=\"https://track.example.com/c/"),
+        "{raw}"
+    );
+    assert!(
+        raw.contains("<a href=\"mailto:a@b.c\">mail</a> <a href=\"#top\">top</a>"),
+        "{raw}"
+    );
+    assert!(
+        raw.contains("Hi <b>Ada</b>, pricing (https://track.example.com/c/"),
+        "{raw}"
+    );
+    let urls: Vec<String> = tokens(&raw, "c")
+        .into_iter()
+        .filter_map(|action| match action {
+            TrackingAction::Click { url, .. } => Some(url),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        urls,
+        [
+            "https://example.com/a?x=1&y=2",
+            "https://example.com/a?x=1&y=2"
+        ]
+    );
+    Ok(())
+}
+
+#[test]
+fn the_open_pixel_is_there_only_when_enabled() -> Result<(), ComposeError> {
+    let mut email = email();
+    assert!(!raw(&email)?.contains("/o/"));
+    email.tracking.open = true;
+    let raw = raw(&email)?;
+    assert!(raw.contains(&format!("<img src=\"{BASE}/o/")), "{raw}");
+    assert!(raw.contains("\" width=\"1\" height=\"1\" alt=\"\" style=\"display:none\">"));
+    assert_eq!(tokens(&raw, "o").len(), 1);
+    Ok(())
+}
+
+#[test]
+fn follow_ups_reply_in_the_thread() -> Result<(), ComposeError> {
+    let mut email = email();
+    email.thread = Some(Thread {
+        first_subject: "Question for {{first_name}}".to_owned(),
+        first_message_id: Uuid::from_u128(9),
+        references: vec![
+            "<m1@sender.example>".to_owned(),
+            "<m2@sender.example>".to_owned(),
+        ],
+    });
+    let raw = raw(&email)?;
+    assert_eq!(header(&raw, "Subject"), ["Re: Question for Ada"]);
+    assert_eq!(header(&raw, "In-Reply-To"), ["<m2@sender.example>"]);
+    assert_eq!(
+        header(&raw, "References"),
+        ["<m1@sender.example> <m2@sender.example>"]
+    );
+
+    email.thread = Some(Thread {
+        first_subject: "Re: earlier".to_owned(),
+        first_message_id: Uuid::from_u128(9),
+        references: vec![],
+    });
+    let raw = self::raw(&email)?;
+    assert_eq!(header(&raw, "Subject"), ["Re: earlier"]);
+    assert!(header(&raw, "In-Reply-To").is_empty());
+    Ok(())
+}
+
+#[test]
+fn spintax_is_stable_for_a_message_and_varies_between_messages() -> Result<(), ComposeError> {
+    let mut email = email();
+    let body = |raw: &str| raw.split("\n\n").skip(1).collect::<Vec<_>>().join("");
+    let strip_boundaries = |raw: &str| {
+        raw.lines()
+            .filter(|line| !line.starts_with("--") && !line.contains("boundary="))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let first = strip_boundaries(&raw(&email)?);
+    assert_eq!(first, strip_boundaries(&raw(&email)?));
+    let mut renderings = std::collections::BTreeSet::new();
+    for id in 0..20 {
+        email.message_id = Uuid::from_u128(id);
+        renderings.insert(body(&strip_boundaries(&raw(&email)?)));
+    }
+    assert!(renderings.len() > 1);
+    Ok(())
+}
+
+#[test]
+fn line_breaks_never_make_headers() -> Result<(), ComposeError> {
+    let mut email = email();
+    email.subject = "Hi {{first_name}}".to_owned();
+    email.contact.first_name = Some("Ada\r\nBcc: victim@example.com".to_owned());
+    email.from.name = Some("Grace\r\nBcc: x@example.com".to_owned());
+    email.to.name = Some("Ada\nBcc: y@example.com\r\n".to_owned());
+    email.message_id_header = "<m3@sender.example>\r\nBcc: z@example.com".to_owned();
+    let raw = raw(&email)?;
+    let head = raw.split("\r\n\r\n").next().unwrap_or_default();
+    assert!(
+        !head.to_ascii_lowercase().contains("\r\nbcc:") && !head.starts_with("Bcc"),
+        "{head}"
+    );
+    assert_eq!(header(&raw, "Subject"), ["Hi Ada Bcc: victim@example.com"]);
+    Ok(())
+}
+
+#[test]
+fn bad_addresses_and_urls_are_typed_errors() {
+    let mut bad_to = email();
+    bad_to.to.address = "ada@example.com>\r\nBcc: x@example.com".to_owned();
+    assert!(matches!(
+        compose(&bad_to, &signer()),
+        Err(ComposeError::InvalidAddress { field: "to", .. })
+    ));
+    let mut bad_from = email();
+    bad_from.from.address = "not an address".to_owned();
+    assert!(matches!(
+        compose(&bad_from, &signer()),
+        Err(ComposeError::InvalidAddress { field: "from", .. })
+    ));
+    let mut bad_base = email();
+    bad_base.tracking.base_url = "javascript:alert(1)".to_owned();
+    assert!(matches!(
+        compose(&bad_base, &signer()),
+        Err(ComposeError::InvalidTrackingBaseUrl)
+    ));
+    let mut bad_template = email();
+    bad_template.content = "Hi {frist_name".to_owned();
+    assert!(matches!(
+        compose(&bad_template, &signer()),
+        Err(ComposeError::Template {
+            part: "content",
+            ..
+        })
+    ));
+}
