@@ -28,7 +28,7 @@ pub struct Config {
     pub kafka: KafkaConfig,
     pub telemetry: TelemetryConfig,
     pub api: ApiConfig,
-    pub tracker: HttpServiceConfig,
+    pub tracker: TrackerConfig,
     pub scheduler: SchedulerConfig,
     pub sender_worker: WorkerServiceConfig,
     pub security: SecurityConfig,
@@ -94,8 +94,11 @@ impl TelemetryConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct HttpServiceConfig {
+pub struct TrackerConfig {
     pub bind: SocketAddr,
+    /// Public base URL of the tracker that tracking and unsubscribe links point to, unless a
+    /// sequence has a tracking domain of its own.
+    pub public_url: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -137,12 +140,36 @@ pub struct SchedulerConfig {
 #[serde(deny_unknown_fields)]
 pub struct SecurityConfig {
     pub encryption_keys: SecretString,
+    /// Keys that sign tracking and unsubscribe tokens: base64 entries, comma separated, the
+    /// first signs and all verify.
+    pub tracking_keys: SecretString,
 }
 
 impl SecurityConfig {
     /// The cipher for secrets at rest; an error when no key is configured.
     pub fn cipher(&self) -> Result<crate::crypto::SecretCipher, crate::crypto::CryptoError> {
         crate::crypto::SecretCipher::from_spec(&self.encryption_keys)
+    }
+
+    /// The signer of tracking tokens; `Ok(None)` when no key is configured.
+    pub fn token_signer(&self) -> Result<Option<crate::tracking_token::TokenSigner>, String> {
+        use base64::Engine as _;
+        let spec = self.tracking_keys.expose_secret().trim();
+        if spec.is_empty() {
+            return Ok(None);
+        }
+        let mut keys = Vec::new();
+        for (position, entry) in spec.split(',').enumerate() {
+            let key = base64::engine::general_purpose::STANDARD
+                .decode(entry.trim())
+                .map_err(|_| format!("entry {} is not valid base64", position + 1))?;
+            keys.push(key);
+        }
+        let (primary, older) = keys.split_first().ok_or("no key given")?;
+        let older: Vec<&[u8]> = older.iter().map(Vec::as_slice).collect();
+        crate::tracking_token::TokenSigner::with_keys(primary, &older)
+            .map(Some)
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -234,3 +234,56 @@ fn unusable_encryption_key_is_rejected_without_echoing_it() {
         Ok(())
     });
 }
+
+#[test]
+fn unusable_tracking_key_is_rejected_without_echoing_it() {
+    jail(|jail| {
+        jail.set_env("SEQ_SECURITY__TRACKING_KEYS", "c2hvcnQ=");
+        let error = load_in_jail(None).err().ok_or("expected an error")?;
+        assert_eq!(error.key(), Some("security.tracking_keys"));
+        let message = error.to_string();
+        assert!(message.contains("at least 32 bytes"), "{message}");
+        assert!(message.contains("SEQ_SECURITY__TRACKING_KEYS"), "{message}");
+        assert!(!message.contains("c2hvcnQ="), "{message}");
+        Ok(())
+    });
+}
+
+#[test]
+fn tracking_keys_sign_with_the_first_and_verify_with_all() {
+    jail(|jail| {
+        let old = "b2xkLWtleS1vbGQta2V5LW9sZC1rZXktb2xkLWtleS0=";
+        let new = "bmV3LWtleS1uZXcta2V5LW5ldy1rZXktbmV3LWtleS0=";
+        jail.set_env("SEQ_SECURITY__TRACKING_KEYS", old);
+        let before = load_in_jail(None)
+            .map_err(|e| e.to_string())?
+            .security
+            .token_signer()?
+            .ok_or("no signer")?;
+        jail.set_env("SEQ_SECURITY__TRACKING_KEYS", format!("{new}, {old}"));
+        let after = load_in_jail(None)
+            .map_err(|e| e.to_string())?
+            .security
+            .token_signer()?
+            .ok_or("no signer")?;
+        let action = crate::tracking_token::TrackingAction::Open {
+            workspace_id: uuid::Uuid::nil(),
+            enrollment_id: uuid::Uuid::nil(),
+            message_id: uuid::Uuid::nil(),
+        };
+        let old_token = before.encode(&action);
+        assert_eq!(after.decode(&old_token).ok(), Some(action.clone()));
+        assert!(before.decode(&after.encode(&action)).is_err());
+        Ok(())
+    });
+}
+
+#[test]
+fn tracker_public_url_must_be_http() {
+    jail(|jail| {
+        jail.set_env("SEQ_TRACKER__PUBLIC_URL", "track.example.com");
+        let error = load_in_jail(None).err().ok_or("expected an error")?;
+        assert_eq!(error.key(), Some("tracker.public_url"));
+        Ok(())
+    });
+}

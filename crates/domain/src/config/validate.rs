@@ -170,6 +170,19 @@ pub(super) fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigE
         Ok(_) | Err(crate::crypto::CryptoError::NotConfigured) => {}
         Err(error) => return fail("security.encryption_keys", error.to_string()),
     }
+    if let Err(message) = config.security.token_signer() {
+        return fail("security.tracking_keys", message);
+    }
+    let public_url = config.tracker.public_url.trim();
+    if !(public_url.starts_with("http://") || public_url.starts_with("https://"))
+        || public_url.contains(|c: char| c.is_whitespace() || "\"'<>".contains(c))
+    {
+        return fail(
+            "tracker.public_url",
+            "must be an http:// or https:// URL (the base of tracking and unsubscribe links)"
+                .to_owned(),
+        );
+    }
     if let Some(endpoint) = config.telemetry.otlp_endpoint()
         && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
     {
