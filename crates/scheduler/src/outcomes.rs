@@ -17,7 +17,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::timing::{self, Wait};
-use crate::window::{SendWindow, WindowSettings};
+use crate::window::SendWindow;
 
 #[derive(Clone)]
 pub struct EventHandler {
@@ -163,7 +163,7 @@ async fn advance_after(
     let steps = domain::db::steps::live_for(tx, &[enrollment.sequence_id]).await?;
     match steps.iter().find(|s| s.step_order > sent_step) {
         Some(next) => {
-            let window = window_of(enrollment);
+            let window = SendWindow::of(&enrollment.window);
             let wait = Wait {
                 days: next.wait_days,
                 hours: next.wait_hours,
@@ -209,20 +209,6 @@ async fn suppress(
     )
     .await?;
     Ok(())
-}
-
-fn window_of(enrollment: &EnrollmentContext) -> SendWindow {
-    SendWindow::new(
-        &WindowSettings {
-            send_days: &enrollment.send_days,
-            window_start: enrollment.window_start,
-            window_end: enrollment.window_end,
-            timezone: &enrollment.sequence_timezone,
-            use_contact_timezone: enrollment.use_contact_timezone,
-            business_days_only: enrollment.business_days_only,
-        },
-        enrollment.contact_timezone.as_deref(),
-    )
 }
 
 fn message_of(event: &EmailEvent) -> &MessageRef {

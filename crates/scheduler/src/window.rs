@@ -67,6 +67,21 @@ impl SendWindow {
     }
 
     /// The zone whose wall clock the window follows.
+    /// The window of an enrollment as the scheduler's queries select it.
+    pub fn of(columns: &domain::db::dispatch::WindowColumns) -> Self {
+        Self::new(
+            &WindowSettings {
+                send_days: &columns.send_days,
+                window_start: columns.window_start,
+                window_end: columns.window_end,
+                timezone: &columns.sequence_timezone,
+                use_contact_timezone: columns.use_contact_timezone,
+                business_days_only: columns.business_days_only,
+            },
+            columns.contact_timezone.as_deref(),
+        )
+    }
+
     pub fn zone(&self) -> Tz {
         self.zone
     }

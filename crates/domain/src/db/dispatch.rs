@@ -10,6 +10,26 @@ use diesel::sql_types::{
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
+/// The columns that decide when an enrollment may be emailed: the sequence's sending window
+/// and the contact's zone. Selected (with these names) by every query that schedules.
+#[derive(Debug, Clone, PartialEq, QueryableByName)]
+pub struct WindowColumns {
+    #[diesel(sql_type = Nullable<Text>)]
+    pub contact_timezone: Option<String>,
+    #[diesel(sql_type = Array<Int2>)]
+    pub send_days: Vec<i16>,
+    #[diesel(sql_type = Time)]
+    pub window_start: NaiveTime,
+    #[diesel(sql_type = Time)]
+    pub window_end: NaiveTime,
+    #[diesel(sql_type = Text)]
+    pub sequence_timezone: String,
+    #[diesel(sql_type = Bool)]
+    pub use_contact_timezone: bool,
+    #[diesel(sql_type = Bool)]
+    pub business_days_only: bool,
+}
+
 /// A due enrollment, locked by the claiming transaction, with everything deciding its next
 /// step: the contact's state and zone, and the sequence's sending window.
 #[derive(Debug, Clone, QueryableByName)]
@@ -30,20 +50,8 @@ pub struct DueEnrollment {
     pub email: String,
     #[diesel(sql_type = Text)]
     pub contact_status: String,
-    #[diesel(sql_type = Nullable<Text>)]
-    pub contact_timezone: Option<String>,
-    #[diesel(sql_type = Array<Int2>)]
-    pub send_days: Vec<i16>,
-    #[diesel(sql_type = Time)]
-    pub window_start: NaiveTime,
-    #[diesel(sql_type = Time)]
-    pub window_end: NaiveTime,
-    #[diesel(sql_type = Text)]
-    pub sequence_timezone: String,
-    #[diesel(sql_type = Bool)]
-    pub use_contact_timezone: bool,
-    #[diesel(sql_type = Bool)]
-    pub business_days_only: bool,
+    #[diesel(embed)]
+    pub window: WindowColumns,
 }
 
 /// Claims up to `limit` active enrollments of active sequences whose next send time has

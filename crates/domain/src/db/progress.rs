@@ -1,14 +1,13 @@
 //! How events move enrollments, messages and contacts: the scheduler's consumer of
 //! `email-events` and `email-retries` applies them with these, one transaction per event.
 
-use chrono::{DateTime, NaiveTime, Utc};
+use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{
-    Array, Bool, Int2, Int4, Nullable, Text, Time, Timestamptz, Uuid as SqlUuid,
-};
+use diesel::sql_types::{Bool, Int4, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
+use super::dispatch::WindowColumns;
 use super::schema::events;
 
 /// An enrollment, locked, with what computing its next send time needs.
@@ -28,20 +27,8 @@ pub struct EnrollmentContext {
     pub status: String,
     #[diesel(sql_type = Text)]
     pub email: String,
-    #[diesel(sql_type = Nullable<Text>)]
-    pub contact_timezone: Option<String>,
-    #[diesel(sql_type = Array<Int2>)]
-    pub send_days: Vec<i16>,
-    #[diesel(sql_type = Time)]
-    pub window_start: NaiveTime,
-    #[diesel(sql_type = Time)]
-    pub window_end: NaiveTime,
-    #[diesel(sql_type = Text)]
-    pub sequence_timezone: String,
-    #[diesel(sql_type = Bool)]
-    pub use_contact_timezone: bool,
-    #[diesel(sql_type = Bool)]
-    pub business_days_only: bool,
+    #[diesel(embed)]
+    pub window: WindowColumns,
     #[diesel(sql_type = Bool)]
     pub stop_on_reply: bool,
 }

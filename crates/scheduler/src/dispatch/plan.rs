@@ -12,7 +12,7 @@ use rand::Rng;
 use uuid::Uuid;
 
 use crate::timing;
-use crate::window::{SendWindow, WindowSettings};
+use crate::window::SendWindow;
 
 /// A mailbox as one round sees it: today's limit in its own zone and what is used of it.
 #[derive(Debug, Clone)]
@@ -145,7 +145,7 @@ pub fn plan(inputs: &Inputs<'_>, due: &[DueEnrollment], rng: &mut impl Rng) -> P
                 .push(Decision::Complete { enrollment_id: id });
             continue;
         };
-        let window = window_of(enrollment);
+        let window = SendWindow::of(&enrollment.window);
         let opening = window.earliest_at_or_after(now);
         if opening > now {
             plan.decisions.push(Decision::Defer {
@@ -188,21 +188,6 @@ pub fn plan(inputs: &Inputs<'_>, due: &[DueEnrollment], rng: &mut impl Rng) -> P
         }
     }
     plan
-}
-
-/// The sending window of an enrollment: its sequence's, in the contact's zone if asked.
-pub fn window_of(enrollment: &DueEnrollment) -> SendWindow {
-    SendWindow::new(
-        &WindowSettings {
-            send_days: &enrollment.send_days,
-            window_start: enrollment.window_start,
-            window_end: enrollment.window_end,
-            timezone: &enrollment.sequence_timezone,
-            use_contact_timezone: enrollment.use_contact_timezone,
-            business_days_only: enrollment.business_days_only,
-        },
-        enrollment.contact_timezone.as_deref(),
-    )
 }
 
 fn stop_reason(

@@ -1,7 +1,7 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, NaiveTime, Utc};
-use domain::db::dispatch::{DueEnrollment, MailboxForDispatch};
+use domain::db::dispatch::{DueEnrollment, MailboxForDispatch, WindowColumns};
 use domain::db::steps::Step;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -87,13 +87,15 @@ impl Fixture {
             current_step,
             email: format!("{}@example.com", Uuid::now_v7()),
             contact_status: "active".to_owned(),
-            contact_timezone: None,
-            send_days: vec![1, 2, 3, 4, 5, 6, 7],
-            window_start: time(9),
-            window_end: time(17),
-            sequence_timezone: "UTC".to_owned(),
-            use_contact_timezone: false,
-            business_days_only: false,
+            window: WindowColumns {
+                contact_timezone: None,
+                send_days: vec![1, 2, 3, 4, 5, 6, 7],
+                window_start: time(9),
+                window_end: time(17),
+                sequence_timezone: "UTC".to_owned(),
+                use_contact_timezone: false,
+                business_days_only: false,
+            },
         }
     }
 
