@@ -337,24 +337,20 @@ impl Dispatcher {
         ids: &[Uuid],
         now: DateTime<Utc>,
     ) -> Result<HashMap<Uuid, MailboxState>, DispatchError> {
-        let mailboxes = queries::mailboxes(tx, ids).await?;
-        let days: Vec<NaiveDate> = mailboxes
-            .iter()
-            .map(|m| crate::timing::local_date(now, &m.timezone))
-            .collect();
-        let ids: Vec<Uuid> = mailboxes.iter().map(|m| m.id).collect();
-        let used: HashMap<Uuid, i32> = queries::usage(tx, &ids, &days)
+        // Each mailbox's zone and local day are worked out once, then its usage of that day read.
+        let mut states: HashMap<Uuid, MailboxState> = queries::mailboxes(tx, ids)
             .await?
             .into_iter()
-            .map(|u| (u.mailbox_id, u.reserved))
+            .map(|m| (m.id, MailboxState::new(m, now, 0)))
             .collect();
-        Ok(mailboxes
-            .into_iter()
-            .map(|m| {
-                let used = used.get(&m.id).copied().unwrap_or(0);
-                (m.id, MailboxState::new(m, now, used))
-            })
-            .collect())
+        let (ids, days): (Vec<Uuid>, Vec<NaiveDate>) =
+            states.values().map(|m| (m.mailbox.id, m.day)).unzip();
+        for usage in queries::usage(tx, &ids, &days).await? {
+            if let Some(state) = states.get_mut(&usage.mailbox_id) {
+                state.used = usage.reserved;
+            }
+        }
+        Ok(states)
     }
 
     async fn dispatch_retries(&self, now: DateTime<Utc>) -> Result<usize, DispatchError> {
