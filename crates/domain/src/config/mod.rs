@@ -116,6 +116,67 @@ pub struct ApiConfig {
 #[serde(deny_unknown_fields)]
 pub struct WorkerServiceConfig {
     pub admin_bind: SocketAddr,
+    /// Jobs claimed from the database in one statement.
+    pub batch_size: u32,
+    /// How long a batch may wait to fill once its first job arrived.
+    pub batch_wait_ms: u64,
+    /// Jobs read from Kafka and not yet finished, per worker (back-pressure on the consumer).
+    pub max_in_flight: u32,
+    /// SMTP connections one worker keeps open to one mailbox's server at most.
+    pub connections_per_mailbox: u32,
+    /// Emails sent over one SMTP connection before it is closed and a new one opened.
+    pub messages_per_connection: u32,
+    /// Connecting, greeting, TLS and AUTH together.
+    pub connect_timeout_ms: u64,
+    /// Each of MAIL FROM, RCPT TO and DATA.
+    pub command_timeout_ms: u64,
+    /// Waiting for the server's reply after the message's final dot (RFC 5321 suggests 10
+    /// minutes); no reply in time leaves the message `unknown`, never resent.
+    pub data_timeout_ms: u64,
+    /// An unused pooled connection is closed after this long.
+    pub idle_timeout_ms: u64,
+    /// How long a claimed message belongs to its worker. A message still `sending` after its
+    /// lease (its worker died mid-send) is marked `unknown`. Must exceed the SMTP timeouts.
+    pub lease_seconds: u64,
+    /// How often a worker looks for messages whose lease expired.
+    pub reaper_interval_ms: u64,
+    /// DKIM keys by signing domain: an email whose From domain has a key is signed.
+    pub dkim: Vec<DkimKeyConfig>,
+}
+
+impl WorkerServiceConfig {
+    /// The longest a healthy send can hold its message: connect, three commands, the data.
+    pub fn longest_send_ms(&self) -> u64 {
+        self.connect_timeout_ms
+            .saturating_add(self.command_timeout_ms.saturating_mul(3))
+            .saturating_add(self.data_timeout_ms)
+    }
+}
+
+/// One DKIM key: `private_key` (PEM, secret) or `private_key_file` (a path to the PEM).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DkimKeyConfig {
+    /// The `d=` domain; emails from this domain (exactly) are signed.
+    pub domain: String,
+    /// The `s=` selector: the public key is published at `SELECTOR._domainkey.DOMAIN`.
+    pub selector: String,
+    #[serde(default)]
+    pub algorithm: DkimAlgorithm,
+    #[serde(default)]
+    pub private_key: Option<SecretString>,
+    #[serde(default)]
+    pub private_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DkimAlgorithm {
+    /// rsa-sha256 with a PKCS#1 or PKCS#8 RSA key.
+    #[default]
+    Rsa,
+    /// ed25519-sha256 (RFC 8463).
+    Ed25519,
 }
 
 #[derive(Debug, Clone, Deserialize)]

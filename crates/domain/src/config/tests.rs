@@ -287,3 +287,38 @@ fn tracker_public_url_must_be_http() {
         Ok(())
     });
 }
+
+#[test]
+fn sender_lease_must_outlast_the_smtp_timeouts() {
+    jail(|jail| {
+        jail.set_env("SEQ_SENDER_WORKER__LEASE_SECONDS", "60");
+        let error = load_in_jail(None).err().ok_or("expected an error")?;
+        assert_eq!(error.key(), Some("sender_worker.lease_seconds"));
+        Ok(())
+    });
+}
+
+#[test]
+fn dkim_keys_load_from_the_file_and_need_one_key_source() {
+    jail(|jail| {
+        jail.create_file(
+            "good.toml",
+            "[[sender_worker.dkim]]\ndomain = \"example.com\"\nselector = \"s1\"\n\
+             algorithm = \"ed25519\"\nprivate_key_file = \"/etc/dkim.pem\"\n",
+        )?;
+        let config = load_in_jail(Some("good.toml")).map_err(|e| e.to_string())?;
+        let key = config.sender_worker.dkim.first().ok_or("no key loaded")?;
+        assert_eq!(key.domain, "example.com");
+        assert_eq!(key.algorithm, super::DkimAlgorithm::Ed25519);
+
+        jail.create_file(
+            "bad.toml",
+            "[[sender_worker.dkim]]\ndomain = \"example.com\"\nselector = \"s1\"\n",
+        )?;
+        let error = load_in_jail(Some("bad.toml"))
+            .err()
+            .ok_or("expected an error")?;
+        assert_eq!(error.key(), Some("sender_worker.dkim[0]"));
+        Ok(())
+    });
+}

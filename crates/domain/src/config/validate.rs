@@ -102,6 +102,42 @@ pub(super) fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigE
             "scheduler.outbox_batch_size",
             u64::from(config.scheduler.outbox_batch_size),
         ),
+        (
+            "sender_worker.batch_size",
+            u64::from(config.sender_worker.batch_size),
+        ),
+        (
+            "sender_worker.max_in_flight",
+            u64::from(config.sender_worker.max_in_flight),
+        ),
+        (
+            "sender_worker.connections_per_mailbox",
+            u64::from(config.sender_worker.connections_per_mailbox),
+        ),
+        (
+            "sender_worker.messages_per_connection",
+            u64::from(config.sender_worker.messages_per_connection),
+        ),
+        (
+            "sender_worker.connect_timeout_ms",
+            config.sender_worker.connect_timeout_ms,
+        ),
+        (
+            "sender_worker.command_timeout_ms",
+            config.sender_worker.command_timeout_ms,
+        ),
+        (
+            "sender_worker.data_timeout_ms",
+            config.sender_worker.data_timeout_ms,
+        ),
+        (
+            "sender_worker.idle_timeout_ms",
+            config.sender_worker.idle_timeout_ms,
+        ),
+        (
+            "sender_worker.reaper_interval_ms",
+            config.sender_worker.reaper_interval_ms,
+        ),
     ] {
         if value == 0 {
             return fail(key, "must be greater than 0".to_owned());
@@ -114,6 +150,35 @@ pub(super) fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigE
             "scheduler.outbox_batch_size"
         };
         return fail(key, "must be at most 10000".to_owned());
+    }
+    if config.sender_worker.batch_size > 10_000 {
+        return fail(
+            "sender_worker.batch_size",
+            "must be at most 10000".to_owned(),
+        );
+    }
+    let longest_send_ms = config.sender_worker.longest_send_ms();
+    if config.sender_worker.lease_seconds.saturating_mul(1000) <= longest_send_ms {
+        return fail(
+            "sender_worker.lease_seconds",
+            format!(
+                "must exceed connect_timeout_ms + 3 x command_timeout_ms + data_timeout_ms \
+                 ({} s), or a slow but live send would be declared unknown",
+                longest_send_ms.div_ceil(1000)
+            ),
+        );
+    }
+    for (index, key) in config.sender_worker.dkim.iter().enumerate() {
+        let at = format!("sender_worker.dkim[{index}]");
+        if key.domain.trim().is_empty() || key.selector.trim().is_empty() {
+            return fail(&at, "needs a domain and a selector".to_owned());
+        }
+        if key.private_key.is_some() == key.private_key_file.is_some() {
+            return fail(
+                &at,
+                "needs exactly one of private_key and private_key_file".to_owned(),
+            );
+        }
     }
     if config.scheduler.retry_backoff_seconds.contains(&0) {
         return fail(
