@@ -87,16 +87,20 @@ pub struct CheckError(String);
 impl CheckError {
     /// Builds the message, removing every form of the login's password it may contain.
     pub fn new(message: impl Into<String>, login: Option<&Login>) -> Self {
-        let message = message.into();
-        let message = match login {
-            Some(login) => scrub(&message, login),
-            None => message,
-        };
-        Self(truncate(&message))
+        Self(redact(&message.into(), login))
     }
 
     pub fn message(&self) -> &str {
         &self.0
+    }
+}
+
+/// `message` fit to return or store: without the login's password (see [`scrub`]), on one
+/// line and at most `MAX_MESSAGE_CHARS` characters long.
+pub fn redact(message: &str, login: Option<&Login>) -> String {
+    match login {
+        Some(login) => truncate(&scrub(message, login)),
+        None => truncate(message),
     }
 }
 

@@ -1,0 +1,190 @@
+//! One SMTP connection driven step by step, so a failure names its stage.
+
+use std::future::Future;
+use std::time::Duration;
+
+use domain::mail::{Login, Security, Server};
+use lettre::address::Envelope;
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
+use lettre::transport::smtp::response::Response;
+use secrecy::ExposeSecret;
+use tokio::time::Instant;
+
+use super::SmtpSettings;
+use super::outcome::{Cause, Failure, Stage};
+
+/// Runs `step` until `deadline`, classifying its error or timeout as a failure of `stage`.
+async fn step<T>(
+    stage: Stage,
+    deadline: Instant,
+    budget: Duration,
+    step: impl Future<Output = Result<T, lettre::transport::smtp::Error>>,
+) -> Result<T, Failure> {
+    match tokio::time::timeout_at(deadline, step).await {
+        Err(_) => Err(Failure::new(stage, Cause::TimedOut(budget))),
+        Ok(Err(error)) => Err(Failure::from_lettre(stage, &error)),
+        Ok(Ok(value)) => Ok(value),
+    }
+}
+
+/// Connects, reads the greeting, says EHLO, secures the connection as configured (STARTTLS
+/// is required when configured, never opportunistic) and authenticates when a login is
+/// given, all within the connect timeout.
+pub(crate) async fn connect(
+    settings: &SmtpSettings,
+    hello: &ClientId,
+    server: &Server,
+    login: Option<&Login>,
+) -> Result<AsyncSmtpConnection, Failure> {
+    let budget = settings.connect_timeout;
+    let deadline = Instant::now() + budget;
+    let tls = match server.security {
+        Security::None => None,
+        Security::Starttls | Security::Tls => Some(
+            TlsParameters::new_rustls(server.host.clone())
+                .map_err(|e| Failure::new(Stage::Tls, Cause::Refused(e.to_string())))?,
+        ),
+    };
+    let implicit = match server.security {
+        Security::Tls => tls.clone(),
+        Security::None | Security::Starttls => None,
+    };
+    let connecting = AsyncSmtpConnection::connect_tokio1(
+        (server.host.as_str(), server.port),
+        Some(budget),
+        hello,
+        implicit,
+        None,
+    );
+    let mut connection = match tokio::time::timeout_at(deadline, connecting).await {
+        Err(_) => return Err(Failure::new(Stage::Connect, Cause::TimedOut(budget))),
+        Ok(Err(error)) if error.is_tls() => return Err(Failure::from_lettre(Stage::Tls, &error)),
+        Ok(Err(error)) => return Err(Failure::from_lettre(Stage::Connect, &error)),
+        Ok(Ok(connection)) => connection,
+    };
+    metrics::counter!("smtp_connections_opened_total").increment(1);
+
+    if let (Security::Starttls, Some(tls)) = (server.security, tls) {
+        if !connection.can_starttls() {
+            let failure = Failure::new(
+                Stage::Tls,
+                Cause::Refused("the server does not offer STARTTLS, which is required".into()),
+            );
+            return Err(close_after(connection, failure, settings).await);
+        }
+        let starttls = step(
+            Stage::Tls,
+            deadline,
+            budget,
+            connection.starttls(tls, hello),
+        )
+        .await;
+        if let Err(failure) = starttls {
+            return Err(close_after(connection, failure, settings).await);
+        }
+    }
+
+    if let Some(login) = login {
+        let credentials = Credentials::new(
+            login.username.clone(),
+            login.password.expose_secret().to_owned(),
+        );
+        let mechanisms = [Mechanism::Plain, Mechanism::Login];
+        let auth = step(
+            Stage::Auth,
+            deadline,
+            budget,
+            connection.auth(&mechanisms, &credentials),
+        )
+        .await;
+        if let Err(failure) = auth {
+            return Err(close_after(connection, failure, settings).await);
+        }
+    }
+    Ok(connection)
+}
+
+/// Sends one email: MAIL FROM, RCPT TO for each recipient, DATA, then the message (lettre
+/// dot-stuffs it and sends the final dot). Returns the reply after the final dot.
+pub(crate) async fn deliver(
+    connection: &mut AsyncSmtpConnection,
+    settings: &SmtpSettings,
+    envelope: &Envelope,
+    message: &[u8],
+) -> Result<Response, Failure> {
+    let mut parameters = Vec::new();
+    let addresses = envelope.from().into_iter().chain(envelope.to());
+    if addresses.map(AsRef::<str>::as_ref).any(|a| !a.is_ascii()) {
+        if !connection
+            .server_info()
+            .supports_feature(Extension::SmtpUtfEight)
+        {
+            return Err(Failure::new(
+                Stage::MailFrom,
+                Cause::Refused("non-ASCII addresses but the server lacks SMTPUTF8".into()),
+            ));
+        }
+        parameters.push(MailParameter::SmtpUtfEight);
+    }
+    if !message.is_ascii() {
+        if !connection
+            .server_info()
+            .supports_feature(Extension::EightBitMime)
+        {
+            return Err(Failure::new(
+                Stage::MailFrom,
+                Cause::Refused("a non-ASCII message but the server lacks 8BITMIME".into()),
+            ));
+        }
+        parameters.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+    }
+
+    let budget = settings.command_timeout;
+    let mail = Mail::new(envelope.from().cloned(), parameters);
+    let deadline = Instant::now() + budget;
+    step(Stage::MailFrom, deadline, budget, connection.command(mail)).await?;
+    for recipient in envelope.to() {
+        let rcpt = Rcpt::new(recipient.clone(), Vec::new());
+        let deadline = Instant::now() + budget;
+        step(Stage::RcptTo, deadline, budget, connection.command(rcpt)).await?;
+    }
+    let deadline = Instant::now() + budget;
+    step(Stage::Data, deadline, budget, connection.command(Data)).await?;
+
+    let budget = settings.data_timeout;
+    let deadline = Instant::now() + budget;
+    step(
+        Stage::AfterData,
+        deadline,
+        budget,
+        connection.message(message),
+    )
+    .await
+}
+
+/// Says QUIT (bounded by the command timeout) and closes the connection.
+pub(crate) async fn quit(mut connection: AsyncSmtpConnection, settings: &SmtpSettings) {
+    if !connection.has_broken() {
+        let _ = tokio::time::timeout(settings.command_timeout, connection.quit()).await;
+    }
+    metrics::counter!("smtp_connections_closed_total").increment(1);
+}
+
+/// Ends a connection after `failure`: QUIT when the server is still talking to us, a plain
+/// close otherwise.
+pub(crate) async fn close_after(
+    connection: AsyncSmtpConnection,
+    failure: Failure,
+    settings: &SmtpSettings,
+) -> Failure {
+    if failure.connection_alive() {
+        quit(connection, settings).await;
+    } else {
+        drop(connection);
+        metrics::counter!("smtp_connections_closed_total").increment(1);
+    }
+    failure
+}
