@@ -1,41 +1,96 @@
-//! Renders and sends emails over SMTP, scaled horizontally. This foundation runs the admin
-//! server (health, readiness, metrics); consuming `email-jobs` comes with the sender-worker issue.
+//! Renders and sends emails over SMTP, scaled horizontally: consumes `email-jobs`, claims
+//! each message before talking to SMTP (so a job delivered twice sends one email), sends
+//! over per-mailbox connection pools, and records the outcome with the events that tell the
+//! scheduler (published through the outbox). See [`worker`] for the pipeline.
 
 use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::Server;
+use anyhow::Context as _;
+use domain::clock::{Clock, SystemClock};
 use domain::config::Config;
+use domain::kafka::Producer;
+use domain::outbox::OutboxRelay;
 use domain::service::ServiceBase;
 use domain::service::admin::{admin_server, bind, run_until_cancelled};
 use tokio_util::sync::CancellationToken;
 
 pub mod compose;
+pub mod deliver;
+pub mod dkim;
+pub mod offsets;
+pub mod outcome;
+pub mod prepare;
+pub mod record;
 pub mod smtp;
+pub mod worker;
+
+use deliver::Delivery;
+use worker::Worker;
 
 pub struct Application {
     base: ServiceBase,
     admin: Server,
     admin_port: u16,
+    worker: Arc<Worker>,
+    producer: Producer,
+    clock: Arc<dyn Clock>,
 }
 
 impl Application {
     /// Binds `sender_worker.admin_bind` (port 0 picks a free port, as tests do).
     pub fn build(config: Config) -> anyhow::Result<Self> {
         let listener = bind(config.sender_worker.admin_bind, "sender_worker.admin_bind")?;
-        Self::build_with_listener(config, listener)
+        Self::build_with(config, listener, Arc::new(SystemClock))
     }
 
-    pub fn build_with_listener(
+    pub fn build_with(
         config: Config,
         admin_listener: TcpListener,
+        clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
+        let signer = config
+            .security
+            .token_signer()
+            .map_err(|e| anyhow::anyhow!("security.tracking_keys: {e}"))?
+            .context(
+                "security.tracking_keys must be set: every email carries signed unsubscribe \
+                 links (SEQ_SECURITY__TRACKING_KEYS)",
+            )?;
+        let cipher = config.security.cipher().context(
+            "security.encryption_keys must be set to decrypt mailbox passwords \
+             (SEQ_SECURITY__ENCRYPTION_KEYS)",
+        )?;
+        let dkim = dkim::DkimSigners::from_config(&config.sender_worker.dkim)?;
+        let producer = Producer::new(&config.kafka)?;
         let base = ServiceBase::new(config)?;
         let admin_port = admin_listener.local_addr()?.port();
         let admin = admin_server(&base, admin_listener)?;
+        let settings = base.config.sender_worker.clone();
+        let worker = Arc::new(Worker {
+            pool: base.pool.clone(),
+            kafka: base.config.kafka.clone(),
+            topics: base.topics.clone(),
+            worker_id: worker_id(),
+            delivery: Arc::new(Delivery {
+                signer,
+                dkim,
+                pools: smtp::Pools::new(smtp::SmtpSettings::from_config(&settings)),
+            }),
+            cipher: Arc::new(cipher),
+            tracker_url: base.config.tracker.public_url.clone(),
+            clock: Arc::clone(&clock),
+            settings,
+        });
         Ok(Self {
             base,
             admin,
             admin_port,
+            worker,
+            producer,
+            clock,
         })
     }
 
@@ -43,14 +98,71 @@ impl Application {
         self.admin_port
     }
 
+    /// This process's worker id, as stored on the messages it claims.
+    pub fn worker_id(&self) -> &str {
+        &self.worker.worker_id
+    }
+
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let topics = self.base.spawn_topic_creation(shutdown.clone());
-        tracing::info!(admin_port = self.admin_port, "sender-worker running");
-        run_until_cancelled(self.admin, shutdown).await?;
+        tracing::info!(admin_port = self.admin_port, worker.id = %self.worker.worker_id,
+                       "sender-worker running");
+        let settings = &self.base.config.sender_worker;
+        // The relay outlives the consumer by a little, so outcomes recorded last get out.
+        let relay_stop = CancellationToken::new();
+        let relay = tokio::spawn(
+            OutboxRelay::from_config(
+                self.base.pool.clone(),
+                self.producer.clone(),
+                &self.base.config.scheduler,
+            )
+            .run(relay_stop.clone()),
+        );
+        let reaper = tokio::spawn(worker::run_reaper(
+            self.base.pool.clone(),
+            Arc::clone(&self.clock),
+            Duration::from_millis(settings.reaper_interval_ms),
+            shutdown.clone(),
+        ));
+        let pools = self.worker.delivery.pools.clone();
+        let idle = Duration::from_millis(settings.idle_timeout_ms);
+        let idle_stop = shutdown.clone();
+        let idle_closer = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = idle_stop.cancelled() => return,
+                    () = tokio::time::sleep(idle / 2) => {
+                        pools.close_idle().await;
+                    }
+                }
+            }
+        });
+        let consuming = tokio::spawn(Arc::clone(&self.worker).run(shutdown.clone()));
+
+        let served = run_until_cancelled(self.admin, shutdown).await;
+        let consumed = consuming.await;
+        self.worker.delivery.pools.close_all().await;
+        relay_stop.cancel();
+        let _ = relay.await;
+        let _ = reaper.await;
+        let _ = idle_closer.await;
         topics.abort();
+        served?;
+        consumed??;
         tracing::info!("sender-worker stopped");
         Ok(())
     }
+}
+
+/// Names this process on the messages it claims: the pod (HOSTNAME) and a random suffix,
+/// since a restarted pod keeps its name but not its claims.
+fn worker_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.trim().is_empty())
+        .unwrap_or_else(|| "sender-worker".to_owned());
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}-{}", &suffix[..8])
 }
 
 /// The binary's serve command.

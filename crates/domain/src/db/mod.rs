@@ -15,6 +15,7 @@ pub mod migrations;
 pub mod outbox;
 pub mod progress;
 pub mod schema;
+pub mod sending;
 pub mod sequences;
 pub mod stats;
 pub mod steps;

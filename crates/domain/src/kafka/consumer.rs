@@ -42,6 +42,24 @@ impl ConsumerOptions {
     }
 }
 
+/// A consumer in `group` (prefix included) whose offsets are committed only once stored by
+/// hand (`store_offset*`), after the record's work is done; reading starts at the earliest
+/// record when the group has no committed offset.
+pub fn stored_offsets_consumer(
+    config: &KafkaConfig,
+    group: &str,
+) -> Result<StreamConsumer, KafkaError> {
+    super::base_client_config(config)
+        .set("group.id", group)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        // Offsets are stored by hand after success; auto-commit then commits only those.
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000")
+        .create()
+}
+
 /// Consumes until `shutdown` is cancelled, then commits what was handled and returns.
 pub async fn run_consumer<P, H>(
     config: &KafkaConfig,
@@ -54,15 +72,7 @@ where
     H: Handler<P>,
 {
     let group = format!("{}{}", config.topic_prefix, options.group);
-    let consumer: StreamConsumer = super::base_client_config(config)
-        .set("group.id", &group)
-        .set("enable.auto.commit", "true")
-        .set("auto.commit.interval.ms", "1000")
-        // Offsets are stored by hand after success; auto-commit then commits only those.
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "10000")
-        .create()?;
+    let consumer = stored_offsets_consumer(config, &group)?;
     let topics: Vec<&str> = options.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     tracing::info!(kafka.group = %group, kafka.topics = ?topics, "consumer started");

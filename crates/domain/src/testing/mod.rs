@@ -25,6 +25,11 @@ pub use http::{assert_healthy_and_ready, assert_unready_without_database, get_js
 pub use private_kafka::PrivateKafka;
 pub use topic_reader::{ConsumedRecord, count_records, read_topic};
 
+/// `security.encryption_keys` of test configurations (a published, test-only key).
+pub const TEST_ENCRYPTION_KEYS: &str = "1:dGVzdC1vbmx5LWVuY3J5cHRpb24ta2V5LTMyLWJ5dGU=";
+/// `security.tracking_keys` of test configurations (a published, test-only key).
+pub const TEST_TRACKING_KEYS: &str = "dGVzdC1vbmx5LXRyYWNraW5nLXNpZ25pbmcta2V5LTAx";
+
 /// Configuration pointing at this test's database, with a topic prefix of its own and
 /// every listener on an ephemeral port.
 pub fn test_config_for(db: &TestDatabase) -> anyhow::Result<Config> {
@@ -49,7 +54,15 @@ pub fn test_config_with_url(database_url: &str) -> anyhow::Result<Config> {
             "sender_worker.admin_bind",
             "127.0.0.1:0",
         ))
-        .merge(Serialized::default("shutdown.grace_period_seconds", 5));
+        .merge(Serialized::default("shutdown.grace_period_seconds", 5))
+        .merge(Serialized::default(
+            "security.encryption_keys",
+            TEST_ENCRYPTION_KEYS,
+        ))
+        .merge(Serialized::default(
+            "security.tracking_keys",
+            TEST_TRACKING_KEYS,
+        ));
     Ok(Config::from_figment(&figment)?)
 }
 

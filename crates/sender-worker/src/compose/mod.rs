@@ -172,6 +172,12 @@ pub fn compose_bytes(email: &Email, signer: &TokenSigner) -> Result<Vec<u8>, Com
     compose(email, signer).map(|message| message.formatted())
 }
 
+/// The subject `compose` puts in the email (rendered, `Re:` for a threaded follow-up), as
+/// stored with the sent message.
+pub fn subject(email: &Email) -> Result<String, ComposeError> {
+    render_subject(email, seed_from_uuid(email.message_id))
+}
+
 fn parse(source: &str, part: &'static str) -> Result<Template, ComposeError> {
     Template::parse(source).map_err(|source| ComposeError::Template { part, source })
 }

@@ -1,0 +1,424 @@
+//! The sender worker's statements: claiming queued messages (with everything their email is
+//! made of), the earlier emails of their threads, recording outcomes, and declaring messages
+//! whose worker died mid-send `unknown`.
+//!
+//! A message is sent at most once because only the claim moves it out of `queued`, and it
+//! does so conditionally: of two workers handed the same job, one claim changes the row and
+//! the other finds it `sending` and skips it. Every write takes whole batches.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::sql_types::Uuid as SqlUuid;
+use diesel::sql_types::{Array, Bool, Bytea, Int4, Jsonb, Nullable, Text, Timestamptz};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+/// A claimed message and everything needed to compose and send it.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct ClaimedMessage {
+    #[diesel(sql_type = SqlUuid)]
+    pub id: Uuid,
+    #[diesel(sql_type = SqlUuid)]
+    pub workspace_id: Uuid,
+    #[diesel(sql_type = SqlUuid)]
+    pub enrollment_id: Uuid,
+    #[diesel(sql_type = Int4)]
+    pub step_order: i32,
+    #[diesel(sql_type = Int4)]
+    pub attempts: i32,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub message_id_header: Option<String>,
+    /// Subject and content of the step, or of the message's A/B variant.
+    #[diesel(sql_type = Text)]
+    pub subject_source: String,
+    #[diesel(sql_type = Text)]
+    pub content_source: String,
+    #[diesel(sql_type = Bool)]
+    pub thread_with_previous: bool,
+    #[diesel(sql_type = Text)]
+    pub enrollment_status: String,
+
+    #[diesel(sql_type = Text)]
+    pub contact_email: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub first_name: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub last_name: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub company: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub title: Option<String>,
+    #[diesel(sql_type = Jsonb)]
+    pub attributes: serde_json::Value,
+    #[diesel(sql_type = Text)]
+    pub contact_status: String,
+    /// The address or its domain is on the workspace's suppression list.
+    #[diesel(sql_type = Bool)]
+    pub suppressed: bool,
+
+    #[diesel(sql_type = SqlUuid)]
+    pub mailbox_id: Uuid,
+    #[diesel(sql_type = Text)]
+    pub mailbox_email: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub mailbox_name: Option<String>,
+    #[diesel(sql_type = Text)]
+    pub mailbox_status: String,
+    #[diesel(sql_type = Text)]
+    pub smtp_host: String,
+    #[diesel(sql_type = Int4)]
+    pub smtp_port: i32,
+    #[diesel(sql_type = Text)]
+    pub smtp_security: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub smtp_username: Option<String>,
+    #[diesel(sql_type = Nullable<Bytea>)]
+    pub smtp_password_encrypted: Option<Vec<u8>>,
+
+    #[diesel(sql_type = Text)]
+    pub sequence_status: String,
+    #[diesel(sql_type = Bool)]
+    pub open_tracking: bool,
+    #[diesel(sql_type = Bool)]
+    pub click_tracking: bool,
+    #[diesel(sql_type = Bool)]
+    pub unsubscribe_link: bool,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub tracking_domain: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub workspace_tracking_base_url: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub unsubscribe_mailto: Option<String>,
+}
+
+/// The columns of [`ClaimedMessage`], over the claimed rows `m`.
+const CLAIMED_COLUMNS: &str = "\
+    m.id, m.workspace_id, m.enrollment_id, m.step_order, m.attempts, m.message_id_header, \
+    CASE WHEN m.variant_index IS NULL THEN s.subject \
+         ELSE coalesce(s.variants -> m.variant_index ->> 'subject', s.subject) END \
+      AS subject_source, \
+    CASE WHEN m.variant_index IS NULL THEN s.content \
+         ELSE coalesce(s.variants -> m.variant_index ->> 'content', s.content) END \
+      AS content_source, \
+    s.thread_with_previous, e.status AS enrollment_status, \
+    c.email AS contact_email, c.first_name, c.last_name, c.company, c.title, c.attributes, \
+    c.status AS contact_status, \
+    EXISTS (SELECT 1 FROM suppressions x \
+             WHERE x.workspace_id = m.workspace_id \
+               AND x.email IN (lower(btrim(c.email)), \
+                               substring(lower(btrim(c.email)) FROM '@[^@]*$'))) AS suppressed, \
+    mb.id AS mailbox_id, mb.email AS mailbox_email, mb.display_name AS mailbox_name, \
+    mb.status AS mailbox_status, mb.smtp_host, mb.smtp_port, mb.smtp_security, \
+    mb.smtp_username, mb.smtp_password_encrypted, \
+    q.status AS sequence_status, q.open_tracking_enabled AS open_tracking, \
+    q.click_tracking_enabled AS click_tracking, q.unsubscribe_link, q.tracking_domain, \
+    w.tracking_base_url AS workspace_tracking_base_url, \
+    nullif(btrim(w.settings ->> 'unsubscribe_mailto'), '') AS unsubscribe_mailto";
+
+/// Claims the `queued` messages among `ids` for `worker_id` until `lease_until`, in one
+/// statement, and returns them with their email's ingredients.
+///
+/// A mailbox that spaces its sends (`min_interval_seconds` > 0) has at most one message
+/// claimed per call, and only when its previous claim is at least that long ago (its
+/// `last_sent_at` moves in the same statement, under the row lock, so workers racing for the
+/// same mailbox claim one message between them). Its other messages stay `queued`: see
+/// [`unclaimed`].
+pub async fn claim(
+    conn: &mut AsyncPgConnection,
+    ids: &[Uuid],
+    worker_id: &str,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+) -> QueryResult<Vec<ClaimedMessage>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    diesel::sql_query(format!(
+        "WITH cand AS ( \
+           SELECT DISTINCT ON (CASE WHEN mb.min_interval_seconds > 0 THEN m.mailbox_id \
+                                    ELSE m.id END) \
+                  m.id, m.mailbox_id, mb.min_interval_seconds AS spacing \
+             FROM messages m JOIN mailboxes mb ON mb.id = m.mailbox_id \
+            WHERE m.id = ANY($1) AND m.status = 'queued' \
+            ORDER BY CASE WHEN mb.min_interval_seconds > 0 THEN m.mailbox_id ELSE m.id END, \
+                     m.scheduled_at, m.id \
+         ), spaced AS ( \
+           UPDATE mailboxes mb SET last_sent_at = $2 \
+            WHERE mb.id IN (SELECT mailbox_id FROM cand WHERE spacing > 0) \
+              AND (mb.last_sent_at IS NULL \
+                   OR mb.last_sent_at <= $2 - make_interval(secs => mb.min_interval_seconds)) \
+           RETURNING mb.id \
+         ), claimed AS ( \
+           UPDATE messages m SET status = 'sending', worker_id = $3, lease_expires_at = $4, \
+                                 updated_at = $2 \
+             FROM cand \
+            WHERE m.id = cand.id AND m.status = 'queued' \
+              AND (cand.spacing = 0 OR cand.mailbox_id IN (SELECT id FROM spaced)) \
+           RETURNING m.* \
+         ) \
+         SELECT {CLAIMED_COLUMNS} \
+           FROM claimed m \
+           JOIN steps s ON s.id = m.step_id \
+           JOIN enrollments e ON e.id = m.enrollment_id \
+           JOIN contacts c ON c.id = m.contact_id \
+           JOIN mailboxes mb ON mb.id = m.mailbox_id \
+           JOIN sequences q ON q.id = e.sequence_id \
+           JOIN workspaces w ON w.id = m.workspace_id"
+    ))
+    .bind::<Array<SqlUuid>, _>(ids)
+    .bind::<Timestamptz, _>(now)
+    .bind::<Text, _>(worker_id)
+    .bind::<Timestamptz, _>(lease_until)
+    .load(conn)
+    .await
+}
+
+/// Where a message that [`claim`] did not return stands.
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+pub struct Unclaimed {
+    #[diesel(sql_type = SqlUuid)]
+    pub id: Uuid,
+    #[diesel(sql_type = Text)]
+    pub status: String,
+    /// For a message still `queued` behind its mailbox's spacing: when the mailbox may send
+    /// again.
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub next_allowed_at: Option<DateTime<Utc>>,
+}
+
+/// The state of `ids` (messages that no longer exist are left out).
+pub async fn unclaimed(conn: &mut AsyncPgConnection, ids: &[Uuid]) -> QueryResult<Vec<Unclaimed>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    diesel::sql_query(
+        "SELECT m.id, m.status, \
+                CASE WHEN mb.min_interval_seconds > 0 \
+                     THEN mb.last_sent_at + make_interval(secs => mb.min_interval_seconds) \
+                END AS next_allowed_at \
+           FROM messages m JOIN mailboxes mb ON mb.id = m.mailbox_id \
+          WHERE m.id = ANY($1)",
+    )
+    .bind::<Array<SqlUuid>, _>(ids)
+    .load(conn)
+    .await
+}
+
+/// An email already sent (or possibly sent) in an enrollment's thread.
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+pub struct ThreadEmail {
+    #[diesel(sql_type = SqlUuid)]
+    pub enrollment_id: Uuid,
+    #[diesel(sql_type = SqlUuid)]
+    pub message_id: Uuid,
+    #[diesel(sql_type = Int4)]
+    pub step_order: i32,
+    #[diesel(sql_type = Text)]
+    pub message_id_header: String,
+    /// Template source of its subject (its variant's, when it had one).
+    #[diesel(sql_type = Text)]
+    pub subject_source: String,
+}
+
+/// The emails of these enrollments that were sent, or may have been (`unknown`), by
+/// enrollment and then step order.
+pub async fn thread_emails(
+    conn: &mut AsyncPgConnection,
+    enrollment_ids: &[Uuid],
+) -> QueryResult<Vec<ThreadEmail>> {
+    if enrollment_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    diesel::sql_query(
+        "SELECT p.enrollment_id, p.id AS message_id, p.step_order, p.message_id_header, \
+                CASE WHEN p.variant_index IS NULL THEN s.subject \
+                     ELSE coalesce(s.variants -> p.variant_index ->> 'subject', s.subject) END \
+                  AS subject_source \
+           FROM messages p JOIN steps s ON s.id = p.step_id \
+          WHERE p.enrollment_id = ANY($1) AND p.status IN ('sent', 'unknown') \
+            AND p.message_id_header IS NOT NULL \
+          ORDER BY p.enrollment_id, p.step_order",
+    )
+    .bind::<Array<SqlUuid>, _>(enrollment_ids)
+    .load(conn)
+    .await
+}
+
+/// A message the server accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentRow {
+    pub id: Uuid,
+    pub mailbox_id: Uuid,
+    pub sent_at: DateTime<Utc>,
+    pub reply: String,
+    /// The subject as sent (rendered), for the API.
+    pub subject: String,
+}
+
+#[derive(QueryableByName)]
+struct Id {
+    #[diesel(sql_type = SqlUuid)]
+    id: Uuid,
+}
+
+/// Marks messages sent, those still held by `worker_id` only; returns the ids that changed.
+pub async fn mark_sent(
+    conn: &mut AsyncPgConnection,
+    rows: &[SentRow],
+    worker_id: &str,
+    now: DateTime<Utc>,
+) -> QueryResult<Vec<Uuid>> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let changed: Vec<Id> = diesel::sql_query(
+        "UPDATE messages m SET status = 'sent', sent_at = t.sent_at, smtp_response = t.reply, \
+                               subject = t.subject, lease_expires_at = NULL, last_error = NULL, \
+                               updated_at = $6 \
+           FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::text[]) \
+                AS t(id, sent_at, reply, subject) \
+          WHERE m.id = t.id AND m.status = 'sending' AND m.worker_id = $5 \
+         RETURNING m.id",
+    )
+    .bind::<Array<SqlUuid>, _>(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+    .bind::<Array<Timestamptz>, _>(rows.iter().map(|r| r.sent_at).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(rows.iter().map(|r| r.reply.as_str()).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(rows.iter().map(|r| r.subject.as_str()).collect::<Vec<_>>())
+    .bind::<Text, _>(worker_id)
+    .bind::<Timestamptz, _>(now)
+    .load(conn)
+    .await?;
+    let mut mailboxes: Vec<Uuid> = rows.iter().map(|r| r.mailbox_id).collect();
+    mailboxes.sort_unstable();
+    mailboxes.dedup();
+    diesel::sql_query(
+        "UPDATE mailboxes SET last_sent_at = $2 \
+          WHERE id = ANY($1) AND (last_sent_at IS NULL OR last_sent_at < $2)",
+    )
+    .bind::<Array<SqlUuid>, _>(mailboxes)
+    .bind::<Timestamptz, _>(now)
+    .execute(conn)
+    .await?;
+    Ok(changed.into_iter().map(|c| c.id).collect())
+}
+
+/// A message's end other than sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// The server refused it permanently.
+    Bounced,
+    /// It cannot be sent (its template or an address is invalid).
+    Failed,
+    /// No reply after its data: it may have been delivered; never resent.
+    Unknown,
+    /// Not sent because its enrollment or contact no longer wants it.
+    Cancelled,
+    /// A transient failure: the message stays `sending` with no worker or lease until the
+    /// scheduler, told on `email-retries`, schedules the next attempt.
+    AwaitingRetry,
+}
+
+impl Settled {
+    fn status(self) -> &'static str {
+        match self {
+            Settled::Bounced => "bounced",
+            Settled::Failed => "failed",
+            Settled::Unknown => "unknown",
+            Settled::Cancelled => "cancelled",
+            Settled::AwaitingRetry => "sending",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettledRow {
+    pub id: Uuid,
+    pub outcome: Settled,
+    pub error: String,
+}
+
+/// Records outcomes other than sent, for messages still held by `worker_id`; returns the
+/// ids that changed.
+pub async fn settle(
+    conn: &mut AsyncPgConnection,
+    rows: &[SettledRow],
+    worker_id: &str,
+    now: DateTime<Utc>,
+) -> QueryResult<Vec<Uuid>> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let changed: Vec<Id> = diesel::sql_query(
+        "UPDATE messages m SET status = t.status, last_error = t.error, \
+                               lease_expires_at = NULL, \
+                               worker_id = CASE WHEN t.status = 'sending' THEN NULL \
+                                                ELSE m.worker_id END, \
+                               updated_at = $5 \
+           FROM UNNEST($1::uuid[], $2::text[], $3::text[]) AS t(id, status, error) \
+          WHERE m.id = t.id AND m.status = 'sending' AND m.worker_id = $4 \
+         RETURNING m.id",
+    )
+    .bind::<Array<SqlUuid>, _>(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(rows.iter().map(|r| r.outcome.status()).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(rows.iter().map(|r| r.error.as_str()).collect::<Vec<_>>())
+    .bind::<Text, _>(worker_id)
+    .bind::<Timestamptz, _>(now)
+    .load(conn)
+    .await?;
+    Ok(changed.into_iter().map(|c| c.id).collect())
+}
+
+/// Puts mailboxes whose server refused the login or the sender in `error`, with the reason,
+/// so the scheduler stops choosing them until someone fixes and re-checks them.
+pub async fn mark_mailboxes_failing(
+    conn: &mut AsyncPgConnection,
+    failing: &[(Uuid, String)],
+    now: DateTime<Utc>,
+) -> QueryResult<usize> {
+    if failing.is_empty() {
+        return Ok(0);
+    }
+    diesel::sql_query(
+        "UPDATE mailboxes mb SET status = 'error', status_reason = t.reason, updated_at = $3 \
+           FROM UNNEST($1::uuid[], $2::text[]) AS t(id, reason) \
+          WHERE mb.id = t.id AND mb.status = 'active'",
+    )
+    .bind::<Array<SqlUuid>, _>(failing.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(failing.iter().map(|(_, r)| r.as_str()).collect::<Vec<_>>())
+    .bind::<Timestamptz, _>(now)
+    .execute(conn)
+    .await
+}
+
+/// A message whose lease ran out while it was `sending`.
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+pub struct Abandoned {
+    #[diesel(sql_type = SqlUuid)]
+    pub id: Uuid,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub worker_id: Option<String>,
+}
+
+/// Declares `unknown` the messages whose worker held them past their lease (it died, or
+/// lost its database, between claiming and recording): they may have reached the server, so
+/// they are never sent again automatically.
+pub async fn expire_leases(
+    conn: &mut AsyncPgConnection,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> QueryResult<Vec<Abandoned>> {
+    diesel::sql_query(
+        "UPDATE messages m SET status = 'unknown', lease_expires_at = NULL, updated_at = $1, \
+                last_error = 'its worker stopped before recording the outcome; it may have \
+                              been delivered, so it is not sent again' \
+           FROM (SELECT id FROM messages \
+                  WHERE status = 'sending' AND lease_expires_at < $1 \
+                  ORDER BY lease_expires_at LIMIT $2 FOR UPDATE SKIP LOCKED) due \
+          WHERE m.id = due.id \
+         RETURNING m.id, m.worker_id",
+    )
+    .bind::<Timestamptz, _>(now)
+    .bind::<diesel::sql_types::BigInt, _>(limit)
+    .load(conn)
+    .await
+}

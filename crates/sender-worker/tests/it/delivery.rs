@@ -1,0 +1,245 @@
+//! Emails sent through the worker and read back from GreenMail: headers, both MIME parts,
+//! tracking links and pixel, unsubscribe headers, threading, the `sent` events, and that
+//! neither a duplicated job nor a hostile subject gets a second recipient.
+
+use domain::testing::read_topic;
+use domain::tracking_token::TrackingAction;
+use mailparse::{MailHeaderMap, ParsedMail};
+use uuid::Uuid;
+
+use crate::world::{Step, WAIT, World, greenmail_smtp, received, wait_received};
+
+const FIRST: Step = Step {
+    subject: "{Quick question|A question} for {company}",
+    content: "Hi {{first_name|there}},\n\nSee https://example.com/pricing?plan=pro for details.",
+    thread_with_previous: false,
+};
+const FOLLOW_UP: Step = Step {
+    subject: "ignored: a threaded follow-up repeats the first subject",
+    content: "Hi {first_name}, just following up.",
+    thread_with_previous: true,
+};
+
+fn contact_address() -> String {
+    format!("jane-{}@example.org", Uuid::now_v7().simple())
+}
+
+fn parse(raw: &str) -> anyhow::Result<ParsedMail<'_>> {
+    Ok(mailparse::parse_mail(raw.as_bytes())?)
+}
+
+fn header(mail: &ParsedMail, name: &str) -> anyhow::Result<String> {
+    mail.headers
+        .get_first_value(name)
+        .ok_or_else(|| anyhow::anyhow!("no {name} header"))
+}
+
+/// The text/plain and text/html bodies of a multipart/alternative email.
+fn parts(mail: &ParsedMail) -> anyhow::Result<(String, String)> {
+    anyhow::ensure!(
+        mail.ctype.mimetype == "multipart/alternative",
+        "content type {}",
+        mail.ctype.mimetype
+    );
+    let find = |mimetype: &str| -> anyhow::Result<String> {
+        let part = mail
+            .subparts
+            .iter()
+            .find(|p| p.ctype.mimetype == mimetype)
+            .ok_or_else(|| anyhow::anyhow!("no {mimetype} part"))?;
+        Ok(part.get_body()?)
+    };
+    Ok((find("text/plain")?, find("text/html")?))
+}
+
+/// Every `https://track.test/{kind}/TOKEN` in `body`, decoded.
+fn tokens(world: &World, body: &str, kind: &str) -> anyhow::Result<Vec<TrackingAction>> {
+    let signer = world
+        .config
+        .security
+        .token_signer()
+        .map_err(anyhow::Error::msg)?
+        .ok_or_else(|| anyhow::anyhow!("no tracking key"))?;
+    let prefix = format!("https://track.test/{kind}/");
+    body.match_indices(&prefix)
+        .map(|(at, _)| {
+            let token: String = body[at + prefix.len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                .collect();
+            signer.decode(&token).map_err(|e| anyhow::anyhow!("{e}"))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_sequence_reads_back_tracked_unsubscribable_and_threaded() -> anyhow::Result<()> {
+    let world = World::new(greenmail_smtp()?, &[FIRST, FOLLOW_UP]).await?;
+    let to = contact_address();
+    let enrollment = world.enroll(&to, Some("Jane")).await?;
+    let first = world.queue(enrollment, 1).await?;
+    world.publish_job(first).await?;
+    let worker = world.start_worker()?;
+
+    let sent = world.wait_for(first, &["sent"]).await?;
+    assert!(
+        sent.smtp_response.as_deref().is_some_and(|r| !r.is_empty()),
+        "the server's reply is stored: {sent:?}"
+    );
+    let emails = wait_received(&to, 1).await?;
+    let mail = parse(&emails[0])?;
+    let subject = header(&mail, "Subject")?;
+    assert!(
+        subject == "Quick question for Initech" || subject == "A question for Initech",
+        "rendered subject: {subject}"
+    );
+    assert_eq!(sent.subject.as_deref(), Some(subject.as_str()));
+    assert_eq!(
+        header(&mail, "Message-ID")?,
+        sent.message_id_header.clone().unwrap_or_default()
+    );
+    let from = header(&mail, "From")?;
+    assert!(
+        from.contains("Ana from Acme") && from.contains(&world.mailbox_email),
+        "From: {from}"
+    );
+    assert!(header(&mail, "To")?.contains(&to));
+    assert!(header(&mail, "Date").is_ok());
+
+    // Unsubscribe: RFC 8058 headers always, a signed token for this message.
+    let list_unsubscribe = header(&mail, "List-Unsubscribe")?;
+    assert!(
+        list_unsubscribe.starts_with("<https://track.test/u/"),
+        "{list_unsubscribe}"
+    );
+    assert_eq!(
+        header(&mail, "List-Unsubscribe-Post")?,
+        "List-Unsubscribe=One-Click"
+    );
+    let unsubscribes = tokens(&world, &list_unsubscribe, "u")?;
+    assert_eq!(
+        unsubscribes,
+        [TrackingAction::Unsubscribe {
+            workspace_id: world.workspace_id,
+            enrollment_id: enrollment,
+            message_id: first,
+        }]
+    );
+
+    // Both parts, personalised; the link goes through the tracker, the pixel is in the HTML.
+    let (text, html) = parts(&mail)?;
+    assert!(
+        text.contains("Hi Jane,") && html.contains("Hi Jane,"),
+        "{text}\n{html}"
+    );
+    assert!(
+        !html.contains("href=\"https://example.com/pricing"),
+        "{html}"
+    );
+    let clicks = tokens(&world, &html, "c")?;
+    assert_eq!(
+        clicks,
+        [TrackingAction::Click {
+            workspace_id: world.workspace_id,
+            enrollment_id: enrollment,
+            message_id: first,
+            url: "https://example.com/pricing?plan=pro".to_owned(),
+        }]
+    );
+    assert_eq!(tokens(&world, &text, "c")?.len(), 1, "{text}");
+    assert_eq!(tokens(&world, &html, "o")?.len(), 1, "one open pixel");
+    assert!(
+        !tokens(&world, &html, "u")?.is_empty(),
+        "an unsubscribe link in the body"
+    );
+
+    // The scheduler hears of it, keyed by enrollment.
+    let events = read_topic(&world.config.kafka, &world.topics.email_events, 1, WAIT).await?;
+    let event = events[0].payload_json()?;
+    assert_eq!(
+        events[0].key.as_deref(),
+        Some(enrollment.to_string().as_str())
+    );
+    assert_eq!(event["type"], "sent");
+    assert_eq!(event["payload"]["message_id"], first.to_string());
+    assert_eq!(event["payload"]["step_order"], 1);
+    assert_eq!(
+        event["payload"]["message_id_header"],
+        sent.message_id_header.clone().unwrap_or_default()
+    );
+
+    // The follow-up replies in the thread.
+    let second = world.queue(enrollment, 2).await?;
+    world.publish_job(second).await?;
+    let second_row = world.wait_for(second, &["sent"]).await?;
+    let emails = wait_received(&to, 2).await?;
+    let reply = emails
+        .iter()
+        .map(|raw| parse(raw))
+        .collect::<anyhow::Result<Vec<_>>>()?
+        .into_iter()
+        .find(|m| header(m, "Message-ID").ok() == second_row.message_id_header)
+        .ok_or_else(|| anyhow::anyhow!("the follow-up is not in the mailbox"))?;
+    let first_id = sent.message_id_header.clone().unwrap_or_default();
+    assert_eq!(header(&reply, "Subject")?, format!("Re: {subject}"));
+    assert_eq!(header(&reply, "In-Reply-To")?, first_id);
+    assert_eq!(header(&reply, "References")?, first_id);
+    let (text, _) = parts(&reply)?;
+    assert!(text.contains("Hi Jane, just following up."), "{text}");
+
+    worker.stop().await
+}
+
+#[tokio::test]
+async fn the_same_job_twice_sends_one_email() -> anyhow::Result<()> {
+    let world = World::new(greenmail_smtp()?, &[FIRST]).await?;
+    let to = contact_address();
+    let message = world.queue(world.enroll(&to, None).await?, 1).await?;
+    world.publish_job(message).await?;
+    world.publish_job(message).await?;
+    let worker = world.start_worker()?;
+    world.wait_for(message, &["sent"]).await?;
+    // Replayed after it was sent, and then a sentinel behind it on the same partition: once
+    // the sentinel is sent, the replay has been claimed and skipped.
+    world.publish_job(message).await?;
+    let sentinel_to = contact_address();
+    let sentinel = world
+        .queue(world.enroll(&sentinel_to, None).await?, 1)
+        .await?;
+    world.publish_job(sentinel).await?;
+    world.wait_for(sentinel, &["sent"]).await?;
+
+    assert_eq!(received(&to).await?.len(), 1, "one email for three jobs");
+    assert_eq!(world.message(message).await?.attempts, 1);
+    worker.stop().await
+}
+
+#[tokio::test]
+async fn a_subject_with_a_line_break_cannot_add_a_recipient() -> anyhow::Result<()> {
+    let evil = format!("x-{}@evil.test", Uuid::now_v7().simple());
+    let subject: &'static str =
+        Box::leak(format!("Hello\r\nBcc: {evil}\r\nX-Injected: yes").into_boxed_str());
+    let step = Step {
+        subject,
+        content: "Hi",
+        thread_with_previous: false,
+    };
+    let world = World::new(greenmail_smtp()?, &[step]).await?;
+    let to = contact_address();
+    let message = world.queue(world.enroll(&to, None).await?, 1).await?;
+    world.publish_job(message).await?;
+    let worker = world.start_worker()?;
+    world.wait_for(message, &["sent"]).await?;
+
+    let emails = wait_received(&to, 1).await?;
+    let mail = parse(&emails[0])?;
+    assert!(mail.headers.get_first_value("Bcc").is_none());
+    assert!(mail.headers.get_first_value("X-Injected").is_none());
+    assert!(!emails[0].contains("\r\nBcc:") && !emails[0].contains("\nBcc:"));
+    assert!(header(&mail, "Subject")?.starts_with("Hello"));
+    assert!(
+        received(&evil).await?.is_empty(),
+        "nothing reached the injected address"
+    );
+    worker.stop().await
+}

@@ -1,0 +1,145 @@
+//! What the worker does when the SMTP server says no, or says nothing: Postfix's smtp-sink
+//! with injected failures, then GreenMail once the server "recovers".
+
+use chrono::Utc;
+use domain::db::{dispatch, progress};
+use domain::testing::{count_records, read_topic};
+use uuid::Uuid;
+
+use crate::world::{SmtpSink, Step, WAIT, World, greenmail_smtp, wait_received};
+
+const STEP: Step = Step {
+    subject: "Hello",
+    content: "Hi {{first_name|there}}",
+    thread_with_previous: false,
+};
+
+fn contact_address() -> String {
+    format!("failing-{}@example.org", Uuid::now_v7().simple())
+}
+
+#[tokio::test]
+async fn a_4xx_asks_for_a_retry_and_the_retry_is_received_once() -> anyhow::Result<()> {
+    let sink = SmtpSink::start(&["-r", "rcpt"]).await?;
+    let world = World::new(sink.addr, &[STEP]).await?;
+    let to = contact_address();
+    let enrollment = world.enroll(&to, None).await?;
+    let message = world.queue(enrollment, 1).await?;
+    world.publish_job(message).await?;
+    let worker = world.start_worker()?;
+
+    // The scheduler is asked to retry attempt 1; the row waits for it, held by nobody.
+    let requests = read_topic(&world.config.kafka, &world.topics.email_retries, 1, WAIT).await?;
+    let request = requests[0].payload_json()?;
+    assert_eq!(request["type"], "retry");
+    assert_eq!(request["payload"]["message_id"], message.to_string());
+    assert_eq!(request["payload"]["attempt"], 1);
+    assert_eq!(
+        requests[0].key.as_deref(),
+        Some(world.mailbox_id.to_string().as_str())
+    );
+    let row = world.message(message).await?;
+    assert_eq!(row.status, "sending");
+    assert_eq!(row.worker_id, None);
+    assert!(
+        row.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("rcpt_to: 4")),
+        "{row:?}"
+    );
+    assert!(sink.received()?.is_empty(), "nothing was handed over");
+
+    // What the scheduler does with it: retry time, then a new attempt of the same row.
+    let mut conn = world.conn().await?;
+    assert!(progress::schedule_retry(&mut conn, message, 1, Utc::now(), "4xx").await?);
+    let due = dispatch::requeue_due_retries(&mut conn, Utc::now(), 10).await?;
+    assert_eq!(due.len(), 1);
+    // The server works again (the mailbox now points at GreenMail).
+    let greenmail = greenmail_smtp()?;
+    world
+        .exec(&format!(
+            "UPDATE mailboxes SET smtp_host = '{}', smtp_port = {} WHERE id = '{}'",
+            greenmail.ip(),
+            greenmail.port(),
+            world.mailbox_id
+        ))
+        .await?;
+    world.publish_job(message).await?;
+
+    let sent = world.wait_for(message, &["sent"]).await?;
+    assert_eq!(sent.attempts, 2, "the attempt is recorded");
+    assert_eq!(wait_received(&to, 1).await?.len(), 1);
+    worker.stop().await?;
+    sink.stop().await
+}
+
+#[tokio::test]
+async fn a_5xx_is_a_hard_bounce_and_never_retried() -> anyhow::Result<()> {
+    let sink = SmtpSink::start(&["-f", "rcpt"]).await?;
+    let world = World::new(sink.addr, &[STEP]).await?;
+    let enrollment = world.enroll(&contact_address(), None).await?;
+    let message = world.queue(enrollment, 1).await?;
+    world.publish_job(message).await?;
+    let worker = world.start_worker()?;
+
+    let bounced = world.wait_for(message, &["bounced"]).await?;
+    assert!(
+        bounced
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("rcpt_to: 5")),
+        "{bounced:?}"
+    );
+    let events = read_topic(&world.config.kafka, &world.topics.email_events, 1, WAIT).await?;
+    let event = events[0].payload_json()?;
+    assert_eq!(event["type"], "bounced");
+    assert_eq!(event["payload"]["hard"], true);
+    assert_eq!(event["payload"]["enrollment_id"], enrollment.to_string());
+    assert_eq!(
+        count_records(&world.config.kafka, &world.topics.email_retries).await?,
+        0,
+        "no retry requested"
+    );
+    assert!(sink.received()?.is_empty());
+    worker.stop().await?;
+    sink.stop().await
+}
+
+#[tokio::test]
+async fn no_reply_after_the_data_is_unknown_and_never_resent() -> anyhow::Result<()> {
+    let sink = SmtpSink::start(&["-q", "."]).await?;
+    let world = World::new(sink.addr, &[STEP]).await?;
+    let message = world
+        .queue(world.enroll(&contact_address(), None).await?, 1)
+        .await?;
+    world.publish_job(message).await?;
+    let worker = world.start_worker()?;
+
+    let unknown = world.wait_for(message, &["unknown"]).await?;
+    assert!(
+        unknown.last_error.as_deref().is_some_and(|e| !e.is_empty()),
+        "{unknown:?}"
+    );
+    assert_eq!(sink.received()?.len(), 1, "the server got the data once");
+
+    // Replayed, then a sentinel behind it on the same partition: once the sentinel is
+    // settled, the replay was claimed and skipped.
+    world.publish_job(message).await?;
+    let sentinel = world
+        .queue(world.enroll(&contact_address(), None).await?, 1)
+        .await?;
+    world.publish_job(sentinel).await?;
+    world.wait_for(sentinel, &["unknown"]).await?;
+    assert_eq!(
+        sink.received()?.len(),
+        2,
+        "the unknown message was not sent again"
+    );
+    assert_eq!(world.message(message).await?.status, "unknown");
+    assert_eq!(
+        count_records(&world.config.kafka, &world.topics.email_retries).await?,
+        0
+    );
+    worker.stop().await?;
+    sink.stop().await
+}

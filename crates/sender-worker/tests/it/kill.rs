@@ -1,0 +1,172 @@
+//! Two worker processes share 2,000 jobs; one is killed with SIGKILL mid-way. Every message
+//! must end sent, failed or unknown, and the SMTP server must hold no email twice.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::time::Duration;
+
+use domain::testing::poll_until;
+use secrecy::ExposeSecret;
+
+use crate::world::{SmtpSink, Step, World};
+
+const MESSAGES: i64 = 2_000;
+
+fn worker_process(world: &World) -> anyhow::Result<tokio::process::Child> {
+    let config = &world.config;
+    let settings = &config.sender_worker;
+    Ok(
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_sender-worker"))
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("SEQ_DATABASE__URL", config.database.url.expose_secret())
+            .env("SEQ_KAFKA__BROKERS", &config.kafka.brokers)
+            .env("SEQ_KAFKA__TOPIC_PREFIX", &config.kafka.topic_prefix)
+            .env("SEQ_KAFKA__PARTITIONS", config.kafka.partitions.to_string())
+            .env(
+                "SEQ_SECURITY__TRACKING_KEYS",
+                config.security.tracking_keys.expose_secret(),
+            )
+            .env(
+                "SEQ_SECURITY__ENCRYPTION_KEYS",
+                config.security.encryption_keys.expose_secret(),
+            )
+            .env("SEQ_SENDER_WORKER__ADMIN_BIND", "127.0.0.1:0")
+            .env(
+                "SEQ_SENDER_WORKER__CONNECT_TIMEOUT_MS",
+                settings.connect_timeout_ms.to_string(),
+            )
+            .env(
+                "SEQ_SENDER_WORKER__COMMAND_TIMEOUT_MS",
+                settings.command_timeout_ms.to_string(),
+            )
+            .env(
+                "SEQ_SENDER_WORKER__DATA_TIMEOUT_MS",
+                settings.data_timeout_ms.to_string(),
+            )
+            .env(
+                "SEQ_SENDER_WORKER__LEASE_SECONDS",
+                settings.lease_seconds.to_string(),
+            )
+            .env(
+                "SEQ_SENDER_WORKER__REAPER_INTERVAL_MS",
+                settings.reaper_interval_ms.to_string(),
+            )
+            .env("SEQ_SCHEDULER__OUTBOX_POLL_INTERVAL_MS", "50")
+            .env("SEQ_TELEMETRY__LOG_FORMAT", "pretty")
+            .env("SEQ_TELEMETRY__LOG_FILTER", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()?,
+    )
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_run_loses_nothing_and_duplicates_nothing() -> anyhow::Result<()> {
+    let sink = SmtpSink::start(&[]).await?;
+    let step = Step {
+        subject: "Hello {{first_name|there}}",
+        content: "Hi, this is message {Alpha|Beta|Gamma}.",
+        thread_with_previous: false,
+    };
+    let mut world = World::new(sink.addr, &[step]).await?;
+    // Enough partitions and mailboxes that both workers get a share of the jobs.
+    world.config.kafka.partitions = 4;
+    let topics_config = world.config.kafka.clone();
+    domain::kafka::ensure_topics(&topics_config, &world.topics.all()).await?;
+    let messages = world.enroll_many(MESSAGES, "kill", "example.net").await?;
+    world.spread_over_mailboxes(19).await?;
+
+    let mut doomed = worker_process(&world)?;
+    let mut survivor = worker_process(&world)?;
+    for chunk in messages.chunks(200) {
+        futures::future::try_join_all(chunk.iter().map(|id| world.publish_job(*id))).await?;
+    }
+
+    // Kill one worker once a few hundred emails are out, the rest still to go.
+    poll_until(Duration::from_secs(120), "300 messages sent", || async {
+        world
+            .count("SELECT count(*) AS n FROM messages WHERE status = 'sent'")
+            .await
+            .ok()
+            .filter(|n| *n >= 300)
+    })
+    .await?;
+    doomed.start_kill()?;
+    doomed.wait().await?;
+    let sent_at_kill = world
+        .count("SELECT count(*) AS n FROM messages WHERE status = 'sent'")
+        .await?;
+    assert!(
+        sent_at_kill < MESSAGES,
+        "the kill came too late to test anything"
+    );
+
+    // The survivor takes over the partitions, and the killed worker's claims run out.
+    poll_until(
+        Duration::from_secs(180),
+        "every message settled",
+        || async {
+            world
+                .count(
+                    "SELECT count(*) AS n FROM messages \
+                  WHERE status NOT IN ('sent', 'failed', 'unknown')",
+                )
+                .await
+                .ok()
+                .filter(|n| *n == 0)
+        },
+    )
+    .await?;
+    let workers = world
+        .count("SELECT count(DISTINCT worker_id) AS n FROM messages WHERE status = 'sent'")
+        .await?;
+    assert_eq!(workers, 2, "both workers sent some of the emails");
+    let sent = world
+        .count("SELECT count(*) AS n FROM messages WHERE status = 'sent'")
+        .await?;
+    let unknown = world
+        .count("SELECT count(*) AS n FROM messages WHERE status = 'unknown'")
+        .await?;
+    assert_eq!(
+        world
+            .count("SELECT count(*) AS n FROM messages WHERE status = 'failed'")
+            .await?,
+        0
+    );
+
+    // What the server holds: each Message-ID once; every sent message among them.
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for raw in sink.received()? {
+        let id = raw
+            .lines()
+            .find_map(|l| l.strip_prefix("Message-ID: "))
+            .ok_or_else(|| anyhow::anyhow!("a dumped email without Message-ID"))?
+            .trim()
+            .to_owned();
+        *seen.entry(id).or_default() += 1;
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "emails received twice: {twice:?}");
+    let missing: Vec<String> = world
+        .headers_with_status("sent")
+        .await?
+        .into_iter()
+        .filter(|id| !seen.contains_key(id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "sent but not on the server: {missing:?}"
+    );
+    let received = i64::try_from(seen.len())?;
+    assert!(
+        received >= sent && received <= sent + unknown,
+        "received {received}, sent {sent}, unknown {unknown}"
+    );
+
+    survivor.start_kill()?;
+    survivor.wait().await?;
+    sink.stop().await
+}

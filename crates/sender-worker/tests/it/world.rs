@@ -1,0 +1,478 @@
+//! A workspace with one mailbox, a sequence and enrolled contacts whose messages the
+//! scheduler would have queued, written straight to a test database; jobs are produced to
+//! `email-jobs` as the scheduler's relay would. Also the test mail servers: GreenMail (read
+//! back through its API) and Postfix's `smtp-sink` with injected failures.
+
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::fs::PermissionsExt as _;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use diesel::sql_types::{BigInt, Bool, Integer, Nullable, Text, Uuid as SqlUuid};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use domain::clock::SystemClock;
+use domain::config::Config;
+use domain::events::{EmailJob, SendJob};
+use domain::kafka::{Envelope, Producer, TopicNames, ensure_topics};
+use domain::testing::{TestDatabase, get_json, poll_until, test_config_for};
+use sender_worker::Application;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// A step of the test sequence.
+pub struct Step {
+    pub subject: &'static str,
+    pub content: &'static str,
+    pub thread_with_previous: bool,
+}
+
+pub struct World {
+    pub db: TestDatabase,
+    pub config: Config,
+    pub topics: TopicNames,
+    pub workspace_id: Uuid,
+    pub sequence_id: Uuid,
+    pub steps: Vec<Uuid>,
+    pub mailbox_id: Uuid,
+    pub mailbox_email: String,
+    producer: Producer,
+}
+
+impl World {
+    /// A mailbox sending through `smtp`, and an active sequence of `steps` with open, click
+    /// and unsubscribe-link tracking on.
+    pub async fn new(smtp: SocketAddr, steps: &[Step]) -> anyhow::Result<Self> {
+        let db = TestDatabase::create().await?;
+        let mut config = test_config_for(&db)?;
+        // Short enough for tests, consistent with the lease rule.
+        config.sender_worker.connect_timeout_ms = 3_000;
+        config.sender_worker.command_timeout_ms = 3_000;
+        config.sender_worker.data_timeout_ms = 3_000;
+        config.sender_worker.lease_seconds = 20;
+        config.sender_worker.reaper_interval_ms = 500;
+        config.scheduler.outbox_poll_interval_ms = 50;
+        config.tracker.public_url = "https://track.test".to_owned();
+        let topics = TopicNames::from_config(&config.kafka);
+        ensure_topics(&config.kafka, &topics.all()).await?;
+        let mut conn = db.connect().await?;
+
+        let workspace_id = Uuid::now_v7();
+        diesel::sql_query("INSERT INTO workspaces (id, name) VALUES ($1, 'test')")
+            .bind::<SqlUuid, _>(workspace_id)
+            .execute(&mut conn)
+            .await?;
+        let sequence_id = Uuid::now_v7();
+        diesel::sql_query(
+            "INSERT INTO sequences (id, workspace_id, name, status, open_tracking_enabled, \
+                                    click_tracking_enabled, unsubscribe_link) \
+             VALUES ($1, $2, 'test', 'active', true, true, true)",
+        )
+        .bind::<SqlUuid, _>(sequence_id)
+        .bind::<SqlUuid, _>(workspace_id)
+        .execute(&mut conn)
+        .await?;
+        let mut step_ids = Vec::new();
+        for (index, step) in steps.iter().enumerate() {
+            let id = Uuid::now_v7();
+            diesel::sql_query(
+                "INSERT INTO steps (id, sequence_id, step_order, subject, content, \
+                                    thread_with_previous) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind::<SqlUuid, _>(id)
+            .bind::<SqlUuid, _>(sequence_id)
+            .bind::<Integer, _>(i32::try_from(index)? + 1)
+            .bind::<Text, _>(step.subject)
+            .bind::<Text, _>(step.content)
+            .bind::<Bool, _>(step.thread_with_previous)
+            .execute(&mut conn)
+            .await?;
+            step_ids.push(id);
+        }
+        let mailbox_id = Uuid::now_v7();
+        let mailbox_email = format!("sales-{}@acme.test", mailbox_id.simple());
+        diesel::sql_query(
+            "INSERT INTO mailboxes (id, workspace_id, email, display_name, smtp_host, smtp_port, \
+                                    smtp_security, daily_limit, min_interval_seconds, \
+                                    max_jitter_seconds) \
+             VALUES ($1, $2, $3, 'Ana from Acme', $4, $5, 'none', 10000, 0, 0)",
+        )
+        .bind::<SqlUuid, _>(mailbox_id)
+        .bind::<SqlUuid, _>(workspace_id)
+        .bind::<Text, _>(&mailbox_email)
+        .bind::<Text, _>(smtp.ip().to_string())
+        .bind::<Integer, _>(i32::from(smtp.port()))
+        .execute(&mut conn)
+        .await?;
+        Ok(Self {
+            producer: Producer::new(&config.kafka)?,
+            db,
+            config,
+            topics,
+            workspace_id,
+            sequence_id,
+            steps: step_ids,
+            mailbox_id,
+            mailbox_email,
+        })
+    }
+
+    pub async fn conn(&self) -> anyhow::Result<AsyncPgConnection> {
+        self.db.connect().await
+    }
+
+    /// Enrolls a contact (at step 1); returns the enrollment id.
+    pub async fn enroll(&self, email: &str, first_name: Option<&str>) -> anyhow::Result<Uuid> {
+        let contact_id = Uuid::now_v7();
+        let mut conn = self.conn().await?;
+        diesel::sql_query(
+            "INSERT INTO contacts (id, workspace_id, email, first_name, company) \
+             VALUES ($1, $2, $3, $4, 'Initech')",
+        )
+        .bind::<SqlUuid, _>(contact_id)
+        .bind::<SqlUuid, _>(self.workspace_id)
+        .bind::<Text, _>(email)
+        .bind::<Nullable<Text>, _>(first_name)
+        .execute(&mut conn)
+        .await?;
+        let enrollment_id = Uuid::now_v7();
+        diesel::sql_query(
+            "INSERT INTO enrollments (id, workspace_id, sequence_id, contact_id, current_step, \
+                                      mailbox_id) VALUES ($1, $2, $3, $4, 1, $5)",
+        )
+        .bind::<SqlUuid, _>(enrollment_id)
+        .bind::<SqlUuid, _>(self.workspace_id)
+        .bind::<SqlUuid, _>(self.sequence_id)
+        .bind::<SqlUuid, _>(contact_id)
+        .bind::<SqlUuid, _>(self.mailbox_id)
+        .execute(&mut conn)
+        .await?;
+        Ok(enrollment_id)
+    }
+
+    /// Enrolls `n` contacts at addresses `{local}+{i}@{domain}` in one statement; returns the
+    /// queued messages of their first step.
+    pub async fn enroll_many(
+        &self,
+        n: i64,
+        local: &str,
+        domain: &str,
+    ) -> anyhow::Result<Vec<Uuid>> {
+        #[derive(diesel::QueryableByName)]
+        struct Id {
+            #[diesel(sql_type = SqlUuid)]
+            id: Uuid,
+        }
+        let ids: Vec<Id> = diesel::sql_query(
+            "WITH c AS ( \
+                INSERT INTO contacts (id, workspace_id, email) \
+                SELECT gen_random_uuid(), $1, $3 || '+' || g || '@' || $4 \
+                  FROM generate_series(1, $2) g RETURNING id), \
+             e AS ( \
+                INSERT INTO enrollments (id, workspace_id, sequence_id, contact_id, \
+                                         current_step, mailbox_id) \
+                SELECT gen_random_uuid(), $1, $5, c.id, 1, $6 FROM c RETURNING id, contact_id), \
+             m AS (SELECT gen_random_uuid() AS id, e.id AS enrollment_id, e.contact_id FROM e) \
+             INSERT INTO messages (id, workspace_id, enrollment_id, step_id, step_order, \
+                                   contact_id, mailbox_id, status, attempts, message_id_header, \
+                                   scheduled_at) \
+             SELECT m.id, $1, m.enrollment_id, $7, 1, m.contact_id, $6, 'queued', 1, \
+                    '<' || m.id || '@acme.test>', now() \
+               FROM m \
+             RETURNING id",
+        )
+        .bind::<SqlUuid, _>(self.workspace_id)
+        .bind::<BigInt, _>(n)
+        .bind::<Text, _>(local)
+        .bind::<Text, _>(domain)
+        .bind::<SqlUuid, _>(self.sequence_id)
+        .bind::<SqlUuid, _>(self.mailbox_id)
+        .bind::<SqlUuid, _>(self.steps[0])
+        .load(&mut self.conn().await?)
+        .await?;
+        Ok(ids.into_iter().map(|i| i.id).collect())
+    }
+
+    /// Queues the message of `step` (1-based) for `enrollment_id`, as a dispatch would.
+    pub async fn queue(&self, enrollment_id: Uuid, step: usize) -> anyhow::Result<Uuid> {
+        let id = Uuid::now_v7();
+        diesel::sql_query(
+            "INSERT INTO messages (id, workspace_id, enrollment_id, step_id, step_order, \
+                                   contact_id, mailbox_id, status, attempts, \
+                                   message_id_header, scheduled_at) \
+             SELECT $1, e.workspace_id, e.id, $3, $4, e.contact_id, $5, 'queued', 1, $6, now() \
+               FROM enrollments e WHERE e.id = $2",
+        )
+        .bind::<SqlUuid, _>(id)
+        .bind::<SqlUuid, _>(enrollment_id)
+        .bind::<SqlUuid, _>(self.steps[step - 1])
+        .bind::<Integer, _>(i32::try_from(step)?)
+        .bind::<SqlUuid, _>(self.mailbox_id)
+        .bind::<Text, _>(format!("<{id}@acme.test>"))
+        .execute(&mut self.conn().await?)
+        .await?;
+        Ok(id)
+    }
+
+    /// Produces the job of `message_id` (attempt from the row) on `email-jobs`.
+    pub async fn publish_job(&self, message_id: Uuid) -> anyhow::Result<()> {
+        let row = self.message(message_id).await?;
+        let job = Envelope::new(
+            self.workspace_id,
+            EmailJob::Send(SendJob {
+                message_id,
+                enrollment_id: row.enrollment_id,
+                mailbox_id: row.mailbox_id,
+                attempt: u32::try_from(row.attempts)?,
+            }),
+        );
+        self.producer
+            .send(&self.topics.email_jobs, &row.mailbox_id.to_string(), &job)
+            .await?;
+        Ok(())
+    }
+
+    /// Adds `n` mailboxes like the first (same server) and spreads the queued messages of
+    /// step 1 over all of them; returns the new mailboxes.
+    pub async fn spread_over_mailboxes(&self, n: usize) -> anyhow::Result<Vec<Uuid>> {
+        let mut added = Vec::new();
+        for _ in 0..n {
+            let id = Uuid::now_v7();
+            diesel::sql_query(
+                "INSERT INTO mailboxes (id, workspace_id, email, display_name, smtp_host, \
+                                        smtp_port, smtp_security, daily_limit, \
+                                        min_interval_seconds, max_jitter_seconds) \
+                 SELECT $1, workspace_id, 'sales-' || $1 || '@acme.test', display_name, \
+                        smtp_host, smtp_port, smtp_security, daily_limit, 0, 0 \
+                   FROM mailboxes WHERE id = $2",
+            )
+            .bind::<SqlUuid, _>(id)
+            .bind::<SqlUuid, _>(self.mailbox_id)
+            .execute(&mut self.conn().await?)
+            .await?;
+            added.push(id);
+        }
+        let mut all = vec![self.mailbox_id];
+        all.extend(&added);
+        diesel::sql_query(
+            "UPDATE messages m SET mailbox_id = ($1::uuid[])[1 + n.i % cardinality($1::uuid[])] \
+               FROM (SELECT id, row_number() OVER (ORDER BY id) AS i FROM messages) n \
+              WHERE n.id = m.id",
+        )
+        .bind::<diesel::sql_types::Array<SqlUuid>, _>(all)
+        .execute(&mut self.conn().await?)
+        .await?;
+        Ok(added)
+    }
+
+    pub async fn message(&self, id: Uuid) -> anyhow::Result<MessageRow> {
+        Ok(diesel::sql_query(
+            "SELECT enrollment_id, mailbox_id, status, attempts, smtp_response, last_error, \
+                    subject, worker_id, message_id_header FROM messages WHERE id = $1",
+        )
+        .bind::<SqlUuid, _>(id)
+        .get_result(&mut self.conn().await?)
+        .await?)
+    }
+
+    /// Waits until the message's status is one of `statuses`.
+    pub async fn wait_for(&self, id: Uuid, statuses: &[&str]) -> anyhow::Result<MessageRow> {
+        poll_until(
+            WAIT,
+            &format!("message {id} to be {statuses:?}"),
+            || async {
+                self.message(id)
+                    .await
+                    .ok()
+                    .filter(|m| statuses.contains(&m.status.as_str()))
+            },
+        )
+        .await
+    }
+
+    /// The Message-IDs of the messages in `status`.
+    pub async fn headers_with_status(&self, status: &str) -> anyhow::Result<Vec<String>> {
+        #[derive(diesel::QueryableByName)]
+        struct Header {
+            #[diesel(sql_type = Text)]
+            message_id_header: String,
+        }
+        let rows: Vec<Header> = diesel::sql_query(
+            "SELECT message_id_header FROM messages \
+              WHERE status = $1 AND message_id_header IS NOT NULL",
+        )
+        .bind::<Text, _>(status)
+        .load(&mut self.conn().await?)
+        .await?;
+        Ok(rows.into_iter().map(|r| r.message_id_header).collect())
+    }
+
+    pub async fn count(&self, sql: &str) -> anyhow::Result<i64> {
+        #[derive(diesel::QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+        }
+        let row: Count = diesel::sql_query(sql)
+            .get_result(&mut self.conn().await?)
+            .await?;
+        Ok(row.n)
+    }
+
+    pub async fn exec(&self, sql: &str) -> anyhow::Result<usize> {
+        Ok(diesel::sql_query(sql)
+            .execute(&mut self.conn().await?)
+            .await?)
+    }
+
+    /// Runs a sender worker in this process.
+    pub fn start_worker(&self) -> anyhow::Result<RunningWorker> {
+        let app = Application::build_with(
+            self.config.clone(),
+            TcpListener::bind("127.0.0.1:0")?,
+            Arc::new(SystemClock),
+        )?;
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        Ok(RunningWorker { shutdown, handle })
+    }
+}
+
+pub struct RunningWorker {
+    shutdown: CancellationToken,
+    handle: JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningWorker {
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.handle.await?
+    }
+}
+
+#[derive(Debug, Clone, diesel::QueryableByName)]
+pub struct MessageRow {
+    #[diesel(sql_type = SqlUuid)]
+    pub enrollment_id: Uuid,
+    #[diesel(sql_type = SqlUuid)]
+    pub mailbox_id: Uuid,
+    #[diesel(sql_type = Text)]
+    pub status: String,
+    #[diesel(sql_type = Integer)]
+    pub attempts: i32,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub smtp_response: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub last_error: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub subject: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub worker_id: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub message_id_header: Option<String>,
+}
+
+/// GreenMail's SMTP address (from `cargo xtask test`).
+pub fn greenmail_smtp() -> anyhow::Result<SocketAddr> {
+    let addr = std::env::var("SEQ_TEST_SMTP_ADDR")
+        .map_err(|_| anyhow::anyhow!("SEQ_TEST_SMTP_ADDR is not set; run `cargo xtask test`"))?;
+    Ok(addr.parse()?)
+}
+
+/// The raw emails GreenMail holds for `address`, oldest first.
+pub async fn received(address: &str) -> anyhow::Result<Vec<String>> {
+    let api = std::env::var("SEQ_TEST_MAIL_API")
+        .map_err(|_| anyhow::anyhow!("SEQ_TEST_MAIL_API is not set; run `cargo xtask test`"))?;
+    let (status, body) = get_json(&format!("{api}/api/user/{address}/messages/INBOX")).await?;
+    // GreenMail knows a user once something was delivered to it.
+    let unknown_user = body["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("not found"));
+    if status == 404 || (status == 400 && unknown_user) {
+        return Ok(Vec::new());
+    }
+    anyhow::ensure!(status == 200, "GreenMail answered {status}: {body}");
+    Ok(body
+        .as_array()
+        .map(|messages| {
+            messages
+                .iter()
+                .filter_map(|m| m["mimeMessage"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// Waits until GreenMail holds `n` emails for `address`.
+pub async fn wait_received(address: &str, n: usize) -> anyhow::Result<Vec<String>> {
+    poll_until(WAIT, &format!("{n} emails for {address}"), || async {
+        received(address).await.ok().filter(|all| all.len() >= n)
+    })
+    .await
+}
+
+/// Postfix's `smtp-sink` on a free port, failing as its `options` say (`-r rcpt`: a 4xx to
+/// RCPT TO; `-f rcpt`: a 5xx; `-q .`: hang up after the data instead of replying), keeping
+/// each email it receives as a file in a directory of its own.
+pub struct SmtpSink {
+    pub addr: SocketAddr,
+    dumps: tempfile::TempDir,
+    child: tokio::process::Child,
+}
+
+impl SmtpSink {
+    pub async fn start(options: &[&str]) -> anyhow::Result<Self> {
+        let program = std::env::var("SEQ_TEST_SMTP_SINK").map_err(|_| {
+            anyhow::anyhow!("SEQ_TEST_SMTP_SINK is not set; run `cargo xtask test`")
+        })?;
+        let dumps = tempfile::tempdir()?;
+        // smtp-sink drops root privileges to `nobody`, who must be able to write the dumps.
+        std::fs::set_permissions(dumps.path(), std::fs::Permissions::from_mode(0o777))?;
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let mut command = tokio::process::Command::new(program);
+        if is_root() {
+            command.args(["-u", "nobody"]);
+        }
+        let child = command
+            .args(options)
+            .arg("-d")
+            .arg(dumps.path().join("%M."))
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("100")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        poll_until(Duration::from_secs(10), "smtp-sink to listen", || async {
+            tokio::net::TcpStream::connect(addr).await.ok()
+        })
+        .await?;
+        Ok(Self { addr, dumps, child })
+    }
+
+    /// The emails received so far (including any whose reply was never sent).
+    pub fn received(&self) -> anyhow::Result<Vec<String>> {
+        let mut all = Vec::new();
+        for entry in std::fs::read_dir(self.dumps.path())? {
+            all.push(std::fs::read_to_string(entry?.path())?);
+        }
+        Ok(all)
+    }
+
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.child.kill().await?;
+        Ok(())
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find(|l| l.starts_with("Uid:"))
+            .is_some_and(|l| l.split_whitespace().nth(1) == Some("0"))
+    })
+}

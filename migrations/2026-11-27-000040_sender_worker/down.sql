@@ -1,0 +1,1 @@
+DROP INDEX messages_sending_lease_idx;
