@@ -16,9 +16,9 @@ use uuid::Uuid;
 #[derive(Debug, Clone)]
 pub enum Act {
     /// Replies with these lines (CRLF added).
-    Reply(&'static str),
+    Reply(String),
     /// Replies, then closes the connection.
-    ReplyAndClose(&'static str),
+    ReplyAndClose(String),
     /// Closes the connection without a reply.
     Close,
     /// Never replies again; reads until the client goes away.
@@ -48,6 +48,12 @@ pub struct FakeSmtp {
 impl Drop for FakeSmtp {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+impl Act {
+    pub fn reply(text: &str) -> Self {
+        Act::Reply(text.to_owned())
     }
 }
 
@@ -132,7 +138,7 @@ async fn serve(stream: TcpStream, number: usize, state: &State, script: &Script)
     let (read, mut write) = stream.into_split();
     let mut read = BufReader::new(read);
     let act = |event: &str, line: &str, default: &'static str| {
-        script(number, event, line).unwrap_or(Act::Reply(default))
+        script(number, event, line).unwrap_or_else(|| Act::reply(default))
     };
     let mut step = act("GREETING", "", "220 fake.test ESMTP");
     let mut event = String::from("GREETING");

@@ -52,7 +52,7 @@ fn at(event: &'static str, act: Act) -> impl Fn(usize, &str, &str) -> Option<Act
 #[tokio::test]
 async fn an_accepted_email_arrives_dot_stuffing_undone() -> anyhow::Result<()> {
     let (outcome, server) =
-        outcome_with(at("DOT", Act::Reply("250 2.0.0 Ok: queued as ABC"))).await?;
+        outcome_with(at("DOT", Act::reply("250 2.0.0 Ok: queued as ABC"))).await?;
     assert_eq!(
         outcome,
         SendOutcome::Accepted {
@@ -82,7 +82,7 @@ async fn an_accepted_email_arrives_dot_stuffing_undone() -> anyhow::Result<()> {
 async fn a_4xx_at_rcpt_is_transient_and_the_connection_is_not_reused() -> anyhow::Result<()> {
     for reply in ["451 4.7.1 greylisted, try later", "421 4.3.2 shutting down"] {
         let server =
-            FakeSmtp::start(move |n, e, _| (n == 0 && e == "RCPT").then_some(Act::Reply(reply)))
+            FakeSmtp::start(move |n, e, _| (n == 0 && e == "RCPT").then_some(Act::reply(reply)))
                 .await?;
         let pools = Pools::new(settings());
         let mailbox = server.mailbox();
@@ -110,7 +110,7 @@ async fn a_4xx_at_rcpt_is_transient_and_the_connection_is_not_reused() -> anyhow
 
 #[tokio::test]
 async fn a_550_at_rcpt_is_permanent() -> anyhow::Result<()> {
-    let (outcome, server) = outcome_with(at("RCPT", Act::Reply("550 5.1.1 no such user"))).await?;
+    let (outcome, server) = outcome_with(at("RCPT", Act::reply("550 5.1.1 no such user"))).await?;
     assert_eq!(
         outcome,
         SendOutcome::Permanent {
@@ -125,7 +125,7 @@ async fn a_550_at_rcpt_is_permanent() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn replies_after_the_dot_are_classified_at_after_data() -> anyhow::Result<()> {
-    let (outcome, _server) = outcome_with(at("DOT", Act::Reply("451 4.3.0 try again"))).await?;
+    let (outcome, _server) = outcome_with(at("DOT", Act::reply("451 4.3.0 try again"))).await?;
     assert_eq!(
         outcome,
         SendOutcome::Transient {
@@ -135,7 +135,7 @@ async fn replies_after_the_dot_are_classified_at_after_data() -> anyhow::Result<
         }
     );
     let (outcome, _server) =
-        outcome_with(at("DOT", Act::Reply("554 5.7.1 rejected as spam"))).await?;
+        outcome_with(at("DOT", Act::reply("554 5.7.1 rejected as spam"))).await?;
     assert_eq!(
         outcome,
         SendOutcome::Permanent {
@@ -203,11 +203,7 @@ async fn a_dropped_connection_before_the_message_is_transient_and_not_retried() 
 async fn a_rejected_login_is_permanent_at_auth_without_the_password() -> anyhow::Result<()> {
     // The server echoes the client's AUTH line, credentials included.
     let server = FakeSmtp::start(|_, event, line| {
-        (event == "AUTH").then(|| {
-            let echoed: &'static str =
-                Box::leak(format!("535 5.7.8 bad credentials: {line}").into_boxed_str());
-            Act::Reply(echoed)
-        })
+        (event == "AUTH").then(|| Act::Reply(format!("535 5.7.8 bad credentials: {line}")))
     })
     .await?;
     let pools = Pools::new(settings());
@@ -372,7 +368,7 @@ async fn concurrent_sends_respect_connections_per_mailbox() -> anyhow::Result<()
 async fn a_pooled_connection_closed_by_the_server_is_retried_once() -> anyhow::Result<()> {
     // The first connection hangs up right after accepting its email.
     let server = FakeSmtp::start(|n, e, _| {
-        (n == 0 && e == "DOT").then_some(Act::ReplyAndClose("250 2.0.0 queued"))
+        (n == 0 && e == "DOT").then_some(Act::ReplyAndClose("250 2.0.0 queued".into()))
     })
     .await?;
     let pools = Pools::new(settings());
@@ -432,5 +428,42 @@ async fn idle_connections_are_closed_after_the_idle_timeout() -> anyhow::Result<
     )
     .await?;
     assert_eq!(pools.idle_connections(), 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_4xx_greeting_is_transient_at_connect() -> anyhow::Result<()> {
+    let (outcome, _server) = outcome_with(at("GREETING", Act::reply("421 4.3.2 too busy"))).await?;
+    assert_eq!(
+        outcome,
+        SendOutcome::Transient {
+            stage: Stage::Connect,
+            code: Some(421),
+            reply: "421 4.3.2 too busy".into()
+        }
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn data_not_answered_with_354_sends_no_message() -> anyhow::Result<()> {
+    let (outcome, server) = outcome_with(at("DATA", Act::reply("250 2.0.0 ok"))).await?;
+    assert!(
+        matches!(
+            outcome,
+            SendOutcome::Transient {
+                stage: Stage::Data,
+                code: None,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    assert!(server.messages().is_empty());
+    let commands = server.commands();
+    assert!(
+        !commands.iter().any(|(_, c)| c.starts_with("From:")),
+        "{commands:?}"
+    );
     Ok(())
 }
