@@ -9,7 +9,7 @@ use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
-use lettre::transport::smtp::response::Response;
+use lettre::transport::smtp::response::{Response, Severity};
 use secrecy::ExposeSecret;
 use tokio::time::Instant;
 
@@ -145,24 +145,47 @@ pub(crate) async fn deliver(
     let budget = settings.command_timeout;
     let mail = Mail::new(envelope.from().cloned(), parameters);
     let deadline = Instant::now() + budget;
-    step(Stage::MailFrom, deadline, budget, connection.command(mail)).await?;
+    let reply = step(Stage::MailFrom, deadline, budget, connection.command(mail)).await?;
+    expect(Stage::MailFrom, &reply, Severity::PositiveCompletion)?;
     for recipient in envelope.to() {
         let rcpt = Rcpt::new(recipient.clone(), Vec::new());
         let deadline = Instant::now() + budget;
-        step(Stage::RcptTo, deadline, budget, connection.command(rcpt)).await?;
+        let reply = step(Stage::RcptTo, deadline, budget, connection.command(rcpt)).await?;
+        expect(Stage::RcptTo, &reply, Severity::PositiveCompletion)?;
     }
     let deadline = Instant::now() + budget;
-    step(Stage::Data, deadline, budget, connection.command(Data)).await?;
+    let reply = step(Stage::Data, deadline, budget, connection.command(Data)).await?;
+    // Anything but 354 means the server is not reading a message: sending it would have its
+    // lines taken as commands.
+    expect(Stage::Data, &reply, Severity::PositiveIntermediate)?;
 
     let budget = settings.data_timeout;
     let deadline = Instant::now() + budget;
-    step(
+    let reply = step(
         Stage::AfterData,
         deadline,
         budget,
         connection.message(message),
     )
-    .await
+    .await?;
+    expect(Stage::AfterData, &reply, Severity::PositiveCompletion)?;
+    Ok(reply)
+}
+
+/// lettre takes any 2xx or 3xx reply as success; each step expects one of them.
+fn expect(stage: Stage, reply: &Response, severity: Severity) -> Result<(), Failure> {
+    if reply.code().severity == severity {
+        return Ok(());
+    }
+    let lines: Vec<&str> = reply.message().collect();
+    Err(Failure::new(
+        stage,
+        Cause::Broken(format!(
+            "unexpected reply {} {}",
+            reply.code(),
+            lines.join(" ")
+        )),
+    ))
 }
 
 /// Says QUIT (bounded by the command timeout) and closes the connection.

@@ -1,8 +1,12 @@
 //! Integration tests of the sender-worker service against real PostgreSQL, Kafka and SMTP
-//! servers (GreenMail, Postfix's smtp-sink).
+//! servers (GreenMail, Postfix's smtp-sink), and against a scripted fake SMTP server for the
+//! exact failure stages of the connection pools.
 
 mod delivery;
 mod failures;
+mod fake_smtp;
 mod health;
 mod kill;
+mod smtp_greenmail;
+mod smtp_pools;
 mod world;
