@@ -10,6 +10,7 @@ use domain::service::admin::{admin_server, bind, run_until_cancelled};
 use tokio_util::sync::CancellationToken;
 
 pub mod compose;
+pub mod dkim;
 
 pub struct Application {
     base: ServiceBase,
