@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 
 use crate::infra::{self, Component, Infra};
 use crate::paths::Paths;
-use crate::{cargo, postgres, process};
+use crate::{apt, cargo, postgres, process};
 
 const LEFT_RUNNING: &str = "infrastructure left running; `cargo xtask down` stops it";
 
@@ -33,16 +33,61 @@ pub fn test(paths: &Paths, args: &[String]) -> Result<ExitCode> {
     {
         postgres::drop_test_databases(url)?;
     }
-    let code = cargo_with_env(paths, &infra, "test", args)?;
+    let code = cargo_with_env(paths, &infra, "test", args, &[])?;
     eprintln!("{LEFT_RUNNING}");
     Ok(code)
 }
 
+/// Where Debian's `postfix` package puts Postfix's SMTP test server.
+const SMTP_SINK: &str = "/usr/sbin/smtp-sink";
+
 pub fn bench(paths: &Paths, args: &[String]) -> Result<ExitCode> {
+    let mut extra = Vec::new();
+    if runs_package(args, "sender-worker") {
+        extra.push(("SEQ_BENCH_SMTP_SINK", smtp_sink()?));
+    }
     let infra = provision_for_tests(paths)?;
-    let code = cargo_with_env(paths, &infra, "bench", args)?;
+    let code = cargo_with_env(paths, &infra, "bench", args, &extra)?;
     eprintln!("{LEFT_RUNNING}");
     Ok(code)
+}
+
+/// Postfix's `smtp-sink`, which the sender-worker benchmark sends to (it starts the sink
+/// itself), installed with the `postfix` package when missing. Installing postfix needs no
+/// running mail system; apt::install answers debconf non-interactively.
+fn smtp_sink() -> Result<String> {
+    apt::ensure(
+        &["postfix"],
+        "the sender-worker benchmark's SMTP sink (smtp-sink)",
+    )?;
+    if std::path::Path::new(SMTP_SINK).is_file() {
+        return Ok(SMTP_SINK.to_owned());
+    }
+    // Not Debian-like (no dpkg): wherever the system's Postfix put it.
+    process::require_program("smtp-sink", "install Postfix, which ships smtp-sink")
+        .map(|path| path.display().to_string())
+}
+
+/// Whether cargo run with `args` covers `package`: named with `-p`/`--package`, or the whole
+/// workspace when no package is named.
+fn runs_package(args: &[String], package: &str) -> bool {
+    let cargo_args = args.iter().take_while(|a| *a != "--");
+    let mut named = Vec::new();
+    let mut next_is_package = false;
+    for arg in cargo_args {
+        if next_is_package {
+            named.push(arg.as_str());
+            next_is_package = false;
+        } else if arg == "-p" || arg == "--package" {
+            next_is_package = true;
+        } else if let Some(name) = arg
+            .strip_prefix("--package=")
+            .or_else(|| arg.strip_prefix("-p").filter(|rest| !rest.is_empty()))
+        {
+            named.push(name);
+        }
+    }
+    named.is_empty() || named.contains(&package)
 }
 
 /// Everything tests and benchmarks use, including what a private Kafka broker needs.
@@ -94,7 +139,13 @@ pub fn openapi(paths: &Paths, args: &[String]) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn cargo_with_env(paths: &Paths, infra: &Infra, verb: &str, args: &[String]) -> Result<ExitCode> {
+fn cargo_with_env(
+    paths: &Paths,
+    infra: &Infra,
+    verb: &str,
+    args: &[String],
+    extra_env: &[(&str, String)],
+) -> Result<ExitCode> {
     let mut cmd = cargo::command(paths);
     cmd.arg(verb);
     // `-p NAME` narrows the run; otherwise the whole workspace.
@@ -102,6 +153,7 @@ fn cargo_with_env(paths: &Paths, infra: &Infra, verb: &str, args: &[String]) -> 
         cmd.arg("--workspace");
     }
     cmd.args(args).envs(infra.test_env());
+    cmd.envs(extra_env.iter().map(|(name, value)| (*name, value)));
     status_of(&mut cmd)
 }
 
@@ -128,7 +180,37 @@ fn shell_quote(value: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::shell_quote;
+    use super::{runs_package, shell_quote};
+
+    fn runs_sender_worker(args: &[&str]) -> bool {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        runs_package(&args, "sender-worker")
+    }
+
+    #[test]
+    fn a_bench_runs_the_named_packages_or_the_whole_workspace() {
+        assert!(runs_sender_worker(&[]));
+        assert!(runs_sender_worker(&["--", "--quick"]));
+        assert!(runs_sender_worker(&["-p", "sender-worker"]));
+        assert!(runs_sender_worker(&[
+            "-p",
+            "api",
+            "--package",
+            "sender-worker"
+        ]));
+        assert!(runs_sender_worker(&["--package=sender-worker"]));
+        assert!(runs_sender_worker(&["-psender-worker", "--bench", "send"]));
+        assert!(!runs_sender_worker(&["-p", "api"]));
+        assert!(!runs_sender_worker(&["--package=scheduler"]));
+        // After `--` the arguments belong to the bench binary, not to cargo.
+        assert!(!runs_sender_worker(&[
+            "-p",
+            "api",
+            "--",
+            "-p",
+            "sender-worker"
+        ]));
+    }
 
     #[test]
     fn quotes_only_when_needed() {

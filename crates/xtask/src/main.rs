@@ -59,7 +59,8 @@ enum Cmd {
         #[arg(long)]
         all: bool,
     },
-    /// Run `cargo bench --workspace ARGS...` against the local infrastructure.
+    /// Run `cargo bench --workspace ARGS...` against the local infrastructure; a bench of the
+    /// sender-worker also gets Postfix's smtp-sink, installed if missing, in SEQ_BENCH_SMTP_SINK.
     Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,

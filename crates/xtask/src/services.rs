@@ -68,6 +68,10 @@ pub fn env(
             format!("1:{}", dev_secret(paths, "dev-encryption-key")?),
         ),
         (
+            "SEQ_SECURITY__TRACKING_KEYS",
+            dev_secret(paths, "dev-tracking-key")?,
+        ),
+        (
             "SEQ_API__ADMIN_TOKEN",
             dev_secret(paths, "dev-admin-token")?,
         ),
@@ -81,6 +85,7 @@ pub fn env(
 
 /// 32 random bytes (base64) made once per checkout and kept under target/local (mode 600):
 /// the development encryption key, so mailboxes stored by one `up` still decrypt in the next,
+/// the development tracking key, so links in emails sent by one `up` still work in the next,
 /// and the development admin token.
 pub fn dev_secret(paths: &Paths, name: &str) -> Result<String> {
     use std::io::Read;
@@ -93,7 +98,7 @@ pub fn dev_secret(paths: &Paths, name: &str) -> Result<String> {
     let mut bytes = [0u8; 32];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
-        .context("reading /dev/urandom for a development encryption key")?;
+        .with_context(|| format!("reading /dev/urandom for the development secret {name}"))?;
     let key = base64::engine::general_purpose::STANDARD.encode(bytes);
     let mut out = std::fs::OpenOptions::new()
         .write(true)
@@ -221,5 +226,65 @@ pub fn stop_all(paths: &Paths, report_idle: bool) {
             Ok(None) => {}
             Err(e) => eprintln!("warning: could not stop {}: {e:#}", service.name),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use base64::Engine as _;
+
+    use super::*;
+
+    fn paths(dir: &Path) -> Paths {
+        Paths {
+            root: dir.to_path_buf(),
+            local: dir.join("local"),
+            logs: dir.join("logs"),
+            run: dir.join("run"),
+            cache: dir.join("cache"),
+        }
+    }
+
+    fn value<'a>(env: &'a [(&str, String)], name: &str) -> &'a str {
+        env.iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value.as_str())
+            .unwrap_or_else(|| panic!("{name} is not set"))
+    }
+
+    fn decoded_len(value: &str) -> usize {
+        base64::engine::general_purpose::STANDARD
+            .decode(value)
+            .unwrap_or_else(|e| panic!("{value:?}: {e}"))
+            .len()
+    }
+
+    #[test]
+    fn services_get_development_keys_kept_across_runs() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let paths = paths(dir.path());
+        std::fs::create_dir_all(&paths.local)?;
+
+        let first = env(&paths, "postgres://db", "localhost:9092")?;
+        let encryption = value(&first, "SEQ_SECURITY__ENCRYPTION_KEYS");
+        let tracking = value(&first, "SEQ_SECURITY__TRACKING_KEYS");
+        let encryption_key = encryption.strip_prefix("1:").unwrap_or_default();
+        assert_eq!(decoded_len(encryption_key), 32);
+        assert_eq!(decoded_len(tracking), 32);
+        assert_ne!(encryption_key, tracking);
+
+        let file = paths.local.join("dev-tracking-key");
+        assert_eq!(std::fs::read_to_string(&file)?, tracking);
+        assert_eq!(
+            std::fs::metadata(&file)?.permissions().mode() & 0o777,
+            0o600
+        );
+
+        let second = env(&paths, "postgres://db", "localhost:9092")?;
+        assert_eq!(value(&second, "SEQ_SECURITY__TRACKING_KEYS"), tracking);
+        assert_eq!(value(&second, "SEQ_SECURITY__ENCRYPTION_KEYS"), encryption);
+        Ok(())
     }
 }
