@@ -18,14 +18,20 @@ pub fn down(paths: &Paths) -> Result<ExitCode> {
 /// Exports go to stdout and progress to stderr, so `eval "$(cargo xtask infra)"` works.
 pub fn infra(paths: &Paths) -> Result<ExitCode> {
     let infra = provision_for_tests(paths)?;
+    let sink = smtp_sink()?;
     for (name, value) in infra.test_env() {
         println!("export {name}={}", shell_quote(&value));
     }
+    println!("export SEQ_TEST_SMTP_SINK={}", shell_quote(&sink));
     eprintln!("{LEFT_RUNNING}");
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn test(paths: &Paths, args: &[String]) -> Result<ExitCode> {
+    let mut extra = Vec::new();
+    if runs_package(args, "sender-worker") {
+        extra.push(("SEQ_TEST_SMTP_SINK", smtp_sink()?));
+    }
     let infra = provision_for_tests(paths)?;
     // Only on our own cluster: on a shared server another run's databases may be live.
     if infra.postgres_is_local
@@ -33,7 +39,7 @@ pub fn test(paths: &Paths, args: &[String]) -> Result<ExitCode> {
     {
         postgres::drop_test_databases(url)?;
     }
-    let code = cargo_with_env(paths, &infra, "test", args, &[])?;
+    let code = cargo_with_env(paths, &infra, "test", args, &extra)?;
     eprintln!("{LEFT_RUNNING}");
     Ok(code)
 }
@@ -52,8 +58,8 @@ pub fn bench(paths: &Paths, args: &[String]) -> Result<ExitCode> {
     Ok(code)
 }
 
-/// Postfix's `smtp-sink`, which the sender-worker benchmark sends to (it starts the sink
-/// itself), installed with the `postfix` package when missing. Installing postfix needs no
+/// Postfix's `smtp-sink`, which the sender-worker's tests and benchmark send to (they start
+/// sinks themselves, with the failures they need), installed with the `postfix` package when missing. Installing postfix needs no
 /// running mail system; apt::install answers debconf non-interactively.
 fn smtp_sink() -> Result<String> {
     apt::ensure(

@@ -47,7 +47,8 @@ enum Cmd {
     Down,
     /// Start only the infrastructure and print `export` lines for running tests by hand.
     Infra,
-    /// Run `cargo test --workspace ARGS...` against the local infrastructure.
+    /// Run `cargo test --workspace ARGS...` against the local infrastructure; tests of the
+    /// sender-worker also get Postfix's smtp-sink, installed if missing, in SEQ_TEST_SMTP_SINK.
     Test {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
