@@ -7,6 +7,8 @@ mod failures;
 mod fake_smtp;
 mod health;
 mod kill;
+mod signing;
 mod smtp_greenmail;
 mod smtp_pools;
+mod spacing;
 mod world;
