@@ -73,6 +73,28 @@ impl TestDatabase {
     pub async fn connect(&self) -> anyhow::Result<AsyncPgConnection> {
         Ok(AsyncPgConnection::establish(self.url.expose_secret()).await?)
     }
+
+    /// Runs one SQL statement; returns the rows it affected.
+    pub async fn exec(&self, sql: &str) -> anyhow::Result<usize> {
+        use diesel_async::RunQueryDsl as _;
+        Ok(diesel::sql_query(sql)
+            .execute(&mut self.connect().await?)
+            .await?)
+    }
+
+    /// The `n` (an int8) of a query's one row, e.g. `SELECT count(*) AS n FROM messages`.
+    pub async fn count(&self, sql: &str) -> anyhow::Result<i64> {
+        use diesel_async::RunQueryDsl as _;
+        #[derive(diesel::QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let row: Count = diesel::sql_query(sql)
+            .get_result(&mut self.connect().await?)
+            .await?;
+        Ok(row.n)
+    }
 }
 
 impl Drop for TestDatabase {

@@ -311,21 +311,11 @@ impl World {
     }
 
     pub async fn count(&self, sql: &str) -> anyhow::Result<i64> {
-        #[derive(diesel::QueryableByName)]
-        struct Count {
-            #[diesel(sql_type = BigInt)]
-            n: i64,
-        }
-        let row: Count = diesel::sql_query(sql)
-            .get_result(&mut self.conn().await?)
-            .await?;
-        Ok(row.n)
+        self.db.count(sql).await
     }
 
     pub async fn exec(&self, sql: &str) -> anyhow::Result<usize> {
-        Ok(diesel::sql_query(sql)
-            .execute(&mut self.conn().await?)
-            .await?)
+        self.db.exec(sql).await
     }
 
     /// Runs a sender worker in this process.
