@@ -92,7 +92,8 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
 
     // t0: the first outcome recorded. Progress is read from the outbox (one row per sent
-    // email; its id and the pending index are cheap to read, so polling steals little CPU).
+    // email; its id and the pending index are cheap to read, and read every 100 ms once
+    // sending started, so polling steals little CPU).
     let deadline = started + Duration::from_secs(900);
     let (t0, sent_at_t0, cpu_t0, pg_t0) = loop {
         let sent = count(&mut conn, "SELECT coalesce(max(id), 0) AS n FROM outbox").await?;
@@ -128,7 +129,7 @@ async fn main() -> anyhow::Result<()> {
         if let Some(status) = worker.try_wait()? {
             anyhow::bail!("the worker exited: {status}");
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     };
     worker.start_kill()?;
     worker.wait().await?;
@@ -476,9 +477,9 @@ fn process_cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     Ok(field(14)? + field(15)?)
 }
 
-/// CPU ticks of the PostgreSQL processes that work for this bench: the backends connected to
-/// its database and the server's own processes (WAL writer, checkpointer, autovacuum...),
-/// by pid. Other databases' backends on the same server are left out.
+/// CPU ticks of the PostgreSQL processes that work for the worker: the backends connected to
+/// this database (but the bench's own) and the server's own processes (WAL writer,
+/// checkpointer, autovacuum...), by pid. Other databases' backends are left out.
 async fn postgres_cpu_ticks(conn: &mut AsyncPgConnection) -> anyhow::Result<HashMap<i32, u64>> {
     #[derive(diesel::QueryableByName)]
     struct Pid {
@@ -487,7 +488,8 @@ async fn postgres_cpu_ticks(conn: &mut AsyncPgConnection) -> anyhow::Result<Hash
     }
     let pids: Vec<Pid> = diesel::sql_query(
         "SELECT pid FROM pg_stat_activity \
-          WHERE datname = current_database() OR backend_type <> 'client backend'",
+          WHERE (datname = current_database() OR backend_type <> 'client backend') \
+            AND pid <> pg_backend_pid()",
     )
     .load(conn)
     .await?;
