@@ -43,6 +43,9 @@ pub const CONSUMER_GROUP: &str = "sender-worker";
 const MAX_HOLD: Duration = Duration::from_secs(30);
 /// Outcomes written per recorder transaction at most.
 const RECORD_BATCH: usize = 1000;
+/// Longest the recorder waits for a batch to fill once its first outcome arrived. Outcomes
+/// are still written before their offsets are stored; this only delays both a little.
+const RECORD_WAIT: Duration = Duration::from_millis(25);
 
 pub struct Worker {
     pub pool: PgPool,
@@ -362,11 +365,26 @@ impl Worker {
             Arc::clone(&self.clock),
         );
         while let Some(first) = done.recv().await {
+            // Waiting a little for more outcomes makes fewer, larger transactions: the
+            // database's cost is mostly per statement, not per row.
             let mut batch = vec![first];
+            let fill = tokio::time::sleep(RECORD_WAIT);
+            tokio::pin!(fill);
             while batch.len() < RECORD_BATCH {
                 match done.try_recv() {
-                    Ok(next) => batch.push(next),
-                    Err(_) => break,
+                    Ok(next) => {
+                        batch.push(next);
+                        continue;
+                    }
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                    Err(mpsc::error::TryRecvError::Empty) => {}
+                }
+                tokio::select! {
+                    next = done.recv() => match next {
+                        Some(next) => batch.push(next),
+                        None => break,
+                    },
+                    () = &mut fill => break,
                 }
             }
             let results: Vec<(MessageFacts, Outcome)> =

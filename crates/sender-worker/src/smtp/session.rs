@@ -52,17 +52,40 @@ pub(crate) async fn connect(
         Security::Tls => tls.clone(),
         Security::None | Security::Starttls => None,
     };
-    let connecting = AsyncSmtpConnection::connect_tokio1(
-        (server.host.as_str(), server.port),
-        Some(budget),
-        hello,
-        implicit,
-        None,
-    );
+    let address = (server.host.as_str(), server.port);
+    let connecting = async {
+        let connected = match implicit {
+            Some(tls) => {
+                AsyncSmtpConnection::connect_tokio1(address, Some(budget), hello, Some(tls), None)
+                    .await
+            }
+            None => {
+                let stream = tokio::net::TcpStream::connect(address).await.map_err(|e| {
+                    Failure::new(
+                        Stage::Connect,
+                        Cause::Broken(format!("Connection error: {e}")),
+                    )
+                })?;
+                // lettre writes a message's final dot separately; with Nagle's algorithm on,
+                // it waits for the server's delayed ACK of the message (tens of ms per email).
+                if let Err(error) = stream.set_nodelay(true) {
+                    tracing::debug!(%error, "TCP_NODELAY not set on an SMTP connection");
+                }
+                AsyncSmtpConnection::connect_with_transport(Box::new(stream), hello).await
+            }
+        };
+        connected.map_err(|error| {
+            let stage = if error.is_tls() {
+                Stage::Tls
+            } else {
+                Stage::Connect
+            };
+            Failure::from_lettre(stage, &error)
+        })
+    };
     let mut connection = match tokio::time::timeout_at(deadline, connecting).await {
         Err(_) => return Err(Failure::new(Stage::Connect, Cause::TimedOut(budget))),
-        Ok(Err(error)) if error.is_tls() => return Err(Failure::from_lettre(Stage::Tls, &error)),
-        Ok(Err(error)) => return Err(Failure::from_lettre(Stage::Connect, &error)),
+        Ok(Err(failure)) => return Err(failure),
         Ok(Ok(connection)) => connection,
     };
     metrics::counter!("smtp_connections_opened_total").increment(1);
