@@ -80,6 +80,12 @@ pub async fn apply(
         } => (Some(*is_bot), bot_reason.as_deref(), Some(url.as_str())),
         _ => (None, None, None),
     };
+    let client = match event {
+        EmailEvent::Opened { client, .. }
+        | EmailEvent::Clicked { client, .. }
+        | EmailEvent::Unsubscribed { client, .. } => Some(client),
+        _ => None,
+    };
     let stored = progress::record_event(
         tx,
         &NewEvent {
@@ -93,6 +99,8 @@ pub async fn apply(
             is_bot,
             bot_reason,
             url,
+            user_agent: client.and_then(|c| c.user_agent.as_deref()),
+            client_ip: client.and_then(|c| c.client_ip.as_deref()),
             payload: details(event),
         },
     )
@@ -218,7 +226,7 @@ fn message_of(event: &EmailEvent) -> &MessageRef {
         | EmailEvent::Clicked { message, .. }
         | EmailEvent::Replied { message }
         | EmailEvent::Bounced { message, .. }
-        | EmailEvent::Unsubscribed { message }
+        | EmailEvent::Unsubscribed { message, .. }
         | EmailEvent::Complained { message }
         | EmailEvent::Failed { message, .. } => message,
     }

@@ -111,6 +111,8 @@ pub async fn apply(
                     is_bot: None,
                     bot_reason: None,
                     url: None,
+                    user_agent: None,
+                    client_ip: None,
                     payload: json!({"reason": request.error, "attempts": request.attempt}),
                 },
             )

@@ -69,6 +69,8 @@ pub struct NewEvent<'a> {
     pub is_bot: Option<bool>,
     pub bot_reason: Option<&'a str>,
     pub url: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
+    pub client_ip: Option<&'a str>,
     pub payload: serde_json::Value,
 }
 

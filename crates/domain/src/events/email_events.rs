@@ -13,6 +13,16 @@ pub struct MessageRef {
     pub enrollment_id: Uuid,
 }
 
+/// Who made a tracker request, as far as the tracker keeps it: the user agent, and the client
+/// address truncated, hashed or left out per `tracker.client_ip`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Client {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "payload", rename_all = "snake_case")]
 pub enum EmailEvent {
@@ -27,6 +37,8 @@ pub enum EmailEvent {
         message: MessageRef,
         is_bot: bool,
         bot_reason: Option<String>,
+        #[serde(flatten)]
+        client: Client,
     },
     Clicked {
         #[serde(flatten)]
@@ -34,6 +46,8 @@ pub enum EmailEvent {
         url: String,
         is_bot: bool,
         bot_reason: Option<String>,
+        #[serde(flatten)]
+        client: Client,
     },
     Replied {
         #[serde(flatten)]
@@ -49,6 +63,8 @@ pub enum EmailEvent {
     Unsubscribed {
         #[serde(flatten)]
         message: MessageRef,
+        #[serde(flatten)]
+        client: Client,
     },
     Complained {
         #[serde(flatten)]

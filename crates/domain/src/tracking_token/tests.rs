@@ -7,6 +7,10 @@ fn signer(key: &[u8]) -> TokenSigner {
     TokenSigner::new(key).unwrap_or_else(|e| panic!("{e}"))
 }
 
+fn sent_at() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_772_000_000, 0).unwrap_or_else(|| panic!("valid time"))
+}
+
 fn ids() -> (Uuid, Uuid, Uuid) {
     (
         Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001),
@@ -40,6 +44,11 @@ fn actions() -> Vec<TrackingAction> {
             enrollment_id,
             message_id,
         },
+        TrackingAction::Trap {
+            workspace_id,
+            enrollment_id,
+            message_id,
+        },
     ]
 }
 
@@ -47,36 +56,41 @@ fn actions() -> Vec<TrackingAction> {
 fn every_action_round_trips() -> Result<(), TokenError> {
     let signer = signer(KEY);
     for action in actions() {
-        let token = signer.encode(&action);
+        let token = signer.encode(&action, sent_at());
         assert!(
             token
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
             "{token}"
         );
-        assert_eq!(signer.decode(&token)?, action);
+        let decoded = signer.decode(&token)?;
+        assert_eq!(decoded.action, action);
+        assert_eq!(decoded.sent_at, sent_at());
     }
     Ok(())
 }
 
 #[test]
-fn open_tokens_are_88_characters_as_documented() {
-    let token = signer(KEY).encode(&actions()[0]);
-    assert_eq!(token.len(), 88);
+fn open_tokens_are_95_characters_as_documented() {
+    let token = signer(KEY).encode(&actions()[0], sent_at());
+    assert_eq!(token.len(), 95);
 }
 
 #[test]
 fn encoding_is_deterministic() {
     let signer = signer(KEY);
     let action = &actions()[1];
-    assert_eq!(signer.encode(action), signer.encode(action));
+    assert_eq!(
+        signer.encode(action, sent_at()),
+        signer.encode(action, sent_at())
+    );
 }
 
 #[test]
 fn flipping_any_bit_of_any_byte_is_rejected() {
     let signer = signer(KEY);
     for action in actions() {
-        let token = signer.encode(&action);
+        let token = signer.encode(&action, sent_at());
         let mut bytes = URL_SAFE_NO_PAD
             .decode(&token)
             .unwrap_or_else(|e| panic!("{e}"));
@@ -98,7 +112,7 @@ fn flipping_any_bit_of_any_byte_is_rejected() {
 #[test]
 fn changing_any_character_is_rejected() {
     let signer = signer(KEY);
-    let token = signer.encode(&actions()[1]);
+    let token = signer.encode(&actions()[1], sent_at());
     for index in 0..token.len() {
         let mut chars: Vec<char> = token.chars().collect();
         chars[index] = if chars[index] == 'A' { 'B' } else { 'A' };
@@ -112,7 +126,7 @@ fn changing_any_character_is_rejected() {
 #[test]
 fn truncated_and_extended_tokens_are_rejected() {
     let signer = signer(KEY);
-    let token = signer.encode(&actions()[1]);
+    let token = signer.encode(&actions()[1], sent_at());
     for len in 0..token.len() {
         assert!(signer.decode(&token[..len]).is_err(), "length {len}");
     }
@@ -144,15 +158,15 @@ fn the_longest_url_round_trips() -> Result<(), TokenError> {
         message_id,
         url: format!("https://example.com/{}", "x".repeat(MAX_URL_BYTES - 20)),
     };
-    let token = signer.encode(&action);
+    let token = signer.encode(&action, sent_at());
     assert!(token.len() <= MAX_TOKEN_CHARS);
-    assert_eq!(signer.decode(&token)?, action);
+    assert_eq!(signer.decode(&token)?.action, action);
     Ok(())
 }
 
 #[test]
 fn a_token_of_another_key_is_rejected() {
-    let token = signer(OTHER_KEY).encode(&actions()[0]);
+    let token = signer(OTHER_KEY).encode(&actions()[0], sent_at());
     assert_eq!(signer(KEY).decode(&token), Err(TokenError::BadSignature));
 }
 
@@ -160,10 +174,10 @@ fn a_token_of_another_key_is_rejected() {
 fn rotation_signs_with_the_primary_and_accepts_older_keys() -> Result<(), TokenError> {
     let rotated = TokenSigner::with_keys(OTHER_KEY, &[KEY]).unwrap_or_else(|e| panic!("{e}"));
     let action = &actions()[3];
-    let old_token = signer(KEY).encode(action);
-    assert_eq!(rotated.decode(&old_token)?, *action);
-    let new_token = rotated.encode(action);
-    assert_eq!(new_token, signer(OTHER_KEY).encode(action));
+    let old_token = signer(KEY).encode(action, sent_at());
+    assert_eq!(rotated.decode(&old_token)?.action, *action);
+    let new_token = rotated.encode(action, sent_at());
+    assert_eq!(new_token, signer(OTHER_KEY).encode(action, sent_at()));
     assert_eq!(
         signer(KEY).decode(&new_token),
         Err(TokenError::BadSignature)
@@ -196,10 +210,11 @@ fn signed_but_unknown_payloads_are_typed_errors() {
     };
     let signer = signer(KEY);
     let mut payload = vec![0_u8; HEADER_BYTES];
-    payload[0] = 2;
+    payload[2] = Sha256::digest(KEY)[0];
+    payload[0] = 3;
     assert_eq!(
         signer.decode(&sign(&payload)),
-        Err(TokenError::UnknownVersion(2))
+        Err(TokenError::UnknownVersion(3))
     );
     payload[0] = VERSION;
     payload[1] = 9;
@@ -219,4 +234,13 @@ fn signed_but_unknown_payloads_are_typed_errors() {
 fn debug_does_not_print_keys() {
     let printed = format!("{:?}", signer(KEY));
     assert!(!printed.contains("0123"), "{printed}");
+}
+
+#[test]
+fn times_outside_the_field_are_clamped_not_wrapped() -> Result<(), TokenError> {
+    let signer = signer(KEY);
+    let before_epoch = DateTime::from_timestamp(-5, 0).unwrap_or_else(|| panic!("valid time"));
+    let token = signer.encode(&actions()[0], before_epoch);
+    assert_eq!(signer.decode(&token)?.sent_at.timestamp(), 0);
+    Ok(())
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use diesel_async::{AsyncConnection as _, RunQueryDsl};
 use domain::clock::{Clock, ManualClock};
-use domain::events::{EmailEvent, EmailRetry, MessageRef, RetryRequest};
+use domain::events::{Client, EmailEvent, EmailRetry, MessageRef, RetryRequest};
 use domain::kafka::{ConsumerOptions, Envelope, Producer, TopicNames, ensure_topics, run_consumer};
 use domain::testing::{poll_until, test_config_for};
 use scheduler::dispatch::Dispatcher;
@@ -185,9 +185,23 @@ async fn an_unsubscribe_suppresses_the_address_and_stops_all_its_enrollments() -
                 message_id: message,
                 enrollment_id: enrollment,
             },
+            client: Client {
+                user_agent: Some("Mozilla/5.0".to_owned()),
+                client_ip: Some("203.0.113.0".to_owned()),
+            },
         },
     );
     assert!(apply(&world, &unsubscribed).await?);
+    assert_eq!(
+        world
+            .count(
+                "SELECT count(*) AS n FROM events WHERE event_type = 'unsubscribed' \
+                    AND user_agent = 'Mozilla/5.0' AND client_ip = '203.0.113.0'"
+            )
+            .await?,
+        1,
+        "the event keeps who made the request"
+    );
 
     assert_eq!(world.enrollment(enrollment).await?.status, "unsubscribed");
     assert_eq!(
@@ -356,6 +370,7 @@ async fn a_duplicate_delivery_through_kafka_changes_nothing() -> anyhow::Result<
             },
             is_bot: false,
             bot_reason: None,
+            client: Client::default(),
         },
     );
     producer.send(&topics.email_events, &key, &marker).await?;

@@ -200,6 +200,12 @@ pub(super) fn pixel(url: &str) -> String {
     format!("<img src=\"{url}\" width=\"1\" height=\"1\" alt=\"\" style=\"display:none\">")
 }
 
+/// A link hidden from people (not displayed, not announced, not focusable, no text), for the
+/// scanners that follow every `href`.
+pub(super) fn trap_link(url: &str) -> String {
+    format!("<a href=\"{url}\" style=\"display:none\" aria-hidden=\"true\" tabindex=\"-1\"></a>")
+}
+
 /// `html` with `addition` before `</body>` when there is one, at the end otherwise.
 pub(super) fn append_html(html: &str, addition: &str) -> String {
     match html.to_ascii_lowercase().rfind("</body>") {

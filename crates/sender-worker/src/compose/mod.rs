@@ -119,6 +119,9 @@ pub fn compose(email: &Email, signer: &TokenSigner) -> Result<Message, ComposeEr
     if email.tracking.click {
         text = links::rewrite_text(&text, |url| tokens.click(url));
         html = links::rewrite_html(&html, |url| tokens.click(url));
+        // A link no person sees: what follows it is a scanner, and the tracker says so.
+        let trap = tokens.url("c", &tokens.action(Kind::Trap));
+        html = body::append_html(&html, &body::trap_link(&trap));
     }
     let unsubscribe_url = tokens.url("u", &tokens.action(Kind::Unsubscribe));
     if email.tracking.unsubscribe_link {
@@ -213,6 +216,7 @@ fn mailbox(party: &Party, field: &'static str) -> Result<Mailbox, ComposeError> 
 enum Kind {
     Open,
     Unsubscribe,
+    Trap,
 }
 
 /// Signs the tracking URLs of one message.
@@ -236,6 +240,11 @@ impl Tokens<'_> {
                 enrollment_id,
                 message_id,
             },
+            Kind::Trap => TrackingAction::Trap {
+                workspace_id,
+                enrollment_id,
+                message_id,
+            },
         }
     }
 
@@ -255,7 +264,11 @@ impl Tokens<'_> {
     }
 
     fn url(&self, path: &str, action: &TrackingAction) -> String {
-        format!("{}/{path}/{}", self.base, self.signer.encode(action))
+        format!(
+            "{}/{path}/{}",
+            self.base,
+            self.signer.encode(action, self.email.date)
+        )
     }
 
     fn ids(&self) -> (Uuid, Uuid, Uuid) {

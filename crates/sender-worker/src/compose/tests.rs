@@ -70,8 +70,24 @@ fn header<'a>(raw: &'a str, name: &str) -> Vec<&'a str> {
         .collect()
 }
 
-/// Every tracking URL of `kind` (`c`, `o`, `u`) in `raw`, decoded.
+/// Every tracking URL of `kind` (`c`, `o`, `u`) in `raw`, decoded; `c` leaves out the trap
+/// link (see [`traps`]).
 fn tokens(raw: &str, kind: &str) -> Vec<TrackingAction> {
+    decoded(raw, kind)
+        .into_iter()
+        .map(|token| token.action)
+        .filter(|action| !matches!(action, TrackingAction::Trap { .. }))
+        .collect()
+}
+
+fn traps(raw: &str) -> Vec<domain::tracking_token::Token> {
+    decoded(raw, "c")
+        .into_iter()
+        .filter(|token| matches!(token.action, TrackingAction::Trap { .. }))
+        .collect()
+}
+
+fn decoded(raw: &str, kind: &str) -> Vec<domain::tracking_token::Token> {
     let prefix = format!("{BASE}/{kind}/");
     raw.match_indices(&prefix)
         .map(|(at, _)| {
@@ -189,6 +205,28 @@ fn click_tracking_rewrites_http_links_in_both_parts() -> Result<(), ComposeError
     }
     assert!(!raw.contains("href=\"https://example.com"), "{raw}");
     assert!(raw.contains("mailto:x@y.z"));
+    Ok(())
+}
+
+#[test]
+fn click_tracking_adds_one_hidden_trap_link_dated_with_the_email() -> Result<(), ComposeError> {
+    let mut email = email();
+    let raw_untracked = raw(&email)?;
+    assert!(traps(&raw_untracked).is_empty());
+    email.tracking.click = true;
+    let raw = raw(&email)?;
+    let traps = traps(&raw);
+    assert_eq!(traps.len(), 1, "{raw}");
+    assert_eq!(traps[0].sent_at, email.date);
+    assert_eq!(traps[0].action.message_id(), email.message_id);
+    let (text, html) = raw
+        .split_once("Content-Type: text/html")
+        .unwrap_or_else(|| panic!("no HTML part"));
+    assert!(!text.contains("aria-hidden"), "the text part has no trap");
+    assert!(
+        html.contains("style=\"display:none\" aria-hidden=\"true\" tabindex=\"-1\"></a>"),
+        "{html}"
+    );
     Ok(())
 }
 

@@ -67,8 +67,12 @@ fn tokens(world: &World, body: &str, kind: &str) -> anyhow::Result<Vec<TrackingA
                 .chars()
                 .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
                 .collect();
-            signer.decode(&token).map_err(|e| anyhow::anyhow!("{e}"))
+            signer
+                .decode(&token)
+                .map(|token| token.action)
+                .map_err(|e| anyhow::anyhow!("{e}"))
         })
+        .filter(|action| !matches!(action, Ok(TrackingAction::Trap { .. })))
         .collect()
 }
 

@@ -72,6 +72,11 @@ async fn a_worker_killed_mid_run_loses_nothing_and_duplicates_nothing() -> anyho
         thread_with_previous: false,
     };
     let mut world = World::new(sink.addr, &[step]).await?;
+    // smtp-sink answers at once; short timeouts keep the killed worker's lease short.
+    world.config.sender_worker.connect_timeout_ms = 3_000;
+    world.config.sender_worker.command_timeout_ms = 3_000;
+    world.config.sender_worker.data_timeout_ms = 3_000;
+    world.config.sender_worker.lease_seconds = 20;
     // Enough partitions and mailboxes that both workers get a share of the jobs.
     world.config.kafka.partitions = 4;
     let topics_config = world.config.kafka.clone();

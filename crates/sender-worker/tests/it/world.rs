@@ -48,11 +48,12 @@ impl World {
     pub async fn new(smtp: SocketAddr, steps: &[Step]) -> anyhow::Result<Self> {
         let db = TestDatabase::create().await?;
         let mut config = test_config_for(&db)?;
-        // Short enough for tests, consistent with the lease rule.
-        config.sender_worker.connect_timeout_ms = 3_000;
-        config.sender_worker.command_timeout_ms = 3_000;
-        config.sender_worker.data_timeout_ms = 3_000;
-        config.sender_worker.lease_seconds = 20;
+        // Generous for a machine busy with the whole test suite (a slow reply must not turn
+        // into a retry no scheduler will requeue here), consistent with the lease rule.
+        config.sender_worker.connect_timeout_ms = 10_000;
+        config.sender_worker.command_timeout_ms = 10_000;
+        config.sender_worker.data_timeout_ms = 10_000;
+        config.sender_worker.lease_seconds = 60;
         config.sender_worker.reaper_interval_ms = 500;
         config.scheduler.outbox_poll_interval_ms = 50;
         config.tracker.public_url = "https://track.test".to_owned();
