@@ -105,22 +105,24 @@ mod tests {
 
     const BROWSER: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Gecko/20100101 Firefox/128.0";
 
+    /// Case, kind, user agent, client address, time of the hit, open seen, expected reason.
+    type Case<'a> = (
+        &'a str,
+        HitKind,
+        Option<&'a str>,
+        Option<IpAddr>,
+        DateTime<Utc>,
+        bool,
+        Option<&'a str>,
+    );
+
     #[test]
     fn classifies_each_rule() -> anyhow::Result<()> {
         let rules = rules()?;
         let sent_at: DateTime<Utc> = "2026-01-01T10:00:00Z".parse()?;
         let later = sent_at + Duration::hours(1);
         let person: IpAddr = "198.51.100.7".parse()?;
-        // (case, kind, user agent, ip, now, open seen, expected)
-        let table: Vec<(
-            &str,
-            HitKind,
-            Option<&str>,
-            Option<IpAddr>,
-            _,
-            bool,
-            Option<&str>,
-        )> = vec![
+        let table: Vec<Case<'_>> = vec![
             (
                 "person opens",
                 HitKind::Open,
