@@ -1,10 +1,12 @@
 //! Publishing events without holding up responses: records go into librdkafka's buffer (a
 //! `ThreadedProducer` polls delivery reports on its own thread) and a handler never waits for
 //! the broker. When the buffer is full, records wait in a backlog that a background task
-//! retries, so a burst is slowed into Kafka rather than dropped. [`Publisher::close`] drains
-//! the backlog and flushes within the shutdown grace period.
+//! retries, so a burst is slowed into Kafka rather than dropped (later records queue behind
+//! it, keeping each enrollment's order). [`Publisher::close`] drains the backlog and flushes
+//! within the shutdown grace period.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use domain::config::KafkaConfig;
@@ -48,6 +50,9 @@ pub struct Publisher {
     producer: Arc<ThreadedProducer<Reports>>,
     topic: Arc<str>,
     backlog: mpsc::UnboundedSender<Pending>,
+    /// Records in the backlog not yet handed to librdkafka. While any are, new records queue
+    /// behind them, so records of one enrollment keep their order.
+    backlogged: Arc<AtomicUsize>,
 }
 
 /// Owns the backlog task; [`Publisher::close`] consumes it.
@@ -57,18 +62,32 @@ pub struct Backlog {
 }
 
 impl Publisher {
+    /// With librdkafka's default buffer of 100 000 records.
     pub fn new(config: &KafkaConfig, topic: String) -> Result<(Self, Backlog), KafkaError> {
+        Self::with_buffer_limit(config, topic, 100_000)
+    }
+
+    /// With room for at most `max_buffered` records in librdkafka's buffer (tests use a small
+    /// one to exercise the backlog).
+    pub fn with_buffer_limit(
+        config: &KafkaConfig,
+        topic: String,
+        max_buffered: u32,
+    ) -> Result<(Self, Backlog), KafkaError> {
         let producer: ThreadedProducer<Reports> =
             domain::kafka::producer::idempotent_client_config(config)
                 // librdkafka's default, explicit: a broker outage shorter than this loses
                 // nothing, the producer retries on its own.
                 .set("message.timeout.ms", "300000")
+                .set("queue.buffering.max.messages", max_buffered.to_string())
                 .create_with_context(Reports)?;
         let producer = Arc::new(producer);
         let topic: Arc<str> = topic.into();
         let (backlog, mut pending) = mpsc::unbounded_channel::<Pending>();
         let closing = tokio_util::sync::CancellationToken::new();
+        let backlogged = Arc::new(AtomicUsize::new(0));
         let task = {
+            let backlogged = backlogged.clone();
             let producer = producer.clone();
             let topic = topic.clone();
             let closing = closing.clone();
@@ -83,6 +102,7 @@ impl Publisher {
                     while matches!(enqueue(&producer, &topic, &record), Err(Full)) {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
+                    backlogged.fetch_sub(1, Ordering::AcqRel);
                 }
             })
         };
@@ -91,6 +111,7 @@ impl Publisher {
                 producer,
                 topic,
                 backlog,
+                backlogged,
             },
             Backlog { task, closing },
         ))
@@ -110,10 +131,13 @@ impl Publisher {
             key: enrollment_id.to_string(),
             payload,
         };
-        if let Err(Full) = enqueue(&self.producer, &self.topic, &record) {
+        let behind_backlog = self.backlogged.load(Ordering::Acquire) > 0;
+        if behind_backlog || enqueue(&self.producer, &self.topic, &record).is_err() {
             metrics::counter!("tracker_events_backlogged_total").increment(1);
+            self.backlogged.fetch_add(1, Ordering::AcqRel);
             if self.backlog.send(record).is_err() {
                 // Only after close(): nothing is served any more.
+                self.backlogged.fetch_sub(1, Ordering::AcqRel);
                 metrics::counter!("tracker_events_failed_total").increment(1);
             }
         }

@@ -3,6 +3,7 @@
 mod end_to_end;
 mod events;
 mod health;
+mod publish;
 mod responses;
 mod support;
 mod tokens;
