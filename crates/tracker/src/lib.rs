@@ -14,8 +14,15 @@
 //! enrollment, enqueued without waiting for Kafka ([`publish`]); the scheduler applies them.
 //! Opens and clicks are classified human or bot ([`bots`]); the "click without an open" rule
 //! uses this replica's memory of recent opens only, so it is approximate with several
-//! replicas. The client address is kept per `tracker.client_ip` ([`client_ip`]).
-//! Health, readiness and metrics are served on the same port.
+//! replicas. The client address comes from the socket peer, or from `X-Forwarded-For` when
+//! the peer is in `tracker.trusted_proxies`, and is kept per `tracker.client_ip`
+//! ([`client_ip`]). Health, readiness and metrics are served on the same port.
+//!
+//! Metrics: `tracker_hits_total{kind, outcome}` (kind open, click, trap, unsubscribe_page,
+//! unsubscribe; outcome human, bot, invalid, shown, unsubscribed, bad_request),
+//! `tracker_invalid_tokens_total{kind}`, `tracker_events_published_total` and
+//! `tracker_events_failed_total` (delivery reports), `tracker_events_backlogged_total`
+//! (records that waited for room in the producer's buffer).
 
 pub mod bots;
 pub mod client_ip;

@@ -1,6 +1,8 @@
 //! What each endpoint answers: the pixel, the redirect, the trap and the unsubscribe pages.
 
-use domain::testing::{TestDatabase, test_config_for};
+use std::time::Duration;
+
+use domain::testing::{TestDatabase, poll_until, test_config_for};
 
 use crate::support::{BROWSER, Ids, Running, an_hour_ago};
 
@@ -62,5 +64,24 @@ async fn pixel_redirect_trap_and_pages() -> anyhow::Result<()> {
     let response = tracker.one_click(&format!("/u/{unsubscribe}")).await?;
     assert_eq!(response.status(), 200);
     assert!(response.text().await?.contains("unsubscribed"));
+    assert_eq!(tracker.get("/c/forged").await?.status(), 404);
+
+    // Shared by the tests of this process: names only, not counts.
+    let metrics = tracker.get("/metrics").await?.text().await?;
+    for name in [
+        r#"tracker_hits_total{kind="open",outcome="human"}"#,
+        r#"tracker_hits_total{kind="trap",outcome="bot"}"#,
+        r#"tracker_hits_total{kind="unsubscribe",outcome="unsubscribed"}"#,
+        r#"tracker_invalid_tokens_total{kind="click"}"#,
+    ] {
+        assert!(metrics.contains(name), "{name} in\n{metrics}");
+    }
+    let published = poll_until(Duration::from_secs(30), "a delivery report", || async {
+        let metrics = tracker.get("/metrics").await.ok()?.text().await.ok()?;
+        metrics
+            .contains("tracker_events_published_total")
+            .then_some(())
+    });
+    published.await?;
     tracker.stop().await
 }
