@@ -99,6 +99,49 @@ pub struct TrackerConfig {
     /// Public base URL of the tracker that tracking and unsubscribe links point to, unless a
     /// sequence has a tracking domain of its own.
     pub public_url: String,
+    /// How much of the client address events keep.
+    pub client_ip: ClientIpPolicy,
+    /// CIDR ranges of reverse proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<String>,
+    /// Case-insensitive substrings of user agents of mail proxies, scanners and bots.
+    pub bot_user_agents: Vec<String>,
+    /// CIDR ranges whose requests are bots (mail privacy proxies, link scanners).
+    pub bot_ip_ranges: Vec<String>,
+    /// Opens and clicks sooner than this after the email was sent are bots.
+    pub min_seconds_after_send: u64,
+    /// Message ids of recent opens remembered per replica, to tell a click without an open.
+    pub recent_opens_capacity: u64,
+}
+
+impl TrackerConfig {
+    /// `tracker.trusted_proxies` parsed (validation already checked they parse).
+    pub fn trusted_proxy_nets(&self) -> Vec<ipnet::IpNet> {
+        parse_nets(&self.trusted_proxies)
+    }
+
+    /// `tracker.bot_ip_ranges` parsed (validation already checked they parse).
+    pub fn bot_ip_nets(&self) -> Vec<ipnet::IpNet> {
+        parse_nets(&self.bot_ip_ranges)
+    }
+}
+
+fn parse_nets(entries: &[String]) -> Vec<ipnet::IpNet> {
+    entries
+        .iter()
+        .filter_map(|e| e.trim().parse().ok())
+        .collect()
+}
+
+/// What events keep of a tracker client's address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientIpPolicy {
+    /// IPv4 to its /24, IPv6 to its /48.
+    Truncate,
+    /// HMAC-SHA256 of the address with the first tracking key, first 16 bytes in hex.
+    Hash,
+    Full,
+    None,
 }
 
 #[derive(Debug, Clone, Deserialize)]

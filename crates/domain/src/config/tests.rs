@@ -293,6 +293,37 @@ fn tracker_public_url_must_be_http() {
 }
 
 #[test]
+fn tracker_cidr_ranges_must_parse() {
+    jail(|jail| {
+        jail.set_env(
+            "SEQ_TRACKER__TRUSTED_PROXIES",
+            "[\"10.0.0.0/8\", \"nonsense\"]",
+        );
+        let error = load_in_jail(None).err().ok_or("expected an error")?;
+        assert_eq!(error.key(), Some("tracker.trusted_proxies"));
+        Ok(())
+    });
+    jail(|jail| {
+        jail.set_env("SEQ_TRACKER__BOT_IP_RANGES", "[\"17.0.0.0/33\"]");
+        let error = load_in_jail(None).err().ok_or("expected an error")?;
+        assert_eq!(error.key(), Some("tracker.bot_ip_ranges"));
+        Ok(())
+    });
+}
+
+#[test]
+fn tracker_client_ip_policy_is_one_of_four() {
+    jail(|jail| {
+        jail.set_env("SEQ_TRACKER__CLIENT_IP", "hash");
+        let config = load_in_jail(None).map_err(|e| e.to_string())?;
+        assert_eq!(config.tracker.client_ip, super::ClientIpPolicy::Hash);
+        jail.set_env("SEQ_TRACKER__CLIENT_IP", "everything");
+        assert!(load_in_jail(None).is_err());
+        Ok(())
+    });
+}
+
+#[test]
 fn sender_lease_must_outlast_the_smtp_timeouts() {
     jail(|jail| {
         jail.set_env("SEQ_SENDER_WORKER__LEASE_SECONDS", "60");

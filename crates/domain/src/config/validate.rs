@@ -248,6 +248,36 @@ pub(super) fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigE
                 .to_owned(),
         );
     }
+    for (key, entries) in [
+        ("tracker.trusted_proxies", &config.tracker.trusted_proxies),
+        ("tracker.bot_ip_ranges", &config.tracker.bot_ip_ranges),
+    ] {
+        for entry in entries {
+            if let Err(e) = entry.trim().parse::<ipnet::IpNet>() {
+                return fail(
+                    key,
+                    format!("`{entry}` is not a CIDR range such as 10.0.0.0/8 ({e})"),
+                );
+            }
+        }
+    }
+    if config
+        .tracker
+        .bot_user_agents
+        .iter()
+        .any(|ua| ua.trim().is_empty())
+    {
+        return fail(
+            "tracker.bot_user_agents",
+            "entries must not be empty (an empty one would match every user agent)".to_owned(),
+        );
+    }
+    if config.tracker.recent_opens_capacity == 0 {
+        return fail(
+            "tracker.recent_opens_capacity",
+            "must be at least 1".to_owned(),
+        );
+    }
     if let Some(endpoint) = config.telemetry.otlp_endpoint()
         && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
     {

@@ -32,14 +32,23 @@ pub struct Delivered {
     pub offset: i64,
 }
 
+/// The settings of this producer, for services that need another kind of rdkafka producer
+/// (the tracker enqueues without awaiting acknowledgements): idempotent, all replicas
+/// acknowledge, lz4, 5 ms linger.
+pub fn idempotent_client_config(config: &KafkaConfig) -> rdkafka::ClientConfig {
+    let mut client = super::base_client_config(config);
+    client
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("compression.type", "lz4")
+        .set("linger.ms", "5");
+    client
+}
+
 impl Producer {
     pub fn new(config: &KafkaConfig) -> Result<Self, KafkaError> {
         let timeout = super::request_timeout(config);
-        let inner: FutureProducer = super::base_client_config(config)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("compression.type", "lz4")
-            .set("linger.ms", "5")
+        let inner: FutureProducer = idempotent_client_config(config)
             .set("message.timeout.ms", (timeout.as_millis() * 3).to_string())
             .create()?;
         Ok(Self { inner, timeout })

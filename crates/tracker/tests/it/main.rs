@@ -1,3 +1,9 @@
 //! Integration tests of the tracker service against real PostgreSQL and Kafka.
 
+mod end_to_end;
+mod events;
 mod health;
+mod publish;
+mod responses;
+mod support;
+mod tokens;
