@@ -52,6 +52,9 @@ pub fn bench(paths: &Paths, args: &[String]) -> Result<ExitCode> {
     if runs_package(args, "sender-worker") {
         extra.push(("SEQ_BENCH_SMTP_SINK", smtp_sink()?));
     }
+    if runs_package(args, "tracker") {
+        extra.push(("SEQ_BENCH_WRK", wrk()?));
+    }
     let infra = provision_for_tests(paths)?;
     let code = cargo_with_env(paths, &infra, "bench", args, &extra)?;
     eprintln!("{LEFT_RUNNING}");
@@ -71,6 +74,24 @@ fn smtp_sink() -> Result<String> {
     }
     // Not Debian-like (no dpkg): wherever the system's Postfix put it.
     process::require_program("smtp-sink", "install Postfix, which ships smtp-sink")
+        .map(|path| path.display().to_string())
+}
+
+/// Where Debian's `wrk` package puts the HTTP load generator.
+const WRK: &str = "/usr/bin/wrk";
+
+/// `wrk`, which the tracker's benchmark loads the redirect and pixel endpoints with,
+/// installed with the `wrk` package when missing.
+fn wrk() -> Result<String> {
+    apt::ensure(
+        &["wrk"],
+        "the tracker benchmark's HTTP load generator (wrk)",
+    )?;
+    if std::path::Path::new(WRK).is_file() {
+        return Ok(WRK.to_owned());
+    }
+    // Not Debian-like (no dpkg): wherever the system's package manager put it.
+    process::require_program("wrk", "install wrk, the HTTP benchmarking tool")
         .map(|path| path.display().to_string())
 }
 
@@ -216,6 +237,18 @@ mod tests {
             "-p",
             "sender-worker"
         ]));
+    }
+
+    #[test]
+    fn the_tracker_bench_is_run_by_name_or_with_the_workspace() {
+        let runs_tracker = |args: &[&str]| {
+            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            runs_package(&args, "tracker")
+        };
+        assert!(runs_tracker(&[]));
+        assert!(runs_tracker(&["-p", "tracker", "--bench", "redirects"]));
+        assert!(runs_tracker(&["--package=tracker"]));
+        assert!(!runs_tracker(&["-p", "sender-worker"]));
     }
 
     #[test]
