@@ -16,6 +16,7 @@ use diesel_async::RunQueryDsl;
 use domain::clock::{Clock, SystemClock};
 use domain::kafka::{Producer, TopicNames, ensure_topics};
 use domain::outbox::OutboxRelay;
+use domain::testing::process_stats::env_number;
 use domain::testing::{TestDatabase, test_config_for};
 use scheduler::dispatch::Dispatcher;
 use tokio_util::sync::CancellationToken;
@@ -187,13 +188,4 @@ async fn count(conn: &mut diesel_async::AsyncPgConnection, sql: &str) -> anyhow:
     }
     let row: Count = diesel::sql_query(sql).get_result(conn).await?;
     Ok(row.n)
-}
-
-fn env_number(name: &str, default: usize) -> anyhow::Result<usize> {
-    match std::env::var(name) {
-        Ok(value) => value
-            .parse()
-            .map_err(|e| anyhow::anyhow!("{name}={value:?} is not a number: {e}")),
-        Err(_) => Ok(default),
-    }
 }

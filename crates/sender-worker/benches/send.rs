@@ -24,6 +24,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use domain::config::Config;
 use domain::events::{EmailJob, SendJob};
 use domain::kafka::{Envelope, Producer, TopicNames, ensure_topics};
+use domain::testing::process_stats::{clock_ticks, env_number, peak_memory_kib, process_cpu_ticks};
 use domain::testing::{TestDatabase, test_config_for};
 use secrecy::ExposeSecret;
 use uuid::Uuid;
@@ -458,25 +459,6 @@ async fn count(conn: &mut AsyncPgConnection, sql: &str) -> anyhow::Result<i64> {
     Ok(row.n)
 }
 
-/// utime + stime of a process, in clock ticks.
-fn process_cpu_ticks(pid: u32) -> anyhow::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let after = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .ok_or_else(|| anyhow::anyhow!("unexpected /proc/{pid}/stat: {stat}"))?;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of stat; `after` starts at field 3.
-    let field = |i: usize| -> anyhow::Result<u64> {
-        Ok(fields
-            .get(i - 3)
-            .ok_or_else(|| anyhow::anyhow!("/proc/{pid}/stat has no field {i}"))?
-            .parse()?)
-    };
-    Ok(field(14)? + field(15)?)
-}
-
 /// CPU ticks of the PostgreSQL processes that work for the worker: the backends connected to
 /// this database (but the bench's own) and the server's own processes (WAL writer,
 /// checkpointer, autovacuum...), by pid. Other databases' backends are left out.
@@ -503,45 +485,10 @@ async fn postgres_cpu_ticks(conn: &mut AsyncPgConnection) -> anyhow::Result<Hash
     Ok(ticks)
 }
 
-/// Peak resident memory (VmHWM) of a process, in KiB.
-fn peak_memory_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .ok_or_else(|| anyhow::anyhow!("no VmHWM in /proc/{pid}/status"))?;
-    Ok(line
-        .split_whitespace()
-        .nth(1)
-        .ok_or_else(|| anyhow::anyhow!("unexpected {line}"))?
-        .parse()?)
-}
-
-/// Clock ticks per second (`getconf CLK_TCK`; 100 if it cannot be read, as on every Linux
-/// this runs on). Read through the command since the workspace forbids `unsafe` (sysconf).
-fn clock_ticks() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|out| String::from_utf8(out.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
         s.lines()
             .find(|l| l.starts_with("Uid:"))
             .is_some_and(|l| l.split_whitespace().nth(1) == Some("0"))
     })
-}
-
-fn env_number(name: &str, default: i64) -> anyhow::Result<i64> {
-    match std::env::var(name) {
-        Ok(value) => value
-            .parse()
-            .map_err(|e| anyhow::anyhow!("{name}={value:?} is not a number: {e}")),
-        Err(_) => Ok(default),
-    }
 }

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use domain::config::Config;
 use domain::kafka::{TopicNames, ensure_topics};
+use domain::testing::process_stats::{clock_ticks, env_number, peak_memory_kib, process_cpu_ticks};
 use domain::testing::{TestDatabase, count_records, test_config_for};
 use domain::tracking_token::{TokenSigner, TrackingAction};
 use secrecy::ExposeSecret;
@@ -454,58 +455,4 @@ fn duration_ms(text: &str) -> Option<f64> {
         _ => return None,
     };
     Some(number * scale)
-}
-
-/// utime + stime of a process, in clock ticks.
-fn process_cpu_ticks(pid: u32) -> anyhow::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let after = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .ok_or_else(|| anyhow::anyhow!("unexpected /proc/{pid}/stat: {stat}"))?;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of stat; `after` starts at field 3.
-    let field = |i: usize| -> anyhow::Result<u64> {
-        Ok(fields
-            .get(i - 3)
-            .ok_or_else(|| anyhow::anyhow!("/proc/{pid}/stat has no field {i}"))?
-            .parse()?)
-    };
-    Ok(field(14)? + field(15)?)
-}
-
-/// Peak resident memory (VmHWM) of a process, in KiB.
-fn peak_memory_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .ok_or_else(|| anyhow::anyhow!("no VmHWM in /proc/{pid}/status"))?;
-    Ok(line
-        .split_whitespace()
-        .nth(1)
-        .ok_or_else(|| anyhow::anyhow!("unexpected {line}"))?
-        .parse()?)
-}
-
-/// Clock ticks per second (`getconf CLK_TCK`; 100 if it cannot be read, as on every Linux
-/// this runs on). Read through the command since the workspace forbids `unsafe` (sysconf).
-fn clock_ticks() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|out| String::from_utf8(out.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-fn env_number(name: &str, default: i64) -> anyhow::Result<i64> {
-    match std::env::var(name) {
-        Ok(value) => value
-            .parse()
-            .map_err(|e| anyhow::anyhow!("{name}={value:?} is not a number: {e}")),
-        Err(_) => Ok(default),
-    }
 }

@@ -9,6 +9,7 @@
 mod database;
 mod http;
 mod private_kafka;
+pub mod process_stats;
 mod topic_reader;
 
 use std::future::Future;

@@ -1,0 +1,63 @@
+//! What the benchmarks read about the processes they measure (from `/proc`), and their
+//! numeric settings from the environment.
+
+use std::str::FromStr;
+
+/// utime + stime of a process, in clock ticks (see [`clock_ticks`]).
+pub fn process_cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| anyhow::anyhow!("unexpected /proc/{pid}/stat: {stat}"))?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat; `after` starts at field 3.
+    let field = |i: usize| -> anyhow::Result<u64> {
+        Ok(fields
+            .get(i - 3)
+            .ok_or_else(|| anyhow::anyhow!("/proc/{pid}/stat has no field {i}"))?
+            .parse()?)
+    };
+    Ok(field(14)? + field(15)?)
+}
+
+/// Peak resident memory (VmHWM) of a process, in KiB.
+pub fn peak_memory_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .ok_or_else(|| anyhow::anyhow!("no VmHWM in /proc/{pid}/status"))?;
+    Ok(line
+        .split_whitespace()
+        .nth(1)
+        .ok_or_else(|| anyhow::anyhow!("unexpected {line}"))?
+        .parse()?)
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`; 100 if it cannot be read, as on every Linux
+/// this runs on). Read through the command since the workspace forbids `unsafe` (sysconf).
+pub fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// The number in environment variable `name`, or `default` when it is unset.
+pub fn env_number<T>(name: &str, default: T) -> anyhow::Result<T>
+where
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    match std::env::var(name) {
+        Ok(value) => value
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{name}={value:?} is not a number: {e}")),
+        Err(_) => Ok(default),
+    }
+}
