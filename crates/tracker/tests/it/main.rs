@@ -1,6 +1,5 @@
 //! Integration tests of the tracker service against real PostgreSQL and Kafka.
 
-mod end_to_end;
 mod events;
 mod health;
 mod publish;

@@ -1,16 +1,33 @@
-//! A one-click unsubscribe travels through Kafka to the real scheduler, which stops the
-//! enrollment and suppresses the address.
+//! A one-click unsubscribe at the real tracker travels through Kafka to the real scheduler,
+//! which stops the enrollment and suppresses the address.
 
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
+use domain::kafka::{TopicNames, ensure_topics};
 use domain::testing::{TestDatabase, poll_until, test_config_for};
+use domain::tracking_token::TrackingAction;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::support::{Ids, Running};
+/// The ids a tracking token names.
+struct Ids {
+    workspace_id: Uuid,
+    enrollment_id: Uuid,
+    message_id: Uuid,
+}
+
+impl Ids {
+    fn unsubscribe(&self) -> TrackingAction {
+        TrackingAction::Unsubscribe {
+            workspace_id: self.workspace_id,
+            enrollment_id: self.enrollment_id,
+            message_id: self.message_id,
+        }
+    }
+}
 
 /// A workspace with a sequence of one step, a contact enrolled in it and the step's message
 /// sent an hour ago. The enrollment's next send is far off, so the scheduler leaves it alone.
@@ -75,22 +92,33 @@ async fn one_click_unsubscribe_stops_the_enrollment_and_suppresses_the_address()
     let db = TestDatabase::create().await?;
     let config = test_config_for(&db)?;
     let ids = enrolled_and_sent(&db).await?;
-    let tracker = Running::start(config.clone()).await?;
+    let topics = TopicNames::from_config(&config.kafka);
+    ensure_topics(&config.kafka, &topics.all()).await?;
+    let signer = config
+        .security
+        .token_signer()
+        .map_err(anyhow::Error::msg)?
+        .ok_or_else(|| anyhow::anyhow!("test config has no tracking key"))?;
+    let tracker = tracker::Application::build(config.clone())?;
+    let tracker_url = format!("http://127.0.0.1:{}", tracker.port());
+    let shutdown = CancellationToken::new();
+    let tracker = tokio::spawn(tracker.run_until_stopped(shutdown.clone()));
     let scheduler = scheduler::Application::build_with(
         config,
         TcpListener::bind("127.0.0.1:0")?,
         Arc::new(domain::clock::SystemClock),
     )?;
-    let shutdown = CancellationToken::new();
     let scheduler = tokio::spawn(scheduler.run_until_stopped(shutdown.clone()));
 
-    let token = tracker
-        .signer
-        .encode(&ids.unsubscribe(), Utc::now() - TimeDelta::hours(1));
-    assert_eq!(
-        tracker.one_click(&format!("/u/{token}")).await?.status(),
-        200
-    );
+    // What a mail client's one-click unsubscribe sends (RFC 8058).
+    let token = signer.encode(&ids.unsubscribe(), Utc::now() - TimeDelta::hours(1));
+    let response = reqwest::Client::new()
+        .post(format!("{tracker_url}/u/{token}"))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body("List-Unsubscribe=One-Click")
+        .send()
+        .await?;
+    assert_eq!(response.status(), 200);
 
     let enrollment = ids.enrollment_id;
     poll_until(
@@ -123,5 +151,5 @@ async fn one_click_unsubscribe_stops_the_enrollment_and_suppresses_the_address()
 
     shutdown.cancel();
     scheduler.await??;
-    tracker.stop().await
+    tracker.await?
 }
