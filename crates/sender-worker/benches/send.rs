@@ -24,9 +24,10 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use domain::config::Config;
 use domain::events::{EmailJob, SendJob};
 use domain::kafka::{Envelope, Producer, TopicNames, ensure_topics};
-use domain::testing::process_stats::{clock_ticks, env_number, peak_memory_kib, process_cpu_ticks};
+use domain::testing::process_stats::{
+    clock_ticks, env_number, peak_memory_kib, process_cpu_ticks, service_env,
+};
 use domain::testing::{TestDatabase, test_config_for};
-use secrecy::ExposeSecret;
 use uuid::Uuid;
 
 const MAILBOXES: i64 = 200;
@@ -256,20 +257,9 @@ fn start_worker(config: &Config, settings: &Settings) -> anyhow::Result<tokio::p
     command
         .arg("serve")
         .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("SEQ_DATABASE__URL", config.database.url.expose_secret())
+        .envs(service_env(config))
         .env("SEQ_DATABASE__MAX_CONNECTIONS", &settings.max_connections)
-        .env("SEQ_KAFKA__BROKERS", &config.kafka.brokers)
-        .env("SEQ_KAFKA__TOPIC_PREFIX", &config.kafka.topic_prefix)
         .env("SEQ_KAFKA__PARTITIONS", PARTITIONS.to_string())
-        .env(
-            "SEQ_SECURITY__TRACKING_KEYS",
-            config.security.tracking_keys.expose_secret(),
-        )
-        .env(
-            "SEQ_SECURITY__ENCRYPTION_KEYS",
-            config.security.encryption_keys.expose_secret(),
-        )
         .env("SEQ_SENDER_WORKER__ADMIN_BIND", "127.0.0.1:0")
         .env("SEQ_TRACKER__PUBLIC_URL", "https://track.acme.example")
         .env("SEQ_TELEMETRY__LOG_FILTER", "warn");

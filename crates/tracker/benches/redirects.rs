@@ -25,10 +25,11 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use domain::config::Config;
 use domain::kafka::{TopicNames, ensure_topics};
-use domain::testing::process_stats::{clock_ticks, env_number, peak_memory_kib, process_cpu_ticks};
+use domain::testing::process_stats::{
+    clock_ticks, env_number, peak_memory_kib, process_cpu_ticks, service_env,
+};
 use domain::testing::{TestDatabase, count_records, test_config_for};
 use domain::tracking_token::{TokenSigner, TrackingAction};
-use secrecy::ExposeSecret;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use uuid::Uuid;
 
@@ -281,20 +282,8 @@ fn start_tracker(config: &Config, addr: SocketAddr) -> anyhow::Result<tokio::pro
     command
         .arg("serve")
         .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(service_env(config))
         .env("SEQ_TRACKER__BIND", addr.to_string())
-        .env("SEQ_DATABASE__URL", config.database.url.expose_secret())
-        .env("SEQ_KAFKA__BROKERS", &config.kafka.brokers)
-        .env("SEQ_KAFKA__TOPIC_PREFIX", &config.kafka.topic_prefix)
-        .env("SEQ_KAFKA__PARTITIONS", config.kafka.partitions.to_string())
-        .env(
-            "SEQ_SECURITY__TRACKING_KEYS",
-            config.security.tracking_keys.expose_secret(),
-        )
-        .env(
-            "SEQ_SECURITY__ENCRYPTION_KEYS",
-            config.security.encryption_keys.expose_secret(),
-        )
         .env("SEQ_TELEMETRY__LOG_FILTER", "warn");
     for (key, value) in std::env::vars() {
         if key.starts_with("SEQ_TRACKER__") && key != "SEQ_TRACKER__BIND" {

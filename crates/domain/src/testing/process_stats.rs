@@ -61,3 +61,28 @@ where
         Err(_) => Ok(default),
     }
 }
+
+/// The environment that points a service binary started as a child process at `config`'s
+/// database, Kafka (brokers, topic prefix, partitions) and keys, starting from a clean
+/// environment plus `PATH`. Callers add their service's own settings.
+pub fn service_env(config: &crate::config::Config) -> Vec<(&'static str, String)> {
+    use secrecy::ExposeSecret as _;
+    vec![
+        ("PATH", std::env::var("PATH").unwrap_or_default()),
+        (
+            "SEQ_DATABASE__URL",
+            config.database.url.expose_secret().to_owned(),
+        ),
+        ("SEQ_KAFKA__BROKERS", config.kafka.brokers.clone()),
+        ("SEQ_KAFKA__TOPIC_PREFIX", config.kafka.topic_prefix.clone()),
+        ("SEQ_KAFKA__PARTITIONS", config.kafka.partitions.to_string()),
+        (
+            "SEQ_SECURITY__TRACKING_KEYS",
+            config.security.tracking_keys.expose_secret().to_owned(),
+        ),
+        (
+            "SEQ_SECURITY__ENCRYPTION_KEYS",
+            config.security.encryption_keys.expose_secret().to_owned(),
+        ),
+    ]
+}

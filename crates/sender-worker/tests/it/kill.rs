@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use domain::testing::poll_until;
-use secrecy::ExposeSecret;
+use domain::testing::process_stats::service_env;
 
 use crate::world::{SmtpSink, Step, World};
 
@@ -19,19 +19,7 @@ fn worker_process(world: &World) -> anyhow::Result<tokio::process::Child> {
         tokio::process::Command::new(env!("CARGO_BIN_EXE_sender-worker"))
             .arg("serve")
             .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("SEQ_DATABASE__URL", config.database.url.expose_secret())
-            .env("SEQ_KAFKA__BROKERS", &config.kafka.brokers)
-            .env("SEQ_KAFKA__TOPIC_PREFIX", &config.kafka.topic_prefix)
-            .env("SEQ_KAFKA__PARTITIONS", config.kafka.partitions.to_string())
-            .env(
-                "SEQ_SECURITY__TRACKING_KEYS",
-                config.security.tracking_keys.expose_secret(),
-            )
-            .env(
-                "SEQ_SECURITY__ENCRYPTION_KEYS",
-                config.security.encryption_keys.expose_secret(),
-            )
+            .envs(service_env(config))
             .env("SEQ_SENDER_WORKER__ADMIN_BIND", "127.0.0.1:0")
             .env(
                 "SEQ_SENDER_WORKER__CONNECT_TIMEOUT_MS",
