@@ -31,6 +31,7 @@ pub struct Config {
     pub tracker: TrackerConfig,
     pub scheduler: SchedulerConfig,
     pub sender_worker: WorkerServiceConfig,
+    pub inbox_watcher: InboxWatcherConfig,
     pub security: SecurityConfig,
     pub shutdown: ShutdownConfig,
 }
@@ -220,6 +221,47 @@ pub enum DkimAlgorithm {
     Rsa,
     /// ed25519-sha256 (RFC 8463).
     Ed25519,
+}
+
+/// The inbox watcher (the tracker's second binary): reads connected mailboxes over IMAP for
+/// replies, automatic answers and bounces.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboxWatcherConfig {
+    pub admin_bind: SocketAddr,
+    /// The folder incoming mail arrives in.
+    pub folder: String,
+    /// How long a replica's claim on a mailbox lasts without renewal; after it, another
+    /// replica takes the mailbox over.
+    pub lease_seconds: u64,
+    /// How often leases are renewed and unwatched mailboxes claimed (at most a third of the
+    /// lease, so two renewals may fail before the lease is lost).
+    pub claim_interval_ms: u64,
+    /// Mailboxes one replica watches at most (each holds one IMAP connection).
+    pub max_mailboxes: u32,
+    /// Mailboxes claimed per round, so a replica starting next to others does not take them all.
+    pub claims_per_round: u32,
+    /// Wait with IMAP IDLE where the server offers it; otherwise (or when false) poll.
+    pub use_idle: bool,
+    /// IDLE is re-issued after this long (RFC 2177: servers may drop it after 30 minutes).
+    pub idle_timeout_seconds: u64,
+    /// Pause between checks of a mailbox without IDLE.
+    pub poll_interval_ms: u64,
+    /// Messages fetched per IMAP command and recorded per transaction.
+    pub fetch_batch: u32,
+    /// Bytes of each message fetched at most (headers come first; a reply needs only them,
+    /// a bounce report its first parts).
+    pub max_message_bytes: u32,
+    /// A mailbox read for the first time is read back to its first sent email, at most this
+    /// many days.
+    pub first_scan_days: u32,
+    /// Connecting, greeting, TLS and login together.
+    pub connect_timeout_ms: u64,
+    /// Each IMAP command.
+    pub command_timeout_ms: u64,
+    /// First wait after a failed connection; it doubles per failure up to `backoff_max_ms`.
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -138,6 +138,50 @@ pub(super) fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigE
             "sender_worker.reaper_interval_ms",
             config.sender_worker.reaper_interval_ms,
         ),
+        (
+            "inbox_watcher.lease_seconds",
+            config.inbox_watcher.lease_seconds,
+        ),
+        (
+            "inbox_watcher.claim_interval_ms",
+            config.inbox_watcher.claim_interval_ms,
+        ),
+        (
+            "inbox_watcher.max_mailboxes",
+            u64::from(config.inbox_watcher.max_mailboxes),
+        ),
+        (
+            "inbox_watcher.claims_per_round",
+            u64::from(config.inbox_watcher.claims_per_round),
+        ),
+        (
+            "inbox_watcher.idle_timeout_seconds",
+            config.inbox_watcher.idle_timeout_seconds,
+        ),
+        (
+            "inbox_watcher.poll_interval_ms",
+            config.inbox_watcher.poll_interval_ms,
+        ),
+        (
+            "inbox_watcher.fetch_batch",
+            u64::from(config.inbox_watcher.fetch_batch),
+        ),
+        (
+            "inbox_watcher.max_message_bytes",
+            u64::from(config.inbox_watcher.max_message_bytes),
+        ),
+        (
+            "inbox_watcher.connect_timeout_ms",
+            config.inbox_watcher.connect_timeout_ms,
+        ),
+        (
+            "inbox_watcher.command_timeout_ms",
+            config.inbox_watcher.command_timeout_ms,
+        ),
+        (
+            "inbox_watcher.backoff_initial_ms",
+            config.inbox_watcher.backoff_initial_ms,
+        ),
     ] {
         if value == 0 {
             return fail(key, "must be greater than 0".to_owned());
@@ -167,6 +211,37 @@ pub(super) fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigE
                 longest_send_ms.div_ceil(1000)
             ),
         );
+    }
+    let watcher = &config.inbox_watcher;
+    if watcher.claim_interval_ms.saturating_mul(3) > watcher.lease_seconds.saturating_mul(1000) {
+        return fail(
+            "inbox_watcher.claim_interval_ms",
+            "must be at most a third of inbox_watcher.lease_seconds, or a lease could lapse \
+             between two renewals"
+                .to_owned(),
+        );
+    }
+    if watcher.idle_timeout_seconds > 29 * 60 {
+        return fail(
+            "inbox_watcher.idle_timeout_seconds",
+            "must be at most 1740 (29 minutes): servers may end an IDLE after 30 (RFC 2177)"
+                .to_owned(),
+        );
+    }
+    if watcher.backoff_max_ms < watcher.backoff_initial_ms {
+        return fail(
+            "inbox_watcher.backoff_max_ms",
+            "must be at least inbox_watcher.backoff_initial_ms".to_owned(),
+        );
+    }
+    if watcher.fetch_batch > 1000 {
+        return fail(
+            "inbox_watcher.fetch_batch",
+            "must be at most 1000".to_owned(),
+        );
+    }
+    if watcher.folder.trim().is_empty() {
+        return fail("inbox_watcher.folder", "must name a folder".to_owned());
     }
     for (index, key) in config.sender_worker.dkim.iter().enumerate() {
         let at = format!("sender_worker.dkim[{index}]");

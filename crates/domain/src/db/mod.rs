@@ -9,6 +9,7 @@ pub mod dispatch;
 pub mod enrollments;
 pub mod events;
 pub mod health;
+pub mod inbox;
 pub mod mailboxes;
 pub mod messages;
 pub mod migrations;

@@ -31,6 +31,8 @@ pub struct EnrollmentContext {
     pub window: WindowColumns,
     #[diesel(sql_type = Bool)]
     pub stop_on_reply: bool,
+    #[diesel(sql_type = Bool)]
+    pub stop_on_auto_reply: bool,
 }
 
 /// Locks the enrollment row (events of one enrollment apply one after the other).
@@ -42,7 +44,7 @@ pub async fn lock_enrollment(
         "SELECT e.id, e.workspace_id, e.sequence_id, e.contact_id, e.current_step, e.status, \
                 c.email, c.timezone AS contact_timezone, s.send_days, s.window_start, \
                 s.window_end, s.timezone AS sequence_timezone, s.use_contact_timezone, \
-                s.business_days_only, s.stop_on_reply \
+                s.business_days_only, s.stop_on_reply, s.stop_on_auto_reply \
            FROM enrollments e \
            JOIN sequences s ON s.id = e.sequence_id \
            JOIN contacts c ON c.id = e.contact_id \

@@ -84,6 +84,7 @@ diesel::table! {
         open_tracking_enabled -> Bool,
         click_tracking_enabled -> Bool,
         stop_on_reply -> Bool,
+        stop_on_auto_reply -> Bool,
         unsubscribe_link -> Bool,
         tracking_domain -> Nullable<Text>,
         send_days -> Array<Int2>,
@@ -255,6 +256,22 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    inbox_watches (mailbox_id) {
+        mailbox_id -> Uuid,
+        owner -> Nullable<Text>,
+        lease_expires_at -> Nullable<Timestamptz>,
+        uid_validity -> Nullable<Int8>,
+        last_uid -> Int8,
+        status -> Text,
+        last_error -> Nullable<Text>,
+        consecutive_failures -> Int4,
+        last_checked_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(api_keys -> workspaces (workspace_id));
 diesel::joinable!(mailboxes -> workspaces (workspace_id));
 diesel::joinable!(contacts -> workspaces (workspace_id));
@@ -270,6 +287,7 @@ diesel::joinable!(messages -> steps (step_id));
 diesel::joinable!(events -> messages (message_id));
 diesel::joinable!(mailbox_daily_usage -> mailboxes (mailbox_id));
 diesel::joinable!(step_stats -> steps (step_id));
+diesel::joinable!(inbox_watches -> mailboxes (mailbox_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     workspaces,
@@ -287,4 +305,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     outbox,
     step_stats,
     sequence_stats,
+    inbox_watches,
 );

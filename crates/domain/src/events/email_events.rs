@@ -23,6 +23,18 @@ pub struct Client {
     pub client_ip: Option<String>,
 }
 
+/// The message that came back to a mailbox, as far as the events keep it (never its body).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inbound {
+    /// Its Message-ID header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbound_message_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "payload", rename_all = "snake_case")]
 pub enum EmailEvent {
@@ -49,9 +61,22 @@ pub enum EmailEvent {
         #[serde(flatten)]
         client: Client,
     },
+    /// The contact answered (found by the inbox watcher).
     Replied {
         #[serde(flatten)]
         message: MessageRef,
+        #[serde(flatten)]
+        inbound: Inbound,
+    },
+    /// An automatic answer (out of office, autoresponder): recorded, and the enrollment goes
+    /// on unless its sequence says `stop_on_auto_reply`.
+    AutoReplied {
+        #[serde(flatten)]
+        message: MessageRef,
+        #[serde(flatten)]
+        inbound: Inbound,
+        /// Which rule recognised it (e.g. `Auto-Submitted: auto-replied`).
+        reason: String,
     },
     Bounced {
         #[serde(flatten)]

@@ -6,6 +6,6 @@ mod email_events;
 mod email_jobs;
 mod email_retries;
 
-pub use email_events::{Client, EmailEvent, MessageRef};
+pub use email_events::{Client, EmailEvent, Inbound, MessageRef};
 pub use email_jobs::{EmailJob, SendJob};
 pub use email_retries::{EmailRetry, RetryRequest};

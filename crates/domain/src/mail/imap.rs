@@ -32,21 +32,33 @@ pub async fn check(server: &Server, login: &Login, timeout: Duration) -> Result<
     }
 }
 
-async fn login_and_logout(server: &Server, login: &Login) -> Result<(), String> {
+/// A byte stream an IMAP session runs over: plain TCP or TLS, chosen at run time.
+pub trait ImapStream: AsyncRead + AsyncWrite + Unpin + Debug + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Debug + Send> ImapStream for T {}
+
+/// A logged-in IMAP session over whichever transport the mailbox is configured for.
+pub type Session = async_imap::Session<Box<dyn ImapStream>>;
+
+/// Connects with the configured security, reads the greeting and logs in. Errors name the
+/// step that failed and never contain the password (the caller still passes them through
+/// [`super::redact`] before storing them, as servers may echo what they were sent).
+pub async fn connect(server: &Server, login: &Login) -> Result<Session, String> {
     let tcp = TcpStream::connect((server.host.as_str(), server.port))
         .await
         .map_err(|e| format!("could not connect: {e}"))?;
-    match server.security {
+    // Replies are small and interactive; Nagle would only add latency to every command.
+    let _ = tcp.set_nodelay(true);
+    let stream: Box<dyn ImapStream> = match server.security {
         Security::None => {
             let mut client = async_imap::Client::new(tcp);
             greeting(&mut client).await?;
-            authenticate(client, login).await
+            Box::new(client.into_inner())
         }
         Security::Tls => {
             let tls = tls_handshake(server, tcp).await?;
             let mut client = async_imap::Client::new(tls);
             greeting(&mut client).await?;
-            authenticate(client, login).await
+            Box::new(client.into_inner())
         }
         Security::Starttls => {
             let mut client = async_imap::Client::new(tcp);
@@ -55,11 +67,21 @@ async fn login_and_logout(server: &Server, login: &Login) -> Result<(), String> 
                 .run_command_and_check_ok("STARTTLS", None)
                 .await
                 .map_err(|e| format!("STARTTLS refused: {e}"))?;
-            let tls = tls_handshake(server, client.into_inner()).await?;
             // No second greeting after STARTTLS (RFC 3501 6.2.1).
-            authenticate(async_imap::Client::new(tls), login).await
+            Box::new(tls_handshake(server, client.into_inner()).await?)
         }
-    }
+    };
+    async_imap::Client::new(stream)
+        .login(&login.username, login.password.expose_secret())
+        .await
+        .map_err(|(e, _)| format!("login rejected: {e}"))
+}
+
+async fn login_and_logout(server: &Server, login: &Login) -> Result<(), String> {
+    let mut session = connect(server, login).await?;
+    // The login succeeded, which is what the check is about; a failing LOGOUT is not news.
+    let _ = session.logout().await;
+    Ok(())
 }
 
 async fn tls_handshake(
@@ -99,17 +121,4 @@ where
             "unexpected greeting (not an IMAP server?): {other:?}"
         )),
     }
-}
-
-async fn authenticate<S>(client: async_imap::Client<S>, login: &Login) -> Result<(), String>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Debug + Send,
-{
-    let mut session = client
-        .login(&login.username, login.password.expose_secret())
-        .await
-        .map_err(|(e, _)| format!("login rejected: {e}"))?;
-    // The login succeeded, which is what the check is about; a failing LOGOUT is not news.
-    let _ = session.logout().await;
-    Ok(())
 }

@@ -68,3 +68,15 @@ impl ServiceBase {
         })
     }
 }
+
+/// Names this process where it claims work (messages, mailbox leases): the pod (HOSTNAME,
+/// else `service`) and a random suffix, since a restarted pod keeps its name but not its
+/// claims.
+pub fn instance_id(service: &str) -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.trim().is_empty())
+        .unwrap_or_else(|| service.to_owned());
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}-{}", &suffix[..8])
+}

@@ -55,6 +55,10 @@ pub fn test_config_with_url(database_url: &str) -> anyhow::Result<Config> {
             "sender_worker.admin_bind",
             "127.0.0.1:0",
         ))
+        .merge(Serialized::default(
+            "inbox_watcher.admin_bind",
+            "127.0.0.1:0",
+        ))
         .merge(Serialized::default("shutdown.grace_period_seconds", 5))
         .merge(Serialized::default(
             "security.encryption_keys",

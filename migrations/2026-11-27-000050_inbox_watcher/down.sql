@@ -1,0 +1,2 @@
+ALTER TABLE sequences DROP COLUMN stop_on_auto_reply;
+DROP TABLE inbox_watches;
