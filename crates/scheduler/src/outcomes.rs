@@ -121,13 +121,18 @@ pub async fn apply(
                 progress::stop(tx, enrollment.id, "replied", "replied").await?;
             }
         }
+        EmailEvent::AutoReplied { .. } => {
+            if enrollment.stop_on_auto_reply {
+                progress::stop(tx, enrollment.id, "replied", "auto_replied").await?;
+            }
+        }
         EmailEvent::Bounced { hard: true, .. } => {
             if message_exists {
                 progress::set_message_outcome(tx, message.message_id, "bounced", at, None).await?;
             }
-            progress::stop(tx, enrollment.id, "bounced", "hard_bounce").await?;
-            // The address does not exist: no other sequence should try it either.
-            progress::set_contact_status(tx, enrollment.contact_id, "bounced").await?;
+            // The address does not exist: no sequence of the workspace should try it again,
+            // and a contact re-imported later stays suppressed.
+            suppress(tx, &enrollment, "bounced", "bounced", "hard_bounce").await?;
         }
         EmailEvent::Unsubscribed { .. } => {
             suppress(
@@ -187,7 +192,7 @@ async fn advance_after(
     Ok(())
 }
 
-/// Unsubscribe and complaint: the address goes on the workspace's suppression list, the
+/// Unsubscribe, complaint and hard bounce: the address goes on the workspace's suppression list, the
 /// contact is marked, and every running enrollment of the contact stops.
 async fn suppress(
     tx: &mut AsyncPgConnection,
@@ -224,7 +229,8 @@ fn message_of(event: &EmailEvent) -> &MessageRef {
         EmailEvent::Sent { message, .. }
         | EmailEvent::Opened { message, .. }
         | EmailEvent::Clicked { message, .. }
-        | EmailEvent::Replied { message }
+        | EmailEvent::Replied { message, .. }
+        | EmailEvent::AutoReplied { message, .. }
         | EmailEvent::Bounced { message, .. }
         | EmailEvent::Unsubscribed { message, .. }
         | EmailEvent::Complained { message }
@@ -239,6 +245,7 @@ fn event_type(event: &EmailEvent) -> &'static str {
         EmailEvent::Opened { .. } => "opened",
         EmailEvent::Clicked { .. } => "clicked",
         EmailEvent::Replied { .. } => "replied",
+        EmailEvent::AutoReplied { .. } => "auto_replied",
         EmailEvent::Bounced { hard: true, .. } => "bounced",
         EmailEvent::Bounced { hard: false, .. } => "soft_bounced",
         EmailEvent::Unsubscribed { .. } => "unsubscribed",
@@ -257,6 +264,10 @@ fn details(event: &EmailEvent) -> serde_json::Value {
         } => json!({"step_order": step_order, "message_id_header": message_id_header}),
         EmailEvent::Bounced { diagnostic, .. } => json!({"diagnostic": diagnostic}),
         EmailEvent::Failed { reason, .. } => json!({"reason": reason}),
+        EmailEvent::Replied { inbound, .. } => json!({"inbound": inbound}),
+        EmailEvent::AutoReplied {
+            inbound, reason, ..
+        } => json!({"inbound": inbound, "reason": reason}),
         _ => json!({}),
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use diesel_async::{AsyncConnection as _, RunQueryDsl};
 use domain::clock::{Clock, ManualClock};
-use domain::events::{Client, EmailEvent, EmailRetry, MessageRef, RetryRequest};
+use domain::events::{Client, EmailEvent, EmailRetry, Inbound, MessageRef, RetryRequest};
 use domain::kafka::{ConsumerOptions, Envelope, Producer, TopicNames, ensure_topics, run_consumer};
 use domain::testing::{poll_until, test_config_for};
 use scheduler::dispatch::Dispatcher;
@@ -136,6 +136,7 @@ async fn a_reply_stops_the_enrollment_only_when_the_sequence_says_so() -> anyhow
                     message_id: message,
                     enrollment_id: enrollment,
                 },
+                inbound: Inbound::default(),
             },
         )
     };
