@@ -13,6 +13,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::AsyncConnection;
 use domain::crypto::{CryptoError, SecretCipher};
+use domain::db::inbox;
 use domain::db::mailboxes::{self as db, MailboxValues, status};
 use domain::mail;
 use paperclip::actix::{Apiv2Schema, CreatedJson, NoContent, api_v2_operation, web};
@@ -284,6 +285,52 @@ pub struct ImapView {
     pub username: Option<String>,
     /// Whether a password is stored (passwords are never returned).
     pub password_set: bool,
+    /// How the inbox watcher is doing with this mailbox (replies, bounces); absent until a
+    /// watcher first saw the mailbox.
+    pub watch: Option<InboxWatchView>,
+}
+
+/// The inbox watcher's state for a mailbox.
+#[derive(Debug, Serialize, Apiv2Schema)]
+pub struct InboxWatchView {
+    /// `pending` (not read yet), `connecting`, `idle` (waiting with IMAP IDLE), `polling`, or
+    /// `error` (see `last_error`; the watcher retries with a growing pause).
+    pub status: String,
+    /// What went wrong last, while `status` is `error` or a reconnection is under way. Never
+    /// contains the password.
+    pub last_error: Option<String>,
+    /// Failed connections or commands in a row.
+    pub consecutive_failures: i32,
+    /// When the inbox was last read completely.
+    pub last_checked_at: Option<DateTime<Utc>>,
+}
+
+/// Fills in each mailbox's `imap.watch`.
+async fn attach_watches(
+    conn: &mut diesel_async::AsyncPgConnection,
+    mailboxes: &mut [Mailbox],
+) -> Result<(), ApiError> {
+    let ids: Vec<Uuid> = mailboxes
+        .iter()
+        .filter(|m| m.imap.is_some())
+        .map(|m| m.id)
+        .collect();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let states = inbox::states(conn, &ids).await?;
+    for mailbox in mailboxes {
+        let state = states.iter().find(|s| s.mailbox_id == mailbox.id);
+        if let (Some(imap), Some(state)) = (mailbox.imap.as_mut(), state) {
+            imap.watch = Some(InboxWatchView {
+                status: state.status.clone(),
+                last_error: state.last_error.clone(),
+                consecutive_failures: state.consecutive_failures,
+                last_checked_at: state.last_checked_at,
+            });
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Serialize, Apiv2Schema)]
@@ -826,6 +873,7 @@ impl TryFrom<db::Mailbox> for Mailbox {
                 security: security(m.imap_security.as_deref().unwrap_or("tls"))?.into(),
                 username: m.imap_username,
                 password_set: m.imap_password_encrypted.is_some(),
+                watch: None,
             }),
             _ => None,
         };
@@ -858,6 +906,25 @@ impl TryFrom<db::Mailbox> for Mailbox {
             updated_at: m.updated_at,
         })
     }
+}
+
+type ImapConnection = (
+    Option<String>,
+    Option<i32>,
+    Option<String>,
+    Option<String>,
+    Option<Vec<u8>>,
+);
+
+/// What the inbox watcher connects with.
+fn imap_settings(m: &db::Mailbox) -> ImapConnection {
+    (
+        m.imap_host.clone(),
+        m.imap_port,
+        m.imap_security.clone(),
+        m.imap_username.clone(),
+        m.imap_password_encrypted.clone(),
+    )
 }
 
 /// A second mailbox with the same address in the workspace is a 409.
@@ -919,10 +986,11 @@ async fn list(
     let mut conn = state.pool.get().await?;
     let rows = db::list(&mut conn, caller.workspace_id, page.after, page.fetch()).await?;
     let (rows, next_cursor) = page.finish(rows, |m| m.id);
-    let data = rows
+    let mut data = rows
         .into_iter()
         .map(Mailbox::try_from)
-        .collect::<Result<_, _>>()?;
+        .collect::<Result<Vec<_>, _>>()?;
+    attach_watches(&mut conn, &mut data).await?;
     Ok(web::Json(Page { data, next_cursor }))
 }
 
@@ -937,7 +1005,9 @@ async fn get(
     let mailbox = db::find(&mut conn, caller.workspace_id, id.into_inner())
         .await?
         .ok_or(ApiError::NotFound("mailbox"))?;
-    Ok(web::Json(mailbox.try_into()?))
+    let mut mailbox: Mailbox = mailbox.try_into()?;
+    attach_watches(&mut conn, std::slice::from_mut(&mut mailbox)).await?;
+    Ok(web::Json(mailbox))
 }
 
 /// Update a mailbox
@@ -963,15 +1033,24 @@ async fn update(
             let current = db::find_for_update(tx, workspace_id, id)
                 .await?
                 .ok_or(ApiError::NotFound("mailbox"))?;
+            let imap_before = imap_settings(&current);
             let values = merge(current, &body, cipher)?;
-            db::update(tx, workspace_id, id, &values)
+            let updated = db::update(tx, workspace_id, id, &values)
                 .await
                 .map_err(duplicate_email)?
-                .ok_or(ApiError::NotFound("mailbox"))
+                .ok_or(ApiError::NotFound("mailbox"))?;
+            if imap_settings(&updated) != imap_before {
+                // The watcher holding the old settings stops, and the mailbox is read afresh
+                // (by date: answers already recorded are not recorded again).
+                inbox::forget(tx, id).await?;
+            }
+            Ok(updated)
         })
         .await?;
     tracing::info!(workspace.id = %workspace_id, mailbox.id = %id, "mailbox updated");
-    Ok(web::Json(updated.try_into()?))
+    let mut mailbox: Mailbox = updated.try_into()?;
+    attach_watches(&mut conn, std::slice::from_mut(&mut mailbox)).await?;
+    Ok(web::Json(mailbox))
 }
 
 /// Delete a mailbox

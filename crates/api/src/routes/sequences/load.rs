@@ -59,6 +59,7 @@ pub async fn many(
             open_tracking_enabled: s.open_tracking_enabled,
             click_tracking_enabled: s.click_tracking_enabled,
             stop_on_reply: s.stop_on_reply,
+            stop_on_auto_reply: s.stop_on_auto_reply,
             unsubscribe_link: s.unsubscribe_link,
             tracking_domain: s.tracking_domain,
             created_at: s.created_at,

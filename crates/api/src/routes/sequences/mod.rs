@@ -77,6 +77,7 @@ async fn create(
                     open_tracking_enabled: body.open_tracking_enabled,
                     click_tracking_enabled: body.click_tracking_enabled,
                     stop_on_reply: body.stop_on_reply.unwrap_or(true),
+                    stop_on_auto_reply: body.stop_on_auto_reply.unwrap_or(false),
                     unsubscribe_link: body.unsubscribe_link.unwrap_or(true),
                     tracking_domain: body.tracking_domain.as_deref(),
                     send_days: window.day_numbers().unwrap_or_else(|| vec![1, 2, 3, 4, 5]),
@@ -210,6 +211,7 @@ async fn update(
                 open_tracking_enabled: body.open_tracking_enabled,
                 click_tracking_enabled: body.click_tracking_enabled,
                 stop_on_reply: body.stop_on_reply,
+                stop_on_auto_reply: body.stop_on_auto_reply,
                 unsubscribe_link: body.unsubscribe_link,
                 tracking_domain: body
                     .tracking_domain

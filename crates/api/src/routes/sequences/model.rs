@@ -27,6 +27,8 @@ pub struct CreateSequence {
     pub steps: Vec<StepInput>,
     /// Stop a contact's sequence when they reply (default true).
     pub stop_on_reply: Option<bool>,
+    /// Stop it on an automatic answer (out of office) too (default false: the sequence goes on).
+    pub stop_on_auto_reply: Option<bool>,
     /// Add an unsubscribe link to bodies (default true; the List-Unsubscribe headers are always sent).
     pub unsubscribe_link: Option<bool>,
     /// Host of a custom tracking domain for this sequence's links.
@@ -46,6 +48,7 @@ pub struct UpdateSequence {
     pub open_tracking_enabled: Option<bool>,
     pub click_tracking_enabled: Option<bool>,
     pub stop_on_reply: Option<bool>,
+    pub stop_on_auto_reply: Option<bool>,
     pub unsubscribe_link: Option<bool>,
     /// Host of a custom tracking domain; an empty string removes it.
     pub tracking_domain: Option<String>,
@@ -127,6 +130,7 @@ pub struct Sequence {
     pub open_tracking_enabled: bool,
     pub click_tracking_enabled: bool,
     pub stop_on_reply: bool,
+    pub stop_on_auto_reply: bool,
     pub unsubscribe_link: bool,
     pub tracking_domain: Option<String>,
     pub sending_window: SendingWindowOut,
