@@ -73,7 +73,7 @@ impl Application {
             pool: base.pool.clone(),
             kafka: base.config.kafka.clone(),
             topics: base.topics.clone(),
-            worker_id: worker_id(),
+            worker_id: domain::service::instance_id("sender-worker"),
             delivery: Arc::new(Delivery {
                 signer,
                 dkim,
@@ -152,17 +152,6 @@ impl Application {
         tracing::info!("sender-worker stopped");
         Ok(())
     }
-}
-
-/// Names this process on the messages it claims: the pod (HOSTNAME) and a random suffix,
-/// since a restarted pod keeps its name but not its claims.
-fn worker_id() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.trim().is_empty())
-        .unwrap_or_else(|| "sender-worker".to_owned());
-    let suffix = uuid::Uuid::new_v4().simple().to_string();
-    format!("{host}-{}", &suffix[..8])
 }
 
 /// The binary's serve command.

@@ -26,6 +26,7 @@
 
 pub mod bots;
 pub mod client_ip;
+pub mod inbox;
 pub mod pages;
 pub mod publish;
 pub mod recent_opens;

@@ -1,0 +1,442 @@
+//! Watching one mailbox while this replica holds its lease: connect, catch up from the stored
+//! position, then wait for new mail and catch up again, until cancelled. A failure is
+//! recorded on the watch (the API shows it), counted, and followed by a growing pause.
+//!
+//! Each batch of fetched emails is recorded in one transaction: the events' outbox rows and
+//! the new position together, fenced by the lease. A crash before the commit reads the batch
+//! again; after it, never again. So a restart neither misses nor repeats an email.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{Days, Utc};
+use diesel_async::AsyncConnection as _;
+use domain::crypto::SecretCipher;
+use domain::db::PgPool;
+use domain::db::inbox::{self, WatchedMailbox};
+use domain::db::mailboxes::imap_password_context;
+use domain::db::outbox::{self, NewOutboxRecord};
+use domain::mail::{self, Login, Security, Server};
+use rand::Rng as _;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::classify;
+use super::matching::{self, Position};
+use super::reader::{Fetched, Reader, Selected, Woken};
+use domain::config::InboxWatcherConfig;
+
+/// What every mailbox task shares.
+pub struct Shared {
+    pub pool: PgPool,
+    pub cipher: SecretCipher,
+    pub settings: InboxWatcherConfig,
+    pub owner: String,
+    pub events_topic: String,
+}
+
+/// Why a watch ended for good (anything else is retried).
+#[derive(Debug)]
+enum Ended {
+    Cancelled,
+    /// Another replica holds the mailbox now, or it is no longer watchable.
+    NotOurs,
+}
+
+#[derive(Debug)]
+enum Failure {
+    /// Worth telling the mailbox's owner (connection, login, server behaviour).
+    Mailbox(String),
+    /// Ours (database, encoding): logged, not shown as the mailbox's problem.
+    Internal(anyhow::Error),
+}
+
+impl From<diesel::result::Error> for Failure {
+    fn from(e: diesel::result::Error) -> Self {
+        Failure::Internal(e.into())
+    }
+}
+
+impl From<domain::db::PoolError> for Failure {
+    fn from(e: domain::db::PoolError) -> Self {
+        Failure::Internal(e.into())
+    }
+}
+
+/// Watches `mailbox_id` until `cancel`, or until it is no longer this replica's.
+pub async fn run(shared: Arc<Shared>, mailbox_id: Uuid, cancel: CancellationToken) {
+    let mut failures: u32 = 0;
+    loop {
+        match session(&shared, mailbox_id, &cancel, &mut failures).await {
+            Ok(Ended::Cancelled) => return,
+            Ok(Ended::NotOurs) => {
+                tracing::info!(mailbox.id = %mailbox_id, "mailbox no longer watched here");
+                return;
+            }
+            Err(failure) => {
+                failures = failures.saturating_add(1);
+                let message = match &failure {
+                    Failure::Mailbox(message) => message.clone(),
+                    Failure::Internal(error) => format!("{error:#}"),
+                };
+                metrics::counter!("inbox_watcher_failures_total", "kind" => match failure {
+                    Failure::Mailbox(_) => "mailbox",
+                    Failure::Internal(_) => "internal",
+                })
+                .increment(1);
+                tracing::warn!(mailbox.id = %mailbox_id, failures, error = %message,
+                               "watching the mailbox failed; retrying after a pause");
+                if let Failure::Mailbox(message) = &failure
+                    && let Ok(mut conn) = shared.pool.get().await
+                {
+                    let _ =
+                        inbox::record_failure(&mut conn, mailbox_id, &shared.owner, message).await;
+                }
+                let pause = backoff(&shared.settings, failures);
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    () = tokio::time::sleep(pause) => {}
+                }
+            }
+        }
+    }
+}
+
+/// One connection's life: everything until it fails or the watch ends.
+async fn session(
+    shared: &Shared,
+    mailbox_id: Uuid,
+    cancel: &CancellationToken,
+    failures: &mut u32,
+) -> Result<Ended, Failure> {
+    let mut conn = shared.pool.get().await?;
+    let Some(mailbox) = inbox::load(&mut conn, mailbox_id, &shared.owner).await? else {
+        return Ok(Ended::NotOurs);
+    };
+    inbox::set_status(&mut conn, mailbox_id, &shared.owner, "connecting").await?;
+    drop(conn);
+    let (server, login) = connection(shared, &mailbox)?;
+    let opened = tokio::select! {
+        () = cancel.cancelled() => return Ok(Ended::Cancelled),
+        opened = Reader::open(&server, &login, &shared.settings) => opened,
+    };
+    let (mut reader, selected) =
+        opened.map_err(|e| Failure::Mailbox(mail::redact(&e, Some(&login))))?;
+    let result = watch(
+        shared,
+        &mailbox,
+        &login,
+        &mut reader,
+        selected,
+        cancel,
+        failures,
+    )
+    .await;
+    reader.close().await;
+    result
+}
+
+async fn watch(
+    shared: &Shared,
+    mailbox: &WatchedMailbox,
+    login: &Login,
+    reader: &mut Reader,
+    selected: Selected,
+    cancel: &CancellationToken,
+    failures: &mut u32,
+) -> Result<Ended, Failure> {
+    let imap_error = |e: String| Failure::Mailbox(mail::redact(&e, Some(login)));
+    let mut last_uid = match start(shared, mailbox, reader, selected)
+        .await
+        .map_err(imap_error)?
+    {
+        Start::After(uid) => uid,
+        Start::Scan { uids, baseline } => {
+            let Some(last) = read(shared, mailbox, reader, selected, &uids, 0).await? else {
+                return Ok(Ended::NotOurs);
+            };
+            // Later messages are read from the baseline on, even if none was found by date.
+            let last = last.max(baseline);
+            if (uids.is_empty() || last > uids.last().copied().unwrap_or(0))
+                && !save(shared, mailbox, selected, last, &[]).await?
+            {
+                return Ok(Ended::NotOurs);
+            }
+            last
+        }
+    };
+    let waiting = if reader.uses_idle() {
+        "idle"
+    } else {
+        "polling"
+    };
+    loop {
+        let uids = reader.uids_after(last_uid).await.map_err(imap_error)?;
+        let Some(last) = read(shared, mailbox, reader, selected, &uids, last_uid).await? else {
+            return Ok(Ended::NotOurs);
+        };
+        last_uid = last;
+        let mut conn = shared.pool.get().await?;
+        if !inbox::set_status(&mut conn, mailbox.mailbox_id, &shared.owner, waiting).await? {
+            return Ok(Ended::NotOurs);
+        }
+        drop(conn);
+        *failures = 0;
+        if reader.wait(cancel).await.map_err(imap_error)? == Woken::Cancelled {
+            return Ok(Ended::Cancelled);
+        }
+    }
+}
+
+/// Where reading starts.
+enum Start {
+    /// Past this UID (the stored position, under the same UIDVALIDITY).
+    After(u32),
+    /// A first read, or the folder was renumbered: these UIDs (found by date), then on from
+    /// `baseline` (the highest UID when the scan began).
+    Scan { uids: Vec<u32>, baseline: u32 },
+}
+
+async fn start(
+    shared: &Shared,
+    mailbox: &WatchedMailbox,
+    reader: &mut Reader,
+    selected: Selected,
+) -> Result<Start, String> {
+    let stored = mailbox
+        .uid_validity
+        .filter(|v| *v == i64::from(selected.uid_validity));
+    if stored.is_some() {
+        return Ok(Start::After(
+            u32::try_from(mailbox.last_uid).unwrap_or(u32::MAX),
+        ));
+    }
+    if mailbox.uid_validity.is_some() {
+        tracing::warn!(mailbox.id = %mailbox.mailbox_id, "the folder's UIDVALIDITY changed; \
+                       reading it again by date (events already recorded are not repeated)");
+        metrics::counter!("inbox_watcher_uidvalidity_changes_total").increment(1);
+    }
+    let baseline = match selected.uid_next {
+        Some(next) => next.saturating_sub(1),
+        None => reader.highest_uid().await?,
+    };
+    // Nothing received before this mailbox first sent can answer us.
+    let Some(first_sent) = mailbox.first_sent_at else {
+        return Ok(Start::Scan {
+            uids: Vec::new(),
+            baseline,
+        });
+    };
+    let earliest = Utc::now()
+        .checked_sub_days(Days::new(u64::from(shared.settings.first_scan_days)))
+        .unwrap_or(first_sent);
+    // IMAP dates have no time or zone: a day earlier covers any offset.
+    let since = first_sent
+        .max(earliest)
+        .date_naive()
+        .checked_sub_days(Days::new(1))
+        .unwrap_or_else(|| first_sent.date_naive());
+    let uids = reader.uids_since(since).await?;
+    Ok(Start::Scan { uids, baseline })
+}
+
+/// Reads `uids` in batches, recording each batch's events with the position after it.
+/// Returns the position after all of them (at least `from`), or `None` when the lease is no
+/// longer ours.
+async fn read(
+    shared: &Shared,
+    mailbox: &WatchedMailbox,
+    reader: &mut Reader,
+    selected: Selected,
+    uids: &[u32],
+    from: u32,
+) -> Result<Option<u32>, Failure> {
+    let batch = usize::try_from(shared.settings.fetch_batch)
+        .unwrap_or(50)
+        .max(1);
+    let mut last = from;
+    for chunk in uids.chunks(batch) {
+        let fetched = reader.fetch(chunk).await.map_err(Failure::Mailbox)?;
+        let records = events(shared, mailbox, selected, &fetched).await?;
+        last = last.max(chunk.last().copied().unwrap_or(last));
+        if !save(shared, mailbox, selected, last, &records).await? {
+            return Ok(None);
+        }
+    }
+    Ok(Some(last))
+}
+
+/// The outbox records of the events in `fetched`.
+async fn events(
+    shared: &Shared,
+    mailbox: &WatchedMailbox,
+    selected: Selected,
+    fetched: &[Fetched],
+) -> Result<Vec<NewOutboxRecord>, Failure> {
+    let mut conn = shared.pool.get().await?;
+    let mut records = Vec::new();
+    for email in fetched {
+        let classified = classify::classify(&email.raw);
+        let kind = match &classified.kind {
+            classify::Kind::Personal => "personal",
+            classify::Kind::AutoReply { .. } => "auto_reply",
+            classify::Kind::Bounce(_) => "bounce",
+        };
+        metrics::counter!("inbox_watcher_emails_total", "kind" => kind).increment(1);
+        let position = Position {
+            mailbox_id: mailbox.mailbox_id,
+            uid_validity: selected.uid_validity,
+            uid: email.uid,
+        };
+        let received_at = email.received_at.unwrap_or_else(Utc::now);
+        let found =
+            matching::events_for(&mut conn, mailbox, position, received_at, &classified).await?;
+        for envelope in found {
+            tracing::info!(mailbox.id = %mailbox.mailbox_id, uid = email.uid,
+                           enrollment.id = %envelope_enrollment(&envelope), kind,
+                           "inbound email matched a sent message");
+            let record = NewOutboxRecord::from_envelope(
+                shared.events_topic.clone(),
+                envelope_enrollment(&envelope).to_string(),
+                &envelope,
+            )
+            .map_err(|e| Failure::Internal(e.into()))?;
+            records.push(record);
+        }
+    }
+    Ok(records)
+}
+
+fn envelope_enrollment(envelope: &domain::kafka::Envelope<domain::events::EmailEvent>) -> Uuid {
+    use domain::events::EmailEvent;
+    match &envelope.body {
+        EmailEvent::Replied { message, .. }
+        | EmailEvent::AutoReplied { message, .. }
+        | EmailEvent::Bounced { message, .. } => message.enrollment_id,
+        other => {
+            // Only the three kinds above are built by the watcher.
+            tracing::error!(event = ?other, "unexpected event kind from the inbox watcher");
+            Uuid::nil()
+        }
+    }
+}
+
+#[derive(Debug)]
+enum SaveError {
+    Db(diesel::result::Error),
+    NotOurs,
+}
+
+impl From<diesel::result::Error> for SaveError {
+    fn from(e: diesel::result::Error) -> Self {
+        SaveError::Db(e)
+    }
+}
+
+/// Records `records` and the position `last_uid` in one transaction, if the lease is still
+/// ours; false when it is not (nothing is written then).
+async fn save(
+    shared: &Shared,
+    mailbox: &WatchedMailbox,
+    selected: Selected,
+    last_uid: u32,
+    records: &[NewOutboxRecord],
+) -> Result<bool, Failure> {
+    let mut conn = shared.pool.get().await?;
+    let outcome = conn
+        .transaction(async |tx| -> Result<(), SaveError> {
+            let ours = inbox::advance(
+                tx,
+                mailbox.mailbox_id,
+                &shared.owner,
+                i64::from(selected.uid_validity),
+                i64::from(last_uid),
+            )
+            .await?;
+            if !ours {
+                return Err(SaveError::NotOurs);
+            }
+            if !records.is_empty() {
+                outbox::insert_many(tx, records).await?;
+            }
+            Ok(())
+        })
+        .await;
+    match outcome {
+        Ok(()) => {
+            metrics::counter!("inbox_watcher_events_total").increment(records.len() as u64);
+            Ok(true)
+        }
+        Err(SaveError::NotOurs) => Ok(false),
+        Err(SaveError::Db(e)) => Err(e.into()),
+    }
+}
+
+/// The server and decrypted login of the mailbox (the password lives in memory only).
+fn connection(shared: &Shared, mailbox: &WatchedMailbox) -> Result<(Server, Login), Failure> {
+    let port = u16::try_from(mailbox.imap_port).map_err(|_| {
+        Failure::Mailbox(format!("IMAP port {} is out of range", mailbox.imap_port))
+    })?;
+    let security: Security = mailbox.imap_security.parse().map_err(|_| {
+        Failure::Mailbox(format!("unknown IMAP security `{}`", mailbox.imap_security))
+    })?;
+    let password = shared
+        .cipher
+        .decrypt(
+            &mailbox.imap_password_encrypted,
+            &imap_password_context(mailbox.mailbox_id),
+        )
+        .map_err(|e| Failure::Internal(anyhow::anyhow!("cannot decrypt the IMAP password: {e}")))?;
+    Ok((
+        Server {
+            host: mailbox.imap_host.clone(),
+            port,
+            security,
+        },
+        Login {
+            username: mailbox.imap_username.clone(),
+            password,
+        },
+    ))
+}
+
+/// The pause after the `failures`-th failure in a row: doubling from the initial pause up
+/// to the maximum, with up to a fifth taken off at random so that mailboxes of one server
+/// that failed together do not reconnect together.
+fn backoff(settings: &InboxWatcherConfig, failures: u32) -> Duration {
+    let doubled = settings
+        .backoff_initial_ms
+        .saturating_mul(1u64 << failures.saturating_sub(1).min(30));
+    let capped = doubled.min(settings.backoff_max_ms);
+    let jitter = rand::rng().random_range(0..=capped / 5);
+    Duration::from_millis(capped - jitter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_maximum_with_bounded_jitter() -> anyhow::Result<()> {
+        let config = domain::config::Config::from_figment(&domain::config::figment(None)?)?;
+        let mut settings = config.inbox_watcher;
+        settings.backoff_initial_ms = 1000;
+        settings.backoff_max_ms = 10_000;
+        for (failures, full) in [
+            (1, 1000),
+            (2, 2000),
+            (3, 4000),
+            (4, 8000),
+            (5, 10_000),
+            (40, 10_000),
+        ] {
+            let pause = backoff(&settings, failures).as_millis();
+            assert!(
+                pause <= full && pause >= full * 4 / 5,
+                "failure {failures}: {pause} ms, expected {} to {full}",
+                full * 4 / 5
+            );
+        }
+        Ok(())
+    }
+}
