@@ -1,7 +1,9 @@
-//! Integration tests of the tracker service against real PostgreSQL and Kafka.
+//! Integration tests of the tracker service and the inbox watcher against real PostgreSQL,
+//! Kafka and (for the watcher) GreenMail.
 
 mod events;
 mod health;
+mod inbox;
 mod publish;
 mod responses;
 mod support;

@@ -1,0 +1,8 @@
+//! The inbox watcher against GreenMail (SMTP to deliver answers, IMAP to read them),
+//! PostgreSQL and Kafka.
+
+mod classified;
+mod failures;
+mod leases;
+mod restart;
+mod world;

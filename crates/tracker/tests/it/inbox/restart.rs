@@ -1,0 +1,105 @@
+//! The real binary killed in the middle of reading a mailbox, then started again: every
+//! email's event is recorded exactly once and reaches Kafka.
+
+use std::collections::HashSet;
+use std::process::Stdio;
+
+use domain::events::EmailEvent;
+use domain::kafka::TopicNames;
+use domain::testing::process_stats::service_env;
+use domain::testing::read_topic;
+
+use super::world::{InboxWorld, Sent, WAIT, deliver, reply};
+
+fn start_binary(world: &InboxWorld) -> anyhow::Result<tokio::process::Child> {
+    let watcher = &world.config.inbox_watcher;
+    Ok(
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_inbox-watcher"))
+            .arg("serve")
+            .env_clear()
+            .envs(service_env(&world.config))
+            .env("SEQ_INBOX_WATCHER__ADMIN_BIND", "127.0.0.1:0")
+            // One email per transaction, so a kill lands between two of them.
+            .env("SEQ_INBOX_WATCHER__FETCH_BATCH", "1")
+            .env(
+                "SEQ_INBOX_WATCHER__LEASE_SECONDS",
+                watcher.lease_seconds.to_string(),
+            )
+            .env(
+                "SEQ_INBOX_WATCHER__CLAIM_INTERVAL_MS",
+                watcher.claim_interval_ms.to_string(),
+            )
+            .env("SEQ_SCHEDULER__OUTBOX_POLL_INTERVAL_MS", "50")
+            .env("SEQ_TELEMETRY__LOG_FILTER", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()?,
+    )
+}
+
+#[tokio::test]
+async fn a_watcher_killed_mid_read_and_started_again_loses_and_repeats_nothing()
+-> anyhow::Result<()> {
+    let world = InboxWorld::new(true).await?;
+    let seller = world.seller().await?;
+    let mut sent: Vec<Sent> = Vec::new();
+    for _ in 0..30 {
+        let one = world.sent(&seller, "Demo").await?;
+        deliver(&one.contact, &seller.address, &reply(&one, &seller, "Sure")).await?;
+        sent.push(one);
+    }
+
+    let mut first = start_binary(&world)?;
+    world
+        .wait_watch(seller.mailbox_id, "the first email recorded", |row| {
+            row.last_uid >= 1
+        })
+        .await?;
+    // SIGKILL: no graceful stop, the lease is left to run out.
+    first.kill().await?;
+    let at_kill = world.watch_row(seller.mailbox_id).await?;
+    println!("killed at {at_kill:?}");
+
+    for _ in 0..5 {
+        let one = world.sent(&seller, "Demo").await?;
+        deliver(
+            &one.contact,
+            &seller.address,
+            &reply(&one, &seller, "Later"),
+        )
+        .await?;
+        sent.push(one);
+    }
+    let mut second = start_binary(&world)?;
+    world
+        .wait_watch(seller.mailbox_id, "every email read", |row| {
+            row.last_uid == 35
+        })
+        .await?;
+    let events = world.wait_events(35).await?;
+    assert_eq!(events.len(), 35, "one event per email");
+    let replied: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.body {
+            EmailEvent::Replied { message, .. } => Some(message.message_id),
+            _ => None,
+        })
+        .collect();
+    let unique: HashSet<_> = replied.iter().copied().collect();
+    assert_eq!(unique.len(), 35);
+    assert_eq!(unique, sent.iter().map(|s| s.message_id).collect());
+
+    // All of them reached Kafka (a relay may publish a row twice if killed between publish
+    // and marking; the scheduler stores each envelope id once).
+    let topic = TopicNames::from_config(&world.config.kafka).email_events;
+    let records = read_topic(&world.config.kafka, &topic, 35, WAIT).await?;
+    let published: HashSet<String> = records
+        .iter()
+        .filter_map(|r| r.payload_json().ok()?["id"].as_str().map(str::to_owned))
+        .collect();
+    let recorded: HashSet<String> = events.iter().map(|e| e.id.to_string()).collect();
+    assert_eq!(published, recorded);
+    second.kill().await?;
+    Ok(())
+}
