@@ -1,4 +1,5 @@
-//! The four service binaries: build, migrate, spawn, readiness, stop.
+//! The service binaries (the four services and the tracker's inbox watcher): build, migrate,
+//! spawn, readiness, stop.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -18,32 +19,45 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
 pub struct Service {
+    /// The binary's name.
     pub name: &'static str,
+    /// The package that builds it.
+    package: &'static str,
     /// Address answering `/readyz` (the public port, or the admin port for workers).
     pub addr: &'static str,
     bind_var: &'static str,
 }
 
-pub const ALL: [Service; 4] = [
+pub const ALL: [Service; 5] = [
     Service {
         name: "api",
+        package: "api",
         addr: API_ADDR,
         bind_var: "SEQ_API__BIND",
     },
     Service {
         name: "tracker",
+        package: "tracker",
         addr: "127.0.0.1:8081",
         bind_var: "SEQ_TRACKER__BIND",
     },
     Service {
         name: "scheduler",
+        package: "scheduler",
         addr: "127.0.0.1:9101",
         bind_var: "SEQ_SCHEDULER__ADMIN_BIND",
     },
     Service {
         name: "sender-worker",
+        package: "sender-worker",
         addr: "127.0.0.1:9102",
         bind_var: "SEQ_SENDER_WORKER__ADMIN_BIND",
+    },
+    Service {
+        name: "inbox-watcher",
+        package: "tracker",
+        addr: "127.0.0.1:9104",
+        bind_var: "SEQ_INBOX_WATCHER__ADMIN_BIND",
     },
 ];
 
@@ -114,8 +128,11 @@ pub fn build(paths: &Paths) -> Result<()> {
     eprintln!("services: building");
     let mut cmd = cargo::command(paths);
     cmd.args(["build", "--bins"]);
-    for service in &ALL {
-        cmd.args(["-p", service.name]);
+    let mut packages: Vec<&str> = ALL.iter().map(|s| s.package).collect();
+    packages.sort_unstable();
+    packages.dedup();
+    for package in packages {
+        cmd.args(["-p", package]);
     }
     process::run(&mut cmd)
 }

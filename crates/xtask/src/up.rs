@@ -115,7 +115,7 @@ fn print_summary(paths: &Paths, infra: &Infra, database_url: &str, api_key: &str
         let url = format!("http://{}", service.addr);
         let value = match service.name {
             "api" => format!("{url}  (health: {url}/api/v1/health)"),
-            "scheduler" | "sender-worker" => format!("{url}  (admin)"),
+            "scheduler" | "sender-worker" | "inbox-watcher" => format!("{url}  (admin)"),
             _ => url,
         };
         row(service.name, value);
