@@ -210,7 +210,9 @@ pub async fn set_contact_status(
     .await
 }
 
-/// Records a message's outcome. `sent` keeps the earliest send time if set twice.
+/// Records a message's outcome. `sent` keeps the earliest send time if set twice, and never
+/// overwrites `bounced` or `failed`: a bounce report read from the inbox can be applied
+/// before the `sent` event of the same message, which comes through another producer.
 pub async fn set_message_outcome(
     conn: &mut AsyncPgConnection,
     message_id: Uuid,
@@ -222,7 +224,7 @@ pub async fn set_message_outcome(
         "UPDATE messages SET status = $2, \
                 sent_at = CASE WHEN $2 = 'sent' THEN coalesce(sent_at, $3) ELSE sent_at END, \
                 last_error = coalesce($4, last_error), retry_at = NULL \
-          WHERE id = $1",
+          WHERE id = $1 AND NOT ($2 = 'sent' AND status IN ('bounced', 'failed'))",
     )
     .bind::<SqlUuid, _>(message_id)
     .bind::<Text, _>(status)

@@ -248,10 +248,223 @@ async fn a_hard_bounce_stops_and_marks_the_contact_a_soft_one_does_not() -> anyh
     };
     assert!(apply(&world, &bounce(false)).await?);
     assert_eq!(world.enrollment(enrollment).await?.status, "active");
+    assert_eq!(
+        world
+            .count("SELECT count(*) AS n FROM suppressions")
+            .await?,
+        0,
+        "a soft bounce suppresses nothing"
+    );
+    assert_eq!(
+        world
+            .count("SELECT count(*) AS n FROM events WHERE event_type = 'soft_bounced'")
+            .await?,
+        1
+    );
 
     assert!(apply(&world, &bounce(true)).await?);
     assert_eq!(world.enrollment(enrollment).await?.status, "bounced");
     assert_eq!(world.messages_of(enrollment).await?[0].status, "bounced");
+    assert_eq!(
+        world
+            .count("SELECT count(*) AS n FROM contacts WHERE status = 'bounced'")
+            .await?,
+        1
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_bounce_read_before_the_sent_event_stays_a_bounce() -> anyhow::Result<()> {
+    let now = at("2026-03-02T10:00:00Z")?;
+    let (world, enrollment, message) = one_sent_step(&[(0, 0, 0), (1, 0, 0)], now).await?;
+    // The inbox watcher's bounce and the sender worker's `sent` come through different
+    // producers; the bounce can be applied first.
+    let bounce = envelope(
+        &world,
+        now,
+        EmailEvent::Bounced {
+            message: MessageRef {
+                message_id: message,
+                enrollment_id: enrollment,
+            },
+            hard: true,
+            diagnostic: Some("5.1.1 user unknown".to_owned()),
+        },
+    );
+    assert!(apply(&world, &bounce).await?);
+    assert!(apply(&world, &envelope(&world, now, sent(message, enrollment, 1))).await?);
+    assert_eq!(world.messages_of(enrollment).await?[0].status, "bounced");
+    let state = world.enrollment(enrollment).await?;
+    assert_eq!(state.status, "bounced");
+    assert_eq!(
+        state.current_step, 1,
+        "a stopped enrollment does not advance"
+    );
+    Ok(())
+}
+
+/// A second enrollment of the world's sequence, dispatched at `now`: its id and message's.
+async fn another_sent_step(world: &World, now: DateTime<Utc>) -> anyhow::Result<(Uuid, Uuid)> {
+    let enrollment = world.enroll(1, now).await?.remove(0);
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(now));
+    let dispatcher = Dispatcher::new(world.pool.clone(), clock, 10, "jobs".to_owned());
+    assert_eq!(dispatcher.run_once().await?.dispatched, 1);
+    let message = world.messages_of(enrollment).await?.remove(0).id;
+    Ok((enrollment, message))
+}
+
+fn auto_replied(message_id: Uuid, enrollment_id: Uuid) -> EmailEvent {
+    EmailEvent::AutoReplied {
+        message: MessageRef {
+            message_id,
+            enrollment_id,
+        },
+        inbound: Inbound {
+            inbound_message_id: Some(format!("<ooo-{message_id}@example.org>")),
+            from: Some("prospect@example.org".to_owned()),
+            subject: Some("Automatic reply: Subject".to_owned()),
+        },
+        reason: "Auto-Submitted: auto-replied".to_owned(),
+    }
+}
+
+#[tokio::test]
+async fn an_auto_reply_is_recorded_and_stops_only_when_the_sequence_says_so() -> anyhow::Result<()>
+{
+    let now = at("2026-03-02T10:00:00Z")?;
+    let (world, enrollment, message) = one_sent_step(&[(0, 0, 0), (1, 0, 0)], now).await?;
+    assert!(apply(&world, &envelope(&world, now, sent(message, enrollment, 1))).await?);
+    let before = world.enrollment(enrollment).await?;
+    assert_eq!(before.current_step, 2);
+    assert_eq!(before.next_send_at, Some(now + TimeDelta::days(1)));
+
+    // stop_on_auto_reply is off by default: recorded, and the enrollment goes on.
+    let later = now + TimeDelta::minutes(5);
+    assert!(
+        apply(
+            &world,
+            &envelope(&world, later, auto_replied(message, enrollment))
+        )
+        .await?
+    );
+    let row = world.enrollment(enrollment).await?;
+    assert_eq!(row.status, "active");
+    assert_eq!(row.current_step, 2);
+    assert_eq!(row.next_send_at, before.next_send_at);
+    assert_eq!(row.stop_reason, None);
+    assert_eq!(
+        world
+            .count(&format!(
+                "SELECT count(*) AS n FROM events WHERE event_type = 'auto_replied' \
+                    AND enrollment_id = '{enrollment}' AND message_id = '{message}' \
+                    AND payload->>'reason' = 'Auto-Submitted: auto-replied' \
+                    AND payload->'inbound'->>'subject' = 'Automatic reply: Subject'"
+            ))
+            .await?,
+        1
+    );
+    assert_eq!(
+        world
+            .count("SELECT count(*) AS n FROM events WHERE event_type = 'replied'")
+            .await?,
+        0,
+        "an automatic answer is not a reply"
+    );
+
+    // Once the sequence says so, an automatic answer stops the next enrollment.
+    world
+        .exec("UPDATE sequences SET stop_on_auto_reply = true")
+        .await?;
+    let (second, second_message) = another_sent_step(&world, now).await?;
+    assert!(
+        apply(
+            &world,
+            &envelope(&world, later, auto_replied(second_message, second))
+        )
+        .await?
+    );
+    let row = world.enrollment(second).await?;
+    assert_eq!(row.status, "replied");
+    assert_eq!(row.stop_reason.as_deref(), Some("auto_replied"));
+    assert_eq!(row.next_send_at, None);
+    assert_eq!(
+        world
+            .count("SELECT count(*) AS n FROM events WHERE event_type = 'auto_replied'")
+            .await?,
+        2
+    );
+    // The first enrollment is untouched by the second one's answer.
+    assert_eq!(world.enrollment(enrollment).await?.status, "active");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_hard_bounce_suppresses_the_address_and_stops_all_its_enrollments() -> anyhow::Result<()>
+{
+    let now = at("2026-03-02T10:00:00Z")?;
+    let (world, enrollment, message) = one_sent_step(&[(0, 0, 0), (1, 0, 0)], now).await?;
+    // The same contact in a second sequence of the workspace.
+    let other = Uuid::now_v7();
+    world
+        .exec(&format!(
+            "INSERT INTO sequences (id, workspace_id, name, status) \
+             SELECT '{other}', workspace_id, 'other', 'active' FROM sequences"
+        ))
+        .await?;
+    let other_enrollment = Uuid::now_v7();
+    world
+        .exec(&format!(
+            "INSERT INTO enrollments (id, workspace_id, sequence_id, contact_id, next_send_at) \
+             SELECT '{other_enrollment}', workspace_id, '{other}', contact_id, now() \
+               FROM enrollments WHERE id = '{enrollment}'"
+        ))
+        .await?;
+    // A contact of the workspace that did not bounce.
+    let (bystander, _) = another_sent_step(&world, now).await?;
+
+    let bounce = || {
+        envelope(
+            &world,
+            now,
+            EmailEvent::Bounced {
+                message: MessageRef {
+                    message_id: message,
+                    enrollment_id: enrollment,
+                },
+                hard: true,
+                diagnostic: Some("550 5.1.1 user unknown".to_owned()),
+            },
+        )
+    };
+    assert!(apply(&world, &bounce()).await?);
+    // A second report of the same bounce (another envelope) adds no second suppression.
+    assert!(apply(&world, &bounce()).await?);
+
+    let suppressed = format!(
+        "SELECT count(*) AS n FROM suppressions s JOIN contacts c \
+           ON c.email = s.email AND c.workspace_id = s.workspace_id \
+           JOIN enrollments e ON e.contact_id = c.id \
+         WHERE e.id = '{enrollment}' AND s.reason = 'bounced' AND c.status = 'bounced'"
+    );
+    assert_eq!(world.count(&suppressed).await?, 1);
+    assert_eq!(
+        world
+            .count("SELECT count(*) AS n FROM suppressions")
+            .await?,
+        1
+    );
+
+    let row = world.enrollment(enrollment).await?;
+    assert_eq!(row.status, "bounced");
+    assert_eq!(row.next_send_at, None);
+    let other_row = world.enrollment(other_enrollment).await?;
+    assert_eq!(other_row.status, "bounced");
+    assert_eq!(other_row.stop_reason.as_deref(), Some("hard_bounce"));
+    assert_eq!(other_row.next_send_at, None);
+    assert_eq!(world.messages_of(enrollment).await?[0].status, "bounced");
+
+    assert_eq!(world.enrollment(bystander).await?.status, "active");
     assert_eq!(
         world
             .count("SELECT count(*) AS n FROM contacts WHERE status = 'bounced'")
