@@ -7,6 +7,7 @@
 //! Kafka runs a [`PrivateKafka`] of its own (jars through `SEQ_TEST_KAFKA_LIBS`).
 
 mod database;
+pub mod greenmail;
 mod http;
 mod private_kafka;
 pub mod process_stats;

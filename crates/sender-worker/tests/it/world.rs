@@ -15,7 +15,7 @@ use domain::clock::SystemClock;
 use domain::config::Config;
 use domain::events::{EmailJob, SendJob};
 use domain::kafka::{Envelope, Producer, TopicNames, ensure_topics};
-use domain::testing::{TestDatabase, get_json, poll_until, test_config_for};
+use domain::testing::{TestDatabase, poll_until, test_config_for};
 use sender_worker::Application;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -366,35 +366,11 @@ pub struct MessageRow {
     pub message_id_header: Option<String>,
 }
 
+pub use domain::testing::greenmail::received;
+
 /// GreenMail's SMTP address (from `cargo xtask test`).
 pub fn greenmail_smtp() -> anyhow::Result<SocketAddr> {
-    let addr = std::env::var("SEQ_TEST_SMTP_ADDR")
-        .map_err(|_| anyhow::anyhow!("SEQ_TEST_SMTP_ADDR is not set; run `cargo xtask test`"))?;
-    Ok(addr.parse()?)
-}
-
-/// The raw emails GreenMail holds for `address`, oldest first.
-pub async fn received(address: &str) -> anyhow::Result<Vec<String>> {
-    let api = std::env::var("SEQ_TEST_MAIL_API")
-        .map_err(|_| anyhow::anyhow!("SEQ_TEST_MAIL_API is not set; run `cargo xtask test`"))?;
-    let (status, body) = get_json(&format!("{api}/api/user/{address}/messages/INBOX")).await?;
-    // GreenMail knows a user once something was delivered to it.
-    let unknown_user = body["message"]
-        .as_str()
-        .is_some_and(|m| m.contains("not found"));
-    if status == 404 || (status == 400 && unknown_user) {
-        return Ok(Vec::new());
-    }
-    anyhow::ensure!(status == 200, "GreenMail answered {status}: {body}");
-    Ok(body
-        .as_array()
-        .map(|messages| {
-            messages
-                .iter()
-                .filter_map(|m| m["mimeMessage"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default())
+    domain::testing::greenmail::smtp_addr()
 }
 
 /// Waits until GreenMail holds `n` emails for `address`.

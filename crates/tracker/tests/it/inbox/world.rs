@@ -11,7 +11,6 @@ use domain::db::mailboxes::imap_password_context;
 use domain::events::EmailEvent;
 use domain::kafka::{Envelope, TopicNames, ensure_topics};
 use domain::testing::{TestDatabase, poll_until, test_config_for};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use secrecy::SecretString;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -277,27 +276,7 @@ impl Watcher {
     }
 }
 
-/// GreenMail's IMAP address (from `cargo xtask test`).
-pub fn greenmail_imap() -> anyhow::Result<SocketAddr> {
-    let addr = std::env::var("SEQ_TEST_IMAP_ADDR")
-        .map_err(|_| anyhow::anyhow!("SEQ_TEST_IMAP_ADDR is not set; run `cargo xtask test`"))?;
-    Ok(addr.parse()?)
-}
-
-/// Delivers `raw` (an RFC 5322 message, CRLF line ends) to `to` through GreenMail's SMTP, as
-/// the prospect's mail server would. (Real bounces come with an empty envelope sender, which
-/// GreenMail refuses; the watcher reads headers and body only.)
-pub async fn deliver(from: &str, to: &str, raw: &str) -> anyhow::Result<()> {
-    let smtp: SocketAddr = std::env::var("SEQ_TEST_SMTP_ADDR")
-        .map_err(|_| anyhow::anyhow!("SEQ_TEST_SMTP_ADDR is not set; run `cargo xtask test`"))?
-        .parse()?;
-    let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(smtp.ip().to_string())
-        .port(smtp.port())
-        .build();
-    let envelope = lettre::address::Envelope::new(Some(from.parse()?), vec![to.parse()?])?;
-    transport.send_raw(&envelope, raw.as_bytes()).await?;
-    Ok(())
-}
+pub use domain::testing::greenmail::{deliver, imap_addr as greenmail_imap};
 
 /// The prospect's answer to `sent`, threaded by In-Reply-To and References.
 pub fn reply(sent: &Sent, seller: &Seller, body: &str) -> String {
