@@ -826,3 +826,92 @@ async fn scripted_server(
     });
     Ok(port)
 }
+
+#[tokio::test]
+async fn the_inbox_watch_state_is_shown_and_reset_by_new_imap_settings() -> anyhow::Result<()> {
+    let api = TestApi::start().await?;
+    let tenant = api.tenant("acme").await?;
+    let (status, created) = api
+        .post(
+            "/api/v1/mailboxes",
+            &tenant.key,
+            greenmail_mailbox("watched@acme.example")?,
+        )
+        .await?;
+    assert_eq!(status, 201, "{created}");
+    let id = id_of(&created);
+    let path = format!("/api/v1/mailboxes/{id}");
+    assert_eq!(
+        created["imap"].get("watch"),
+        Some(&Value::Null),
+        "no watcher saw it yet: {created}"
+    );
+    let (status, fetched) = api.get(&path, &tenant.key).await?;
+    assert_eq!(status, 200, "{fetched}");
+    assert_eq!(
+        fetched["imap"].get("watch"),
+        Some(&Value::Null),
+        "{fetched}"
+    );
+
+    let mut conn = api.db().await?;
+    conn.batch_execute(&format!(
+        "INSERT INTO inbox_watches (mailbox_id, status, last_error, consecutive_failures) \
+         VALUES ('{id}', 'error', 'could not connect: refused', 3)"
+    ))
+    .await?;
+    let expected = json!({
+        "status": "error",
+        "last_error": "could not connect: refused",
+        "consecutive_failures": 3,
+        "last_checked_at": null,
+    });
+    let (status, fetched) = api.get(&path, &tenant.key).await?;
+    assert_eq!(status, 200, "{fetched}");
+    assert_eq!(fetched["imap"]["watch"], expected, "{fetched}");
+    let (status, list) = api.get("/api/v1/mailboxes", &tenant.key).await?;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["data"][0]["imap"]["watch"], expected, "{list}");
+
+    // A change that is not about IMAP keeps the watcher's state.
+    let (status, updated) = api
+        .put(&path, &tenant.key, json!({"daily_limit": 40}))
+        .await?;
+    assert_eq!(status, 200, "{updated}");
+    assert_eq!(updated["imap"]["watch"], expected, "{updated}");
+
+    // New IMAP settings: the watch row is dropped and the inbox read afresh.
+    let (status, updated) = api
+        .put(
+            &path,
+            &tenant.key,
+            json!({"imap": {"host": "imap.acme.example"}}),
+        )
+        .await?;
+    assert_eq!(status, 200, "{updated}");
+    assert_eq!(updated["imap"]["host"], "imap.acme.example", "{updated}");
+    assert_eq!(
+        updated["imap"].get("watch"),
+        Some(&Value::Null),
+        "{updated}"
+    );
+    let (status, fetched) = api.get(&path, &tenant.key).await?;
+    assert_eq!(status, 200, "{fetched}");
+    assert_eq!(
+        fetched["imap"].get("watch"),
+        Some(&Value::Null),
+        "{fetched}"
+    );
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let rows: Count = diesel::sql_query(format!(
+        "SELECT count(*) AS n FROM inbox_watches WHERE mailbox_id = '{id}'"
+    ))
+    .get_result(&mut conn)
+    .await?;
+    assert_eq!(rows.n, 0, "the watch row is deleted");
+    Ok(())
+}

@@ -583,3 +583,47 @@ async fn sequences_are_isolated_between_workspaces() -> anyhow::Result<()> {
     assert_eq!(still, seq, "nothing changed");
     Ok(())
 }
+
+#[tokio::test]
+async fn stop_on_auto_reply_defaults_to_false_and_can_be_turned_on() -> anyhow::Result<()> {
+    let api = TestApi::start().await?;
+    let t = api.tenant("acme").await?;
+    let (status, seq) = api
+        .post("/api/v1/sequences", &t.key, seed_example())
+        .await?;
+    assert_eq!(status, 201, "{seq}");
+    assert_eq!(seq["stop_on_auto_reply"], false, "{seq}");
+    assert_eq!(seq["stop_on_reply"], true, "{seq}");
+    let path = format!("/api/v1/sequences/{}", str_of(&seq, "/id"));
+
+    let (status, updated) = api
+        .put(&path, &t.key, json!({"stop_on_auto_reply": true}))
+        .await?;
+    assert_eq!(status, 200, "{updated}");
+    assert_eq!(updated["stop_on_auto_reply"], true, "{updated}");
+    assert_eq!(updated["stop_on_reply"], true, "untouched: {updated}");
+    let (status, fetched) = api.get(&path, &t.key).await?;
+    assert_eq!(status, 200, "{fetched}");
+    assert_eq!(fetched["stop_on_auto_reply"], true, "{fetched}");
+
+    // An update that does not name it keeps it.
+    let (status, renamed) = api.put(&path, &t.key, json!({"name": "Renamed"})).await?;
+    assert_eq!(status, 200, "{renamed}");
+    assert_eq!(renamed["stop_on_auto_reply"], true, "{renamed}");
+
+    // Given at creation, it is kept.
+    let mut body = seed_example();
+    body["stop_on_auto_reply"] = json!(true);
+    let (status, created) = api.post("/api/v1/sequences", &t.key, body).await?;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["stop_on_auto_reply"], true, "{created}");
+
+    let (status, error) = api
+        .put(&path, &t.key, json!({"stop_on_auto_reply": "yes"}))
+        .await?;
+    assert!(
+        (400..500).contains(&status),
+        "a non-boolean is refused: {status} {error}"
+    );
+    Ok(())
+}
