@@ -257,3 +257,55 @@ async fn a_failure_report_is_a_hard_bounce_and_a_delay_report_a_soft_one() -> an
     watcher.stop().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_renumbered_folder_is_read_again_without_new_events_for_old_mail() -> anyhow::Result<()> {
+    let world = InboxWorld::new(false).await?;
+    let seller = world.seller().await?;
+    let sent = world.sent(&seller, "Quick question").await?;
+    deliver(
+        &sent.contact,
+        &seller.address,
+        &reply(&sent, &seller, "First"),
+    )
+    .await?;
+    let first = world.watcher().await?;
+    let before = world.wait_events(1).await?;
+    world
+        .wait_watch(seller.mailbox_id, "the first email read", |row| {
+            row.last_uid == 1 && watching(row)
+        })
+        .await?;
+    first.stop().await?;
+
+    // As if the server had renumbered the folder (a restored or recreated mailbox): the
+    // stored UIDVALIDITY no longer matches, and the stored UID means nothing.
+    world
+        .db
+        .exec(&format!(
+            "UPDATE inbox_watches SET uid_validity = 1, last_uid = 999 \
+              WHERE mailbox_id = '{}'",
+            seller.mailbox_id
+        ))
+        .await?;
+    deliver(
+        &sent.contact,
+        &seller.address,
+        &reply(&sent, &seller, "Second"),
+    )
+    .await?;
+    let second = world.watcher().await?;
+    world
+        .wait_watch(seller.mailbox_id, "the folder read again", |row| {
+            row.last_uid == 2 && watching(row)
+        })
+        .await?;
+    let events = world.events().await?;
+    // The first email is recorded again under the same id (the scheduler stores it once);
+    // only the second email is news.
+    let ids: std::collections::HashSet<_> = events.iter().map(|e| e.id).collect();
+    assert_eq!(ids.len(), 2, "{events:?}");
+    assert!(ids.contains(&before[0].id));
+    second.stop().await?;
+    Ok(())
+}
