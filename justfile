@@ -7,7 +7,7 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 default:
     @just --list
 
-# Start PostgreSQL, Kafka, the mail server and the four services; Ctrl-C stops everything.
+# Without Docker: PostgreSQL, Kafka, a mail server and every service; Ctrl-C stops everything.
 up *ARGS:
     cargo xtask up {{ARGS}}
 
@@ -38,3 +38,32 @@ openapi:
 # Run the benchmarks.
 bench *ARGS:
     cargo xtask bench {{ARGS}}
+
+# (Tag: SEQ_IMAGE_TAG, default `dev`, as docker-compose.yml uses. Needs Docker with BuildKit.)
+# Build every service's image, tagged sequence-service/<service>:<tag>.
+docker-build tag=env_var_or_default("SEQ_IMAGE_TAG", "dev"):
+    #!/usr/bin/env bash
+    set -euo pipefail
+    for service in api scheduler sender-worker tracker inbox-watcher; do
+        docker build -f deploy/docker/Dockerfile --target "$service" \
+            -t "sequence-service/$service:{{tag}}" .
+    done
+
+# (Writes .env with generated secrets the first time; ARGS go to `docker compose up`.)
+# Build and start everything in Docker (docker-compose.yml), e.g. `just compose-up --scale sender-worker=3`.
+compose-up *ARGS:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ ! -f .env ]; then
+        {
+            echo "SEQ_ENCRYPTION_KEYS=1:$(openssl rand -base64 32)"
+            echo "SEQ_TRACKING_KEYS=$(openssl rand -base64 32)"
+            echo "SEQ_ADMIN_TOKEN=$(openssl rand -hex 24)"
+        } > .env
+        echo "wrote .env with generated secrets"
+    fi
+    docker compose up -d --build {{ARGS}}
+
+# Stop the Docker deployment (keeps volumes; `docker compose down -v` removes them).
+compose-down:
+    docker compose down
