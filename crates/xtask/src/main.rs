@@ -4,6 +4,7 @@
 mod apt;
 mod cargo;
 mod commands;
+mod deploy_tools;
 mod infra;
 mod interrupt;
 mod java;
