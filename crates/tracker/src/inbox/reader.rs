@@ -1,4 +1,4 @@
-//! The IMAP side of watching one mailbox: log in, select the folder, find the UIDs to read,
+//! The IMAP side of watching one mailbox: log in, open the folder read-only, find the UIDs to read,
 //! fetch them without marking them read, and wait for more (IDLE, or a pause then NOOP).
 //! Every command runs under the configured timeout; errors are plain text, redacted by the
 //! caller before they are stored.
@@ -48,7 +48,7 @@ pub struct Reader {
 }
 
 impl Reader {
-    /// Logs in and selects the folder; also finds out whether the server offers IDLE.
+    /// Logs in and opens the folder read-only; also finds out whether the server offers IDLE.
     pub async fn open(
         server: &Server,
         login: &Login,
@@ -70,7 +70,9 @@ impl Reader {
         } else {
             false
         };
-        let folder = within(command, "SELECT", session.select(&settings.folder)).await?;
+        // EXAMINE opens the folder read-only: the watcher can never change the owner's mail
+        // (no \Seen, no \Recent taken from their own client).
+        let folder = within(command, "EXAMINE", session.examine(&settings.folder)).await?;
         let uid_validity = folder.uid_validity.ok_or_else(|| {
             format!(
                 "the server gave no UIDVALIDITY for {}, so read positions cannot be kept",
