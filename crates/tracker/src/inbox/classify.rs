@@ -14,8 +14,8 @@
 //!      (or `message/global-delivery-status`, RFC 6533), usually inside a `multipart/report;
 //!      report-type=delivery-status`. Every per-recipient block is read; recipients whose
 //!      `Action` is `delivered`, `relayed` or `expanded` are successes and are skipped. A report
-//!      whose recipients all succeeded is not a bounce but an
-//!      `AutoReply { reason: "delivery report" }`.
+//!      whose recipients all succeeded is not a bounce but
+//!      `Ignored { reason: "delivery report" }`.
 //!    * Non-standard bounces (Exim, Gmail, Exchange's human-readable text, ...): the sender is
 //!      `mailer-daemon@` / `postmaster@`, or `X-Failed-Recipients` is present, or the subject is a
 //!      typical bounce subject, or the message claims to be a delivery report without a readable
@@ -65,11 +65,29 @@ pub enum Kind {
     Personal,
     /// An automatic answer (out of office, autoresponder): `reason` names the rule that matched,
     /// e.g. "Auto-Submitted: auto-replied", "X-Autoreply", "Precedence: bulk",
-    /// "subject: Automatic reply", "delivery report" (a DSN where every recipient succeeded).
+    /// "subject: Automatic reply", "read receipt".
     AutoReply { reason: String },
     /// A delivery status notification or other non-delivery report; one entry per
     /// failed/delayed recipient (at least one).
     Bounce(Vec<Bounce>),
+    /// A spam complaint: an RFC 5965 feedback report (ARF) from a mailbox provider's feedback
+    /// loop, of any feedback type but `not-spam`.
+    Complaint(Complaint),
+    /// A machine report that means nothing for a sequence: "delivery report" (a DSN where every
+    /// recipient succeeded), "feedback report: not-spam".
+    Ignored { reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Complaint {
+    /// `Feedback-Type`, lowercased (abuse, fraud, virus, other, ...), if given.
+    pub feedback_type: Option<String>,
+    /// The complaining recipient (`Original-Rcpt-To`, lowercased), if the provider reveals it
+    /// (many redact it).
+    pub recipient: Option<String>,
+    /// The Message-ID of the reported message (ours), from the attached message or headers,
+    /// else the report's own references.
+    pub original_message_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,7 +129,8 @@ pub fn classify(raw: &[u8]) -> Inbound {
     let from = from_address(&message);
     let subject = message.subject().map(|s| s.trim().to_string());
     let references = collect_references(&message);
-    let kind = bounce_kind(&message, from.as_deref(), subject.as_deref(), &references)
+    let kind = complaint_kind(&message, &references)
+        .or_else(|| bounce_kind(&message, from.as_deref(), subject.as_deref(), &references))
         .or_else(|| auto_reply_reason(&message, subject.as_deref()))
         .unwrap_or(Kind::Personal);
     Inbound {
@@ -450,7 +469,7 @@ fn bounce_kind(
         && report.blocks > 0
     {
         if report.failures.is_empty() {
-            return Some(Kind::AutoReply {
+            return Some(Kind::Ignored {
                 reason: "delivery report".to_string(),
             });
         }
@@ -489,6 +508,33 @@ fn has_bounce_signal(
 /// not read (e.g. truncated) is still a strong bounce signal.
 fn is_report_container(message: &Message<'_>) -> bool {
     is_report_of(message, "delivery-status")
+}
+
+/// An RFC 5965 feedback report: `multipart/report; report-type=feedback-report` with a
+/// `message/feedback-report` part of header-like fields. Checked before bounces, since a
+/// report from an abuse desk may also look like one.
+fn complaint_kind(message: &Message<'_>, references: &[String]) -> Option<Kind> {
+    if !is_report_of(message, "feedback-report") {
+        return None;
+    }
+    let fields: Vec<(String, String)> = message
+        .parts
+        .iter()
+        .filter(|p| part_has_type(p, "message", &["feedback-report"]))
+        .flat_map(|p| header_blocks(&String::from_utf8_lossy(p.contents())))
+        .flatten()
+        .collect();
+    let feedback_type = field(&fields, "feedback-type").map(str::to_ascii_lowercase);
+    if feedback_type.as_deref() == Some("not-spam") {
+        return Some(Kind::Ignored {
+            reason: "feedback report: not-spam".to_string(),
+        });
+    }
+    Some(Kind::Complaint(Complaint {
+        feedback_type,
+        recipient: field(&fields, "original-rcpt-to").and_then(clean_address),
+        original_message_id: original_message_id(message).or_else(|| references.first().cloned()),
+    }))
 }
 
 /// Top-level `multipart/report` whose report-type contains `kind` (so "delivery-status" also

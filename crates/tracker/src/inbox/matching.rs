@@ -3,8 +3,9 @@
 //!
 //! A reply or automatic answer is matched through its In-Reply-To/References to the
 //! Message-IDs we stored, else through its sender (a contact this mailbox wrote to) and the
-//! thread's subject. A bounce is matched through the returned message's Message-ID, else
-//! through the failed recipient. Mail that matches nothing of ours is none of our business
+//! thread's subject. A bounce (or a spam complaint, an RFC 5965 feedback report) is matched
+//! through the returned message's Message-ID, else through the failed (or complaining)
+//! recipient. Mail that matches nothing of ours is none of our business
 //! and yields no event.
 //!
 //! Event ids are derived from what was seen (kind, our message, the inbound Message-ID, or
@@ -18,7 +19,7 @@ use domain::events::{EmailEvent, Inbound, MessageRef};
 use domain::kafka::{Envelope, Payload as _};
 use uuid::Uuid;
 
-use super::classify::{self, Bounce, Kind};
+use super::classify::{self, Kind};
 
 /// Namespace of the event ids the watcher derives (a fixed random UUID).
 const EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x5e9c_1d0a_47b2_4c8e_9f31_a6d2_0b7e_c415);
@@ -80,7 +81,15 @@ pub async fn events_for(
         }
         Kind::Bounce(bounces) => {
             for bounce in bounces {
-                let Some(sent) = bounced_message(conn, mailbox, email, bounce).await? else {
+                let Some(sent) = returned_message(
+                    conn,
+                    mailbox,
+                    email,
+                    bounce.original_message_id.as_deref(),
+                    bounce.recipient.as_deref(),
+                )
+                .await?
+                else {
                     continue;
                 };
                 let recipient = bounce.recipient.as_deref().unwrap_or("");
@@ -99,6 +108,30 @@ pub async fn events_for(
                 events.push(envelope(mailbox, id, received_at, body));
             }
         }
+        Kind::Complaint(complaint) => {
+            let sent = returned_message(
+                conn,
+                mailbox,
+                email,
+                complaint.original_message_id.as_deref(),
+                complaint.recipient.as_deref(),
+            )
+            .await?;
+            if let Some(sent) = sent {
+                let id = event_id(
+                    "complained",
+                    sent.message_id,
+                    email.message_id.as_deref(),
+                    "",
+                    position,
+                );
+                let body = EmailEvent::Complained {
+                    message: message_ref(&sent),
+                };
+                events.push(envelope(mailbox, id, received_at, body));
+            }
+        }
+        Kind::Ignored { .. } => {}
     }
     Ok(events)
 }
@@ -135,27 +168,25 @@ async fn answered_message(
     }))
 }
 
-/// The message a bounce returns: named by its Message-ID (in the returned headers, or the
-/// report's own references), else the newest message this mailbox sent the failed recipient.
-async fn bounced_message(
+/// The message a report (bounce, complaint) returns: named by its Message-ID (in the returned
+/// message or headers, or the report's own references), else the newest message this mailbox
+/// sent the recipient the report names.
+async fn returned_message(
     conn: &mut AsyncPgConnection,
     mailbox: &WatchedMailbox,
     email: &classify::Inbound,
-    bounce: &Bounce,
+    original_message_id: Option<&str>,
+    recipient: Option<&str>,
 ) -> Result<Option<SentMessage>, diesel::result::Error> {
-    let mut references: Vec<String> = bounce.original_message_id.iter().cloned().collect();
+    let mut references: Vec<String> = original_message_id.map(str::to_owned).into_iter().collect();
     references.extend(email.references.iter().cloned());
     if let Some(sent) = by_reference(conn, mailbox, &references).await? {
         // A report about a message to someone else than this recipient is not about it.
-        let same_recipient = bounce
-            .recipient
-            .as_deref()
-            .is_none_or(|r| r == sent.contact_email);
-        if same_recipient {
+        if recipient.is_none_or(|r| r == sent.contact_email) {
             return Ok(Some(sent));
         }
     }
-    let Some(recipient) = bounce.recipient.as_deref() else {
+    let Some(recipient) = recipient else {
         return Ok(None);
     };
     let mut candidates =
@@ -199,7 +230,7 @@ fn message_ref(sent: &SentMessage) -> MessageRef {
     }
 }
 
-fn diagnostic(bounce: &Bounce) -> Option<String> {
+fn diagnostic(bounce: &classify::Bounce) -> Option<String> {
     match (&bounce.status, &bounce.diagnostic) {
         (Some(status), Some(text)) if text.contains(status.as_str()) => Some(text.clone()),
         (Some(status), Some(text)) => Some(format!("{status} {text}")),
@@ -283,7 +314,7 @@ mod tests {
 
     #[test]
     fn diagnostics_carry_the_status_once() {
-        let bounce = |status: Option<&str>, text: Option<&str>| Bounce {
+        let bounce = |status: Option<&str>, text: Option<&str>| classify::Bounce {
             recipient: None,
             hard: true,
             status: status.map(str::to_owned),

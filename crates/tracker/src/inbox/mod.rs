@@ -8,7 +8,9 @@
 //!   `Precedence`, common subjects): `auto_replied`, and the sequence goes on unless it says
 //!   `stop_on_auto_reply`;
 //! - a delivery status notification (RFC 3464) or another non-delivery report: `bounced`,
-//!   hard for 5.x.x (the address is suppressed), soft for 4.x.x.
+//!   hard for 5.x.x (the address is suppressed), soft for 4.x.x;
+//! - a spam complaint from a feedback loop (an RFC 5965 report): `complained`, which
+//!   suppresses the address.
 //!
 //! Each mailbox is read by exactly one replica at a time, through a lease in PostgreSQL
 //! ([`supervisor`]); replicas scale out and take over from each other. Reading is

@@ -281,6 +281,8 @@ async fn events(
             classify::Kind::Personal => "personal",
             classify::Kind::AutoReply { .. } => "auto_reply",
             classify::Kind::Bounce(_) => "bounce",
+            classify::Kind::Complaint(_) => "complaint",
+            classify::Kind::Ignored { .. } => "ignored",
         };
         metrics::counter!("inbox_watcher_emails_total", "kind" => kind).increment(1);
         let position = Position {
@@ -312,9 +314,10 @@ fn envelope_enrollment(envelope: &domain::kafka::Envelope<domain::events::EmailE
     match &envelope.body {
         EmailEvent::Replied { message, .. }
         | EmailEvent::AutoReplied { message, .. }
-        | EmailEvent::Bounced { message, .. } => message.enrollment_id,
+        | EmailEvent::Bounced { message, .. }
+        | EmailEvent::Complained { message } => message.enrollment_id,
         other => {
-            // Only the three kinds above are built by the watcher.
+            // Only the kinds above are built by the watcher.
             tracing::error!(event = ?other, "unexpected event kind from the inbox watcher");
             Uuid::nil()
         }

@@ -291,7 +291,40 @@ fn exchange_ndr_takes_original_id_from_attached_message() {
 #[test]
 fn delivered_report_is_not_a_bounce() {
     let inbound = classify(include_bytes!("fixtures/delivered_report.eml"));
-    assert_eq!(auto_reason(&inbound), "delivery report");
+    assert_eq!(
+        inbound.kind,
+        Kind::Ignored {
+            reason: "delivery report".to_string()
+        }
+    );
+}
+
+#[test]
+fn a_feedback_report_is_a_complaint_about_the_reported_message() {
+    let inbound = classify(include_bytes!("fixtures/arf_abuse.eml"));
+    assert_eq!(
+        inbound.kind,
+        Kind::Complaint(Complaint {
+            feedback_type: Some("abuse".to_string()),
+            recipient: Some("prospect@example.net".to_string()),
+            original_message_id: Some(
+                "<0192f1c2-3b4d-7e5f-8a9b-0c1d2e3f4a5b@sales.example.com>".to_string()
+            ),
+        })
+    );
+}
+
+#[test]
+fn a_not_spam_feedback_report_is_ignored() {
+    let raw = String::from_utf8_lossy(include_bytes!("fixtures/arf_abuse.eml"))
+        .replace("Feedback-Type: abuse", "Feedback-Type: not-spam");
+    let inbound = classify(raw.as_bytes());
+    assert_eq!(
+        inbound.kind,
+        Kind::Ignored {
+            reason: "feedback report: not-spam".to_string()
+        }
+    );
 }
 
 #[test]

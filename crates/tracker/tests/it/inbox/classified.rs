@@ -309,3 +309,33 @@ async fn a_renumbered_folder_is_read_again_without_new_events_for_old_mail() -> 
     second.stop().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_feedback_loop_report_is_a_complaint_about_the_reported_message() -> anyhow::Result<()> {
+    let world = InboxWorld::new(false).await?;
+    let seller = world.seller().await?;
+    let sent = world.sent(&seller, "Quick question").await?;
+    let report = format!(
+        "From: <feedback@fbl.provider.test>\r\nTo: <{seller}>\r\nSubject: Abuse report\r\n\
+         Message-ID: <arf-{id}@fbl.provider.test>\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/report; report-type=feedback-report; boundary=\"arf\"\r\n\r\n\
+         --arf\r\nContent-Type: text/plain\r\n\r\nA recipient marked this message as spam.\r\n\
+         --arf\r\nContent-Type: message/feedback-report\r\n\r\nFeedback-Type: abuse\r\n\
+         Version: 1\r\nOriginal-Rcpt-To: <{contact}>\r\n\r\n\
+         --arf\r\nContent-Type: text/rfc822-headers\r\n\r\nFrom: <{seller}>\r\n\
+         To: <{contact}>\r\nMessage-ID: {header}\r\n\r\n--arf--\r\n",
+        seller = seller.address,
+        contact = sent.contact,
+        header = sent.message_id_header,
+        id = uuid::Uuid::new_v4().simple(),
+    );
+    deliver("feedback@fbl.provider.test", &seller.address, &report).await?;
+    let watcher = world.watcher().await?;
+    let events = world.wait_events(1).await?;
+    match &events[0].body {
+        EmailEvent::Complained { message } => assert_eq!(message.message_id, sent.message_id),
+        other => anyhow::bail!("expected a complaint, got {other:?}"),
+    }
+    watcher.stop().await?;
+    Ok(())
+}
