@@ -3,11 +3,12 @@
 
 use std::collections::HashSet;
 use std::process::Stdio;
+use std::time::Duration;
 
 use domain::events::EmailEvent;
 use domain::kafka::TopicNames;
 use domain::testing::process_stats::service_env;
-use domain::testing::read_topic;
+use domain::testing::{count_records, poll_until, read_topic};
 
 use super::world::{InboxWorld, Sent, WAIT, deliver, reply};
 
@@ -90,16 +91,25 @@ async fn a_watcher_killed_mid_read_and_started_again_loses_and_repeats_nothing()
     assert_eq!(unique.len(), 35);
     assert_eq!(unique, sent.iter().map(|s| s.message_id).collect());
 
-    // All of them reached Kafka (a relay may publish a row twice if killed between publish
-    // and marking; the scheduler stores each envelope id once).
+    // All of them reached Kafka. A relay killed between publishing and marking a row
+    // publishes it again (the scheduler stores each envelope id once), so the topic may hold
+    // more records than ids: read all it holds until every recorded id is there.
     let topic = TopicNames::from_config(&world.config.kafka).email_events;
-    let records = read_topic(&world.config.kafka, &topic, 35, WAIT).await?;
-    let published: HashSet<String> = records
-        .iter()
-        .filter_map(|r| r.payload_json().ok()?["id"].as_str().map(str::to_owned))
-        .collect();
     let recorded: HashSet<String> = events.iter().map(|e| e.id.to_string()).collect();
-    assert_eq!(published, recorded);
+    let kafka = &world.config.kafka;
+    let published = poll_until(WAIT, "every recorded event on Kafka", || async {
+        let total = usize::try_from(count_records(kafka, &topic).await.ok()?).ok()?;
+        let records = read_topic(kafka, &topic, total, Duration::from_secs(20))
+            .await
+            .ok()?;
+        let ids: HashSet<String> = records
+            .iter()
+            .filter_map(|r| r.payload_json().ok()?["id"].as_str().map(str::to_owned))
+            .collect();
+        (ids == recorded).then_some(ids)
+    })
+    .await?;
+    assert_eq!(published.len(), 35);
     second.kill().await?;
     Ok(())
 }
