@@ -14,7 +14,7 @@ use domain::config::Config;
 use domain::db::mailboxes::imap_password_context;
 use domain::kafka::{TopicNames, ensure_topics};
 use domain::testing::greenmail::{deliver, imap_addr, received, smtp_addr};
-use domain::testing::{TestDatabase, poll_until, test_config_for};
+use domain::testing::{TestDatabase, poll_until, quick_inbox_watcher, test_config_for};
 use secrecy::SecretString;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -289,14 +289,7 @@ fn fast_config(db: &TestDatabase) -> anyhow::Result<Config> {
     config.sender_worker.connect_timeout_ms = 10_000;
     config.sender_worker.command_timeout_ms = 10_000;
     config.sender_worker.data_timeout_ms = 10_000;
-    let watcher = &mut config.inbox_watcher;
-    watcher.lease_seconds = 3;
-    watcher.claim_interval_ms = 1000;
-    watcher.poll_interval_ms = 200;
-    watcher.backoff_initial_ms = 100;
-    watcher.backoff_max_ms = 1000;
-    watcher.connect_timeout_ms = 5000;
-    watcher.command_timeout_ms = 10_000;
+    quick_inbox_watcher(&mut config);
     Ok(config)
 }
 

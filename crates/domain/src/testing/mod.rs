@@ -72,6 +72,20 @@ pub fn test_config_with_url(database_url: &str) -> anyhow::Result<Config> {
     Ok(Config::from_figment(&figment)?)
 }
 
+/// Inbox watcher settings for tests: leases of 3 s renewed every second, polls every 200 ms,
+/// short timeouts and backoff, so takeovers and retries happen within a test's patience.
+pub fn quick_inbox_watcher(config: &mut Config) {
+    let watcher = &mut config.inbox_watcher;
+    watcher.lease_seconds = 3;
+    watcher.claim_interval_ms = 1000;
+    watcher.poll_interval_ms = 200;
+    watcher.backoff_initial_ms = 100;
+    watcher.backoff_max_ms = 1000;
+    watcher.connect_timeout_ms = 5000;
+    watcher.command_timeout_ms = 10_000;
+    config.scheduler.outbox_poll_interval_ms = 50;
+}
+
 /// A PostgreSQL URL on a local port where nothing listens.
 pub fn unreachable_database_url() -> anyhow::Result<String> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?

@@ -86,3 +86,20 @@ pub fn service_env(config: &crate::config::Config) -> Vec<(&'static str, String)
         ),
     ]
 }
+
+/// A service binary run by a test as a child process (`serve`, killed when dropped), pointed
+/// at `config` by [`service_env`], with quick outbox rounds and warnings-only logs to the
+/// test's stderr. Callers add their service's own settings, then spawn.
+pub fn service_command(program: &str, config: &crate::config::Config) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(program);
+    command
+        .arg("serve")
+        .env_clear()
+        .envs(service_env(config))
+        .env("SEQ_SCHEDULER__OUTBOX_POLL_INTERVAL_MS", "50")
+        .env("SEQ_TELEMETRY__LOG_FILTER", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true);
+    command
+}

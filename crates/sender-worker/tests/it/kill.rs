@@ -2,11 +2,10 @@
 //! must end sent, failed or unknown, and the SMTP server must hold no email twice.
 
 use std::collections::HashMap;
-use std::process::Stdio;
 use std::time::Duration;
 
 use domain::testing::poll_until;
-use domain::testing::process_stats::service_env;
+use domain::testing::process_stats::service_command;
 
 use crate::world::{SmtpSink, Step, World};
 
@@ -15,40 +14,30 @@ const MESSAGES: i64 = 2_000;
 fn worker_process(world: &World) -> anyhow::Result<tokio::process::Child> {
     let config = &world.config;
     let settings = &config.sender_worker;
-    Ok(
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_sender-worker"))
-            .arg("serve")
-            .env_clear()
-            .envs(service_env(config))
-            .env("SEQ_SENDER_WORKER__ADMIN_BIND", "127.0.0.1:0")
-            .env(
-                "SEQ_SENDER_WORKER__CONNECT_TIMEOUT_MS",
-                settings.connect_timeout_ms.to_string(),
-            )
-            .env(
-                "SEQ_SENDER_WORKER__COMMAND_TIMEOUT_MS",
-                settings.command_timeout_ms.to_string(),
-            )
-            .env(
-                "SEQ_SENDER_WORKER__DATA_TIMEOUT_MS",
-                settings.data_timeout_ms.to_string(),
-            )
-            .env(
-                "SEQ_SENDER_WORKER__LEASE_SECONDS",
-                settings.lease_seconds.to_string(),
-            )
-            .env(
-                "SEQ_SENDER_WORKER__REAPER_INTERVAL_MS",
-                settings.reaper_interval_ms.to_string(),
-            )
-            .env("SEQ_SCHEDULER__OUTBOX_POLL_INTERVAL_MS", "50")
-            .env("SEQ_TELEMETRY__LOG_FORMAT", "pretty")
-            .env("SEQ_TELEMETRY__LOG_FILTER", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()?,
-    )
+    Ok(service_command(env!("CARGO_BIN_EXE_sender-worker"), config)
+        .env("SEQ_SENDER_WORKER__ADMIN_BIND", "127.0.0.1:0")
+        .env(
+            "SEQ_SENDER_WORKER__CONNECT_TIMEOUT_MS",
+            settings.connect_timeout_ms.to_string(),
+        )
+        .env(
+            "SEQ_SENDER_WORKER__COMMAND_TIMEOUT_MS",
+            settings.command_timeout_ms.to_string(),
+        )
+        .env(
+            "SEQ_SENDER_WORKER__DATA_TIMEOUT_MS",
+            settings.data_timeout_ms.to_string(),
+        )
+        .env(
+            "SEQ_SENDER_WORKER__LEASE_SECONDS",
+            settings.lease_seconds.to_string(),
+        )
+        .env(
+            "SEQ_SENDER_WORKER__REAPER_INTERVAL_MS",
+            settings.reaper_interval_ms.to_string(),
+        )
+        .env("SEQ_TELEMETRY__LOG_FORMAT", "pretty")
+        .spawn()?)
 }
 
 #[tokio::test]

@@ -2,12 +2,11 @@
 //! email's event is recorded exactly once and reaches Kafka.
 
 use std::collections::HashSet;
-use std::process::Stdio;
 use std::time::Duration;
 
 use domain::events::EmailEvent;
 use domain::kafka::TopicNames;
-use domain::testing::process_stats::service_env;
+use domain::testing::process_stats::service_command;
 use domain::testing::{count_records, poll_until, read_topic};
 
 use super::world::{InboxWorld, Sent, WAIT, deliver, reply};
@@ -15,10 +14,7 @@ use super::world::{InboxWorld, Sent, WAIT, deliver, reply};
 fn start_binary(world: &InboxWorld) -> anyhow::Result<tokio::process::Child> {
     let watcher = &world.config.inbox_watcher;
     Ok(
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_inbox-watcher"))
-            .arg("serve")
-            .env_clear()
-            .envs(service_env(&world.config))
+        service_command(env!("CARGO_BIN_EXE_inbox-watcher"), &world.config)
             .env("SEQ_INBOX_WATCHER__ADMIN_BIND", "127.0.0.1:0")
             // One email per transaction, so a kill lands between two of them.
             .env("SEQ_INBOX_WATCHER__FETCH_BATCH", "1")
@@ -30,11 +26,6 @@ fn start_binary(world: &InboxWorld) -> anyhow::Result<tokio::process::Child> {
                 "SEQ_INBOX_WATCHER__CLAIM_INTERVAL_MS",
                 watcher.claim_interval_ms.to_string(),
             )
-            .env("SEQ_SCHEDULER__OUTBOX_POLL_INTERVAL_MS", "50")
-            .env("SEQ_TELEMETRY__LOG_FILTER", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
             .spawn()?,
     )
 }

@@ -10,7 +10,7 @@ use domain::config::Config;
 use domain::db::mailboxes::imap_password_context;
 use domain::events::EmailEvent;
 use domain::kafka::{Envelope, TopicNames, ensure_topics};
-use domain::testing::{TestDatabase, poll_until, test_config_for};
+use domain::testing::{TestDatabase, poll_until, quick_inbox_watcher, test_config_for};
 use secrecy::SecretString;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -59,16 +59,8 @@ impl InboxWorld {
     pub async fn new(use_idle: bool) -> anyhow::Result<Self> {
         let db = TestDatabase::create().await?;
         let mut config = test_config_for(&db)?;
-        let watcher = &mut config.inbox_watcher;
-        watcher.use_idle = use_idle;
-        watcher.lease_seconds = 3;
-        watcher.claim_interval_ms = 1000;
-        watcher.poll_interval_ms = 200;
-        watcher.backoff_initial_ms = 100;
-        watcher.backoff_max_ms = 1000;
-        watcher.connect_timeout_ms = 5000;
-        watcher.command_timeout_ms = 10_000;
-        config.scheduler.outbox_poll_interval_ms = 50;
+        quick_inbox_watcher(&mut config);
+        config.inbox_watcher.use_idle = use_idle;
         let topics = TopicNames::from_config(&config.kafka);
         ensure_topics(&config.kafka, &topics.all()).await?;
         let (workspace_id, sequence_id, step_id) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
