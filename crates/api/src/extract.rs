@@ -1,6 +1,12 @@
 //! The JSON body extractor of every write endpoint: a size limit (413), syntax errors (400),
-//! and type, missing or unknown fields (422) reported with the path of the field, then the
-//! request type's own validation (422 naming each bad field).
+//! NUL characters anywhere (422: PostgreSQL cannot store them), and type, missing or unknown
+//! fields (422) reported with the path of the field, then the request type's own validation
+//! (422 naming each bad field). Query strings have their own extractor, [`Query`].
+
+mod nul;
+mod query;
+
+pub use query::{Query, parse as parse_query};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -62,10 +68,30 @@ where
                 }
                 bytes.extend_from_slice(&chunk);
             }
+            refuse_nul(&bytes)?;
             let value: T = parse(&bytes)?;
             value.validate().map_err(ApiError::Validation)?;
             Ok(Body(value))
         })
+    }
+}
+
+/// A 422 naming the first field (or the object holding the key) that holds a NUL.
+fn refuse_nul(bytes: &[u8]) -> Result<(), ApiError> {
+    if !nul::has_nul_escape(bytes) {
+        return Ok(());
+    }
+    // Malformed JSON is reported by the parse that follows.
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return Ok(());
+    };
+    match nul::find_nul(&value) {
+        Some((field, false)) => Err(ApiError::invalid(field, "must not contain NUL characters")),
+        Some((field, true)) => Err(ApiError::invalid(
+            field,
+            "keys must not contain NUL characters",
+        )),
+        None => Ok(()),
     }
 }
 

@@ -18,14 +18,14 @@ impl Checks {
         }
     }
 
-    /// A display name: 1 to 200 characters after trimming.
+    /// A display name: 1 to [`MAX_NAME_LEN`] characters after trimming, on one line.
     pub fn name(&mut self, field: &str, value: &str) {
         let len = value.trim().chars().count();
-        self.check(
-            (1..=200).contains(&len),
-            field,
-            "must be 1 to 200 characters",
-        );
+        if !(1..=MAX_NAME_LEN).contains(&len) {
+            self.fail(field, format!("must be 1 to {MAX_NAME_LEN} characters"));
+        } else if let Err(message) = check_line(value, MAX_NAME_LEN) {
+            self.fail(field, message);
+        }
     }
 
     pub fn http_url(&mut self, field: &str, value: &str) {
@@ -50,9 +50,10 @@ impl Checks {
         }
     }
 
-    /// Optional free text of at most `max` characters (contact names, company, title).
-    pub fn text(&mut self, field: &str, value: &str, max: usize) {
-        if let Err(message) = check_text(value, max) {
+    /// Optional text on one line of at most `max` characters (contact names, company,
+    /// title): values that may end up in a mail header or a subject.
+    pub fn line(&mut self, field: &str, value: &str, max: usize) {
+        if let Err(message) = check_line(value, max) {
             self.fail(field, message);
         }
     }
@@ -109,6 +110,8 @@ impl Checks {
     }
 }
 
+/// Longest display name (workspaces, keys, sequences).
+pub const MAX_NAME_LEN: usize = 200;
 /// Longest address accepted (RFC 5321's path limit less the angle brackets).
 pub const MAX_EMAIL_LEN: usize = 254;
 /// Longest first name, last name, company or title.
@@ -174,6 +177,18 @@ pub fn normalise_domain(raw: &str) -> Result<String, &'static str> {
 pub fn check_text(value: &str, max: usize) -> Result<(), String> {
     if value.contains('\0') {
         return Err("must not contain NUL characters".to_owned());
+    }
+    if value.chars().count() > max {
+        return Err(format!("must be at most {max} characters"));
+    }
+    Ok(())
+}
+
+/// Text on one line: at most `max` characters and no control characters at all (C0 such as
+/// NUL, CR, LF and tab, DEL, C1): one that reached a header could add a line to it.
+pub fn check_line(value: &str, max: usize) -> Result<(), String> {
+    if value.chars().any(char::is_control) {
+        return Err("must be one line without control characters".to_owned());
     }
     if value.chars().count() > max {
         return Err(format!("must be at most {max} characters"));
@@ -290,6 +305,38 @@ mod tests {
         );
         assert!(normalise_domain("example").is_err());
         assert!(normalise_domain("jane@example.com").is_err());
+    }
+
+    #[test]
+    fn single_lines_refuse_every_control_character() {
+        assert!(check_line("Ada Lovelace-Byron, Jr.", 50).is_ok());
+        for bad in [
+            "Bob\r\nBcc: v@x.invalid",
+            "a\nb",
+            "a\tb",
+            "a\u{0}",
+            "a\u{7f}",
+            "a\u{85}",
+        ] {
+            assert!(check_line(bad, 50).is_err(), "{bad:?} accepted");
+        }
+        assert!(check_line("abc", 2).is_err());
+        // Free text (attribute values) may span lines, but never holds a NUL.
+        assert!(check_text("line one\nline two", 50).is_ok());
+        assert!(check_text("a\u{0}", 50).is_err());
+    }
+
+    #[test]
+    fn names_are_trimmed_lengths_on_one_line() {
+        let errors = |value: &str| {
+            let mut checks = Checks::default();
+            checks.name("name", value);
+            checks.finish().err().unwrap_or_default().len()
+        };
+        assert_eq!(errors("Q1 outreach"), 0);
+        assert_eq!(errors("   "), 1);
+        assert_eq!(errors(&"x".repeat(MAX_NAME_LEN + 1)), 1);
+        assert_eq!(errors("two\nlines"), 1);
     }
 
     #[test]

@@ -157,7 +157,7 @@ fn contact_errors(input: &ContactInput) -> Vec<FieldError> {
     ];
     for (field, value) in texts {
         if let Some(value) = value {
-            checks.text(field, value, MAX_TEXT_LEN);
+            checks.line(field, value, MAX_TEXT_LEN);
         }
     }
     if let Some(timezone) = input.timezone.as_deref().map(str::trim)
@@ -369,7 +369,7 @@ pub struct ContactQuery {
 async fn list(
     caller: Caller,
     state: web::Data<AppState>,
-    query: web::Query<ContactQuery>,
+    query: crate::extract::Query<ContactQuery>,
 ) -> Result<web::Json<Page<Contact>>, ApiError> {
     let query = query.into_inner();
     let page = PageRequest::new(query.limit, query.cursor.as_deref())?;
@@ -458,7 +458,7 @@ impl Validate for UpdateContact {
         ];
         for (field, value) in texts {
             if let Some(Some(value)) = value {
-                checks.text(field, value, MAX_TEXT_LEN);
+                checks.line(field, value, MAX_TEXT_LEN);
             }
         }
         if let Some(Some(timezone)) = &self.timezone

@@ -193,16 +193,15 @@ pub fn snake_case(header: &str) -> String {
 
 /// The query's `map.<column>=<target>` pairs.
 fn mapping(query: &str) -> Result<Vec<(String, String)>, ApiError> {
-    let pairs = actix_web::web::Query::<Vec<(String, String)>>::from_query(query)
-        .map_err(|e| ApiError::BadRequest(format!("invalid query parameters: {e}")))?
-        .into_inner();
+    let pairs: Vec<(String, String)> = crate::extract::parse_query(query)?;
     pairs
         .into_iter()
         .map(|(key, value)| match key.strip_prefix("map.") {
             Some(column) => Ok((column.to_owned(), value)),
-            None => Err(ApiError::BadRequest(format!(
-                "unknown query parameter `{key}` (columns are mapped with map.<column>=<target>)"
-            ))),
+            None => Err(ApiError::invalid(
+                key,
+                "unknown query parameter (columns are mapped with map.<column>=<target>)",
+            )),
         })
         .collect()
 }
@@ -349,11 +348,11 @@ fn convert(targets: &[Target], record: &Record) -> Result<ContactUpsert, (Option
         let Some(value) = clean(Some(text)) else {
             continue;
         };
-        let max = match target {
-            Target::Attribute(_) => MAX_ATTRIBUTE_VALUE_LEN,
-            _ => MAX_TEXT_LEN,
+        let checked = match target {
+            Target::Attribute(_) => validation::check_text(&value, MAX_ATTRIBUTE_VALUE_LEN),
+            _ => validation::check_line(&value, MAX_TEXT_LEN),
         };
-        if let Err(message) = validation::check_text(&value, max) {
+        if let Err(message) = checked {
             problems.push(format!("{}: {message}", target.label()));
             continue;
         }

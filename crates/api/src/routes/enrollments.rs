@@ -103,7 +103,7 @@ async fn list(
     caller: Caller,
     state: web::Data<AppState>,
     id: web::Path<Uuid>,
-    query: web::Query<ListEnrollments>,
+    query: crate::extract::Query<ListEnrollments>,
 ) -> Result<web::Json<EnrollmentPage>, ApiError> {
     let query = query.into_inner();
     crate::pagination::check_status_filter(

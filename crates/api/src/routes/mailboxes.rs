@@ -980,7 +980,7 @@ async fn create(
 async fn list(
     caller: Caller,
     state: web::Data<AppState>,
-    query: web::Query<ListQuery>,
+    query: crate::extract::Query<ListQuery>,
 ) -> Result<web::Json<Page<Mailbox>>, ApiError> {
     let page = PageRequest::new(query.limit, query.cursor.as_deref())?;
     let mut conn = state.pool.get().await?;

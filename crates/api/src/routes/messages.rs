@@ -58,7 +58,7 @@ async fn list(
     caller: Caller,
     state: web::Data<AppState>,
     id: web::Path<Uuid>,
-    query: web::Query<ListMessages>,
+    query: crate::extract::Query<ListMessages>,
 ) -> Result<web::Json<MessagePage>, ApiError> {
     let query = query.into_inner();
     crate::pagination::check_status_filter(

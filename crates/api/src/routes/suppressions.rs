@@ -155,7 +155,7 @@ pub struct SuppressionQuery {
 async fn list(
     caller: Caller,
     state: web::Data<AppState>,
-    query: web::Query<SuppressionQuery>,
+    query: crate::extract::Query<SuppressionQuery>,
 ) -> Result<web::Json<Page<Suppression>>, ApiError> {
     let query = query.into_inner();
     let page = PageRequest::new(query.limit, query.cursor.as_deref())?;

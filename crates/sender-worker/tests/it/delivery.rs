@@ -247,3 +247,43 @@ async fn a_subject_with_a_line_break_cannot_add_a_recipient() -> anyhow::Result<
     );
     worker.stop().await
 }
+
+/// Contact data stored before the API refused line breaks in names (or an attribute, which
+/// may span lines) still cannot add a header: the renderer folds line breaks into spaces.
+#[tokio::test]
+async fn a_contact_name_with_a_line_break_cannot_add_a_header() -> anyhow::Result<()> {
+    let evil = format!("x-{}@evil.test", Uuid::now_v7().simple());
+    let step = Step {
+        subject: "Hello {first_name}",
+        content: "Hi {first_name}",
+        thread_with_previous: false,
+    };
+    let world = World::new(greenmail_smtp()?, &[step]).await?;
+    let to = contact_address();
+    let name = format!("Bob\r\nBcc: {evil}\r\nX-Injected: yes");
+    let message = world
+        .queue(world.enroll(&to, Some(&name)).await?, 1)
+        .await?;
+    world.publish_job(message).await?;
+    let worker = world.start_worker()?;
+    world.wait_for(message, &["sent"]).await?;
+
+    let emails = wait_received(&to, 1).await?;
+    let mail = parse(&emails[0])?;
+    assert_eq!(mail.headers.get_all_values("Subject").len(), 1);
+    assert!(header(&mail, "Subject")?.starts_with("Hello Bob"));
+    assert!(mail.headers.get_first_value("Bcc").is_none());
+    assert!(mail.headers.get_first_value("X-Injected").is_none());
+    assert_eq!(mail.headers.get_all_values("To").len(), 1);
+    // (The body may show the name's line break: it is content there, not a header.)
+    let head = emails[0].split("\r\n\r\n").next().unwrap_or_default();
+    assert!(
+        !head.contains("\nBcc:") && !head.contains("\nX-Injected:"),
+        "{head}"
+    );
+    assert!(
+        received(&evil).await?.is_empty(),
+        "nothing reached the injected address"
+    );
+    worker.stop().await
+}

@@ -136,7 +136,7 @@ async fn create(
 async fn list(
     caller: Caller,
     state: web::Data<AppState>,
-    query: web::Query<ListSequences>,
+    query: crate::extract::Query<ListSequences>,
 ) -> Result<web::Json<SequencePage>, ApiError> {
     let query = query.into_inner();
     crate::pagination::check_status_filter(

@@ -397,8 +397,8 @@ fn check_tracking_domain(checks: &mut Checks, domain: &str) {
 }
 
 fn check_template(checks: &mut Checks, field: &str, source: &str, single_line: bool) {
-    if single_line && (source.contains('\n') || source.contains('\r')) {
-        checks.fail(field, "must be a single line");
+    if single_line && source.chars().any(char::is_control) {
+        checks.fail(field, "must be one line without control characters");
     }
     if let Err(error) = domain::templates::validate(source) {
         checks.fail(field, error.to_string());

@@ -86,7 +86,7 @@ async fn transition(
             }
             if !from.contains(&current.status.as_str()) {
                 return Err(ApiError::Conflict(format!(
-                    "a {} sequence cannot become {to}",
+                    "a sequence that is {} cannot become {to}",
                     current.status
                 )));
             }
