@@ -161,6 +161,27 @@ impl ResponseError for ApiError {
     }
 }
 
+/// The envelope for a status the framework answered by itself (an unknown method, a URI
+/// too long, ...): the code is the status's reason in snake case (`method_not_allowed`).
+pub fn status_envelope(status: StatusCode, message: &str) -> HttpResponse {
+    let reason = status.canonical_reason().unwrap_or("error");
+    let code: String = reason
+        .chars()
+        .filter_map(|c| match c {
+            ' ' | '-' => Some('_'),
+            c if c.is_ascii_alphanumeric() => Some(c.to_ascii_lowercase()),
+            _ => None,
+        })
+        .collect();
+    HttpResponse::build(status).json(Envelope {
+        error: Body {
+            code: &code,
+            message: message.to_owned(),
+            details: &[],
+        },
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use actix_web::body::MessageBody;

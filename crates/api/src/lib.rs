@@ -10,11 +10,12 @@ pub mod pagination;
 pub mod respond;
 mod routes;
 pub mod state;
+pub mod uniform_errors;
 pub mod validation;
 
 use std::net::TcpListener;
 
-use actix_web::dev::{Server, Service as _};
+use actix_web::dev::{Server, Service as _, ServiceResponse};
 use actix_web::{HttpServer, ResponseError as _, web};
 use domain::config::Config;
 use domain::service::ServiceBase;
@@ -59,6 +60,7 @@ impl Application {
         let readiness = web::Data::new(base.readiness.clone());
         let metrics = web::Data::new(base.metrics.clone());
         let body_limit = web::Data::new(BodyLimit(base.config.api.max_body_bytes));
+        let max_uri_bytes = base.config.api.max_uri_bytes;
         let server = HttpServer::new(move || {
             actix_web::App::new()
                 .app_data(readiness.clone())
@@ -68,7 +70,6 @@ impl Application {
                 .app_data(state.clone())
                 .app_data(body_limit.clone())
                 .app_data(path_config())
-                .app_data(query_config())
                 // Before the /api/v1 scope, which would otherwise answer 404 for these paths;
                 // the spec is read per request, so routes added later still appear in it.
                 .with_json_spec_v3_at(openapi::SPEC_V3_PATH)
@@ -80,12 +81,19 @@ impl Application {
                 .default_service(web::to(|| async {
                     ApiError::NotFound("route").error_response()
                 }))
-                .wrap_fn(|req, srv| {
-                    if openapi::is_unknown_swagger_file(req.path()) {
-                        let response = req.error_response(ApiError::NotFound("file"));
+                .wrap(uniform_errors::envelopes())
+                .wrap_fn(move |req, srv| {
+                    let early = uniform_errors::uri_too_long(&req, max_uri_bytes).or_else(|| {
+                        openapi::is_unknown_swagger_file(req.path())
+                            .then(|| ApiError::NotFound("file").error_response())
+                    });
+                    if let Some(response) = early {
+                        let response = req.into_response(response);
                         return async move { Ok(response) }.boxed_local();
                     }
-                    srv.call(req).boxed_local()
+                    let call = srv.call(req);
+                    async move { call.await.map(ServiceResponse::map_into_boxed_body) }
+                        .boxed_local()
                 })
         })
         .disable_signals()
@@ -112,12 +120,6 @@ impl Application {
 /// A malformed id in a path is simply an id that does not exist.
 fn path_config() -> web::PathConfig {
     web::PathConfig::default().error_handler(|_, _| ApiError::NotFound("resource").into())
-}
-
-fn query_config() -> web::QueryConfig {
-    web::QueryConfig::default().error_handler(|error, _| {
-        ApiError::BadRequest(format!("invalid query parameters: {error}")).into()
-    })
 }
 
 /// The binary's serve command.

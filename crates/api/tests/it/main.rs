@@ -8,6 +8,7 @@ mod errors;
 mod fixtures;
 mod health;
 mod import;
+mod input_rules;
 mod mailboxes;
 mod openapi;
 mod sequences;

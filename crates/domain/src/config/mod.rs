@@ -152,6 +152,8 @@ pub struct ApiConfig {
     pub admin_token: SecretString,
     pub max_body_bytes: usize,
     pub max_import_bytes: usize,
+    /// Longest request target (path and query) accepted; longer ones answer 414.
+    pub max_uri_bytes: usize,
     pub rate_limit_per_second: u32,
     pub rate_limit_burst: u32,
 }

@@ -297,6 +297,12 @@ pub(super) fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigE
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.telemetry.log_filter) {
         return fail("telemetry.log_filter", format!("not a valid filter: {e}"));
     }
+    if !(256..=65_534).contains(&config.api.max_uri_bytes) {
+        return fail(
+            "api.max_uri_bytes",
+            "must be between 256 and 65534 (the longest URI the HTTP layer parses)".to_owned(),
+        );
+    }
     let admin_token = config.api.admin_token.expose_secret();
     if !admin_token.is_empty() && admin_token.len() < 24 {
         return fail(
