@@ -9,6 +9,7 @@ pub mod openapi;
 pub mod pagination;
 pub mod respond;
 mod routes;
+pub mod server;
 pub mod state;
 pub mod uniform_errors;
 pub mod validation;
@@ -16,7 +17,7 @@ pub mod validation;
 use std::net::TcpListener;
 
 use actix_web::dev::{Server, Service as _, ServiceResponse};
-use actix_web::{HttpServer, ResponseError as _, web};
+use actix_web::{ResponseError as _, web};
 use domain::config::Config;
 use domain::service::ServiceBase;
 use domain::service::admin::{bind, run_until_cancelled};
@@ -61,7 +62,11 @@ impl Application {
         let metrics = web::Data::new(base.metrics.clone());
         let body_limit = web::Data::new(BodyLimit(base.config.api.max_body_bytes));
         let max_uri_bytes = base.config.api.max_uri_bytes;
-        let server = HttpServer::new(move || {
+        let settings = server::Settings {
+            max_uri_bytes,
+            shutdown_timeout_secs: base.config.shutdown.grace_period_seconds,
+        };
+        let factory = move || {
             actix_web::App::new()
                 .app_data(readiness.clone())
                 .app_data(metrics.clone())
@@ -95,11 +100,8 @@ impl Application {
                     async move { call.await.map(ServiceResponse::map_into_boxed_body) }
                         .boxed_local()
                 })
-        })
-        .disable_signals()
-        .shutdown_timeout(base.config.shutdown.grace_period_seconds)
-        .listen(listener)?
-        .run();
+        };
+        let server = server::serve(listener, factory, settings)?;
         Ok(Self { base, server, port })
     }
 

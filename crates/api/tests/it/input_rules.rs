@@ -290,3 +290,66 @@ async fn framework_errors_use_the_envelope() -> anyhow::Result<()> {
     assert_error(status, &error, 414, "uri_too_long");
     Ok(())
 }
+
+/// What the server answers to `request` sent as it is over a new connection: the status and
+/// the JSON body.
+async fn raw_exchange(api: &TestApi, request: &[u8]) -> anyhow::Result<(u16, Value)> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let address = api.base_url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await?;
+    // The server may answer and close before it read everything: a failed write is fine.
+    let _ = stream.write_all(request).await;
+    let mut response = Vec::new();
+    let read = stream.read_to_end(&mut response);
+    tokio::time::timeout(std::time::Duration::from_secs(30), read).await??;
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow::anyhow!("no response head: {text:?}"))?;
+    let status = head.split(' ').nth(1).unwrap_or_default().parse()?;
+    anyhow::ensure!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{head}"
+    );
+    Ok((status, serde_json::from_str(body)?))
+}
+
+#[tokio::test]
+async fn requests_the_http_layer_cannot_parse_get_the_envelope_too() -> anyhow::Result<()> {
+    let api = TestApi::start().await?;
+    let t = api.tenant("acme").await?;
+    // Beyond api.max_uri_bytes, beyond the 64 KiB the HTTP layer parses, beyond its 128 KiB head.
+    for size in [10_000, 100_000, 140_000] {
+        let request = format!(
+            "GET /api/v1/contacts?email={} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+             Authorization: Bearer {}\r\n\r\n",
+            "a".repeat(size),
+            t.key
+        );
+        let (status, error) = raw_exchange(&api, request.as_bytes())
+            .await
+            .map_err(|e| anyhow::anyhow!("{size}: {e}"))?;
+        assert_error(status, &error, 414, "uri_too_long");
+    }
+    let (status, error) = raw_exchange(&api, b"NOT HTTP AT ALL\r\n\r\n").await?;
+    assert_error(status, &error, 400, "bad_request");
+    let huge_header = format!(
+        "GET /api/v1/contacts HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(140_000)
+    );
+    let (status, error) = raw_exchange(&api, huge_header.as_bytes()).await?;
+    assert_error(status, &error, 431, "request_header_fields_too_large");
+    // The connection-level wrapper leaves ordinary exchanges alone.
+    let (status, page) = raw_exchange(
+        &api,
+        format!(
+            "GET /api/v1/contacts HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {}\r\n\r\n",
+            t.key
+        )
+        .as_bytes(),
+    )
+    .await?;
+    assert_eq!((status, &page["data"]), (200, &json!([])));
+    Ok(())
+}
