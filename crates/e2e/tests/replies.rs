@@ -104,11 +104,11 @@ impl Flow {
                          '{{1,2,3,4,5,6,7}}', '00:00', '23:59:59', 'UTC', false)"
             ),
             format!(
-                "INSERT INTO steps (id, sequence_id, step_order, subject, content, wait_days, \
-                                    thread_with_previous) \
-                 VALUES ('{}', '{sequence}', 1, '{STEP_ONE_SUBJECT}', \
+                "INSERT INTO steps (id, sequence_id, step_order, order_key, subject, content, \
+                                    wait_days, thread_with_previous) \
+                 VALUES ('{}', '{sequence}', 1, 1, '{STEP_ONE_SUBJECT}', \
                          'Hi {{{{first_name}}}}, may I ask you something?', 0, false), \
-                        ('{}', '{sequence}', 2, 'Following up', \
+                        ('{}', '{sequence}', 2, 2, 'Following up', \
                          'Hi {{{{first_name}}}}, just following up.', 1, true)",
                 Uuid::now_v7(),
                 Uuid::now_v7()

@@ -52,9 +52,9 @@ async fn enrolled_and_sent(db: &TestDatabase) -> anyhow::Result<Ids> {
                      '09:00', '17:00', 'UTC', false)"
         ),
         format!(
-            "INSERT INTO steps (id, sequence_id, step_order, subject, content, wait_days, \
-                                wait_hours, wait_minutes) \
-             VALUES ('{step}', '{sequence}', 1, 'Subject', 'Hello', 0, 0, 0)"
+            "INSERT INTO steps (id, sequence_id, step_order, order_key, subject, content, \
+                                wait_days, wait_hours, wait_minutes) \
+             VALUES ('{step}', '{sequence}', 1, 1, 'Subject', 'Hello', 0, 0, 0)"
         ),
         format!(
             "INSERT INTO mailboxes (id, workspace_id, email, smtp_host, smtp_port, daily_limit, \

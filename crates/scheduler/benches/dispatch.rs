@@ -138,10 +138,10 @@ async fn populate(conn: &mut diesel_async::AsyncPgConnection) -> anyhow::Result<
                                 window_end, timezone, use_contact_timezone) \
          VALUES ($2, $1, 'bench', 'active', '{1,2,3,4,5,6,7}', '00:00', '23:59:59.999999', \
                  'UTC', false)",
-        "INSERT INTO steps (id, sequence_id, step_order, subject, content) \
-         VALUES (gen_random_uuid(), $2, 1, 'Hello {{first_name}}', 'Hi'), \
-                (gen_random_uuid(), $2, 2, 'Re: Hello', 'Following up'), \
-                (gen_random_uuid(), $2, 3, 'Re: Hello', 'Last one')",
+        "INSERT INTO steps (id, sequence_id, step_order, order_key, subject, content) \
+         VALUES (gen_random_uuid(), $2, 1, 1, 'Hello {{first_name}}', 'Hi'), \
+                (gen_random_uuid(), $2, 2, 2, 'Re: Hello', 'Following up'), \
+                (gen_random_uuid(), $2, 3, 3, 'Re: Hello', 'Last one')",
         "INSERT INTO mailboxes (id, workspace_id, email, smtp_host, smtp_port, daily_limit, \
                                 min_interval_seconds, max_jitter_seconds) \
          SELECT gen_random_uuid(), $1, 'sender' || g || '@bench.example', 'smtp.test', 25, \

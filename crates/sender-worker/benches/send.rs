@@ -326,8 +326,8 @@ async fn populate(
         "INSERT INTO sequences (id, workspace_id, name, status, open_tracking_enabled, \
                                 click_tracking_enabled, unsubscribe_link) \
          VALUES ($2, $1, 'bench', 'active', true, true, true)",
-        "INSERT INTO steps (id, sequence_id, step_order, subject, content) \
-         VALUES ($3, $2, 1, $8, $9)",
+        "INSERT INTO steps (id, sequence_id, step_order, order_key, subject, content) \
+         VALUES ($3, $2, 1, 1, $8, $9)",
         "INSERT INTO mailboxes (id, workspace_id, email, display_name, smtp_host, smtp_port, \
                                 smtp_security, daily_limit, min_interval_seconds, \
                                 max_jitter_seconds) \

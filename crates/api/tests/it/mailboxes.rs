@@ -777,7 +777,7 @@ async fn a_mailbox_that_sent_messages_is_not_deleted() -> anyhow::Result<()> {
     conn.batch_execute(&format!(
         "INSERT INTO contacts (id, workspace_id, email) VALUES ('{contact}', '{workspace_id}', 'p@prospect.example');
          INSERT INTO sequences (id, workspace_id, name) VALUES ('{sequence}', '{workspace_id}', 's');
-         INSERT INTO steps (id, sequence_id, step_order, subject, content) VALUES ('{step}', '{sequence}', 1, 'hi', 'hello');
+         INSERT INTO steps (id, sequence_id, step_order, order_key, subject, content) VALUES ('{step}', '{sequence}', 1, 1, 'hi', 'hello');
          INSERT INTO enrollments (id, workspace_id, sequence_id, contact_id, mailbox_id)
              VALUES ('{enrollment}', '{workspace_id}', '{sequence}', '{contact}', '{mailbox_id}');
          INSERT INTO messages (id, workspace_id, enrollment_id, step_id, step_order, contact_id, mailbox_id, status, scheduled_at)

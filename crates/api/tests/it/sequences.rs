@@ -3,8 +3,11 @@ use serde_json::{Value, json};
 use crate::fixtures;
 use crate::support::{TestApi, assert_error, assert_field_error};
 
-/// The seed README's example request, verbatim.
-fn seed_example() -> Value {
+/// The seed README's example request, byte for byte.
+const SEED_EXAMPLE: &str = r#"{"name": "Welcome Sequence", "open_tracking_enabled": true, "click_tracking_enabled": true, "steps": [{"step_order": 0, "subject": "Welcome!", "content": "Hi {name}, welcome!", "wait_days": 0}]}"#;
+
+/// A two-step sequence as the seed's API describes them.
+fn two_steps() -> Value {
     json!({
         "name": "Cold Outreach Q1",
         "open_tracking_enabled": true,
@@ -51,12 +54,89 @@ fn step_subjects(sequence: &Value) -> Vec<(i64, String)> {
 }
 
 #[tokio::test]
-async fn seed_example_creates_a_draft_with_step_ids_and_defaults() -> anyhow::Result<()> {
+async fn the_seed_example_is_accepted_as_written() -> anyhow::Result<()> {
     let api = TestApi::start().await?;
     let t = api.tenant("acme").await?;
     let (status, seq) = api
-        .post("/api/v1/sequences", &t.key, seed_example())
+        .raw(
+            reqwest::Method::POST,
+            "/api/v1/sequences",
+            Some(&t.key),
+            "application/json",
+            SEED_EXAMPLE.as_bytes().to_vec(),
+        )
         .await?;
+    assert_eq!(status, 201, "{seq}");
+    assert_eq!(seq["name"], "Welcome Sequence");
+    assert_eq!(
+        seq["steps"][0]["step_order"], 0,
+        "stored and echoed as sent"
+    );
+    assert_eq!(seq["steps"][0]["content"], "Hi {name}, welcome!");
+    assert_eq!(seq["warnings"], json!([]), "`name` is a built-in variable");
+
+    // The same numbering through the steps endpoint.
+    let base = format!("/api/v1/sequences/{}", str_of(&seq, "/id"));
+    let (status, step) = api
+        .raw(
+            reqwest::Method::POST,
+            &format!("{base}/steps"),
+            Some(&t.key),
+            "application/json",
+            br#"{"step_order": 1, "subject": "", "content": "Hi {name}, any questions?", "wait_days": 2}"#.to_vec(),
+        )
+        .await?;
+    assert_eq!(status, 201, "{step}");
+    assert_eq!(step["step_order"], 1);
+    assert_eq!(step["thread_with_previous"], true);
+    let (_, now) = api.get(&base, &t.key).await?;
+    assert_eq!(
+        step_subjects(&now),
+        vec![(0, "Welcome!".into()), (1, "".into())]
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn step_order_keys_order_the_steps_as_sent() -> anyhow::Result<()> {
+    let api = TestApi::start().await?;
+    let t = api.tenant("acme").await?;
+    let body = json!({"name": "keys", "steps": [
+        {"step_order": 20, "subject": "B", "content": "b"},
+        {"step_order": 5, "subject": "A", "content": "a"},
+        {"subject": "C", "content": "c"},
+    ]});
+    let (status, seq) = api.post("/api/v1/sequences", &t.key, body).await?;
+    assert_eq!(status, 201, "{seq}");
+    assert_eq!(
+        step_subjects(&seq),
+        vec![(5, "A".into()), (20, "B".into()), (21, "C".into())],
+        "ordered by key; a step without one goes after the others"
+    );
+    assert_eq!(seq["steps"][0]["thread_with_previous"], false, "A is first");
+    assert_eq!(seq["steps"][1]["thread_with_previous"], true);
+
+    let (status, error) = api
+        .post(
+            "/api/v1/sequences",
+            &t.key,
+            json!({"name": "dup", "steps": [
+                {"step_order": 3, "subject": "x", "content": "x"},
+                {"step_order": 3, "subject": "y", "content": "y"},
+                {"step_order": -1, "subject": "z", "content": "z"},
+            ]}),
+        )
+        .await?;
+    assert_field_error(status, &error, "steps[1].step_order");
+    assert_field_error(status, &error, "steps[2].step_order");
+    Ok(())
+}
+
+#[tokio::test]
+async fn seed_example_creates_a_draft_with_step_ids_and_defaults() -> anyhow::Result<()> {
+    let api = TestApi::start().await?;
+    let t = api.tenant("acme").await?;
+    let (status, seq) = api.post("/api/v1/sequences", &t.key, two_steps()).await?;
     assert_eq!(status, 201, "{seq}");
     assert_eq!(seq["name"], "Cold Outreach Q1");
     assert_eq!(seq["status"], "draft");
@@ -132,7 +212,7 @@ async fn invalid_bodies_name_each_field() -> anyhow::Result<()> {
         "mailbox_ids": [uuid::Uuid::nil()],
         "steps": [
             {"subject": "Hi {{first_name", "content": "ok", "wait_days": -1},
-            {"step_order": 1, "subject": "x", "content": "line one\n{oops here}"}
+            {"step_order": -1, "subject": "x", "content": "line one\n{oops here}"}
         ]
     });
     let (status, error) = api.post("/api/v1/sequences", &t.key, body).await?;
@@ -230,9 +310,7 @@ async fn list_pages_through_and_filters_by_status() -> anyhow::Result<()> {
 async fn update_changes_only_given_settings() -> anyhow::Result<()> {
     let api = TestApi::start().await?;
     let t = api.tenant("acme").await?;
-    let (_, seq) = api
-        .post("/api/v1/sequences", &t.key, seed_example())
-        .await?;
+    let (_, seq) = api.post("/api/v1/sequences", &t.key, two_steps()).await?;
     let path = format!("/api/v1/sequences/{}", str_of(&seq, "/id"));
     let (status, updated) = api
         .put(
@@ -276,9 +354,7 @@ async fn lifecycle_rules() -> anyhow::Result<()> {
         .await?;
     assert_error(status, &error, 409, "conflict");
 
-    let (_, seq) = api
-        .post("/api/v1/sequences", &t.key, seed_example())
-        .await?;
+    let (_, seq) = api.post("/api/v1/sequences", &t.key, two_steps()).await?;
     let base = format!("/api/v1/sequences/{}", str_of(&seq, "/id"));
     let (status, error) = api
         .post(&format!("{base}/activate"), &t.key, json!({}))
@@ -334,9 +410,7 @@ async fn lifecycle_rules() -> anyhow::Result<()> {
 async fn delete_only_without_enrollments() -> anyhow::Result<()> {
     let api = TestApi::start().await?;
     let t = api.tenant("acme").await?;
-    let (_, draft) = api
-        .post("/api/v1/sequences", &t.key, seed_example())
-        .await?;
+    let (_, draft) = api.post("/api/v1/sequences", &t.key, two_steps()).await?;
     let (status, _) = api
         .delete(
             &format!("/api/v1/sequences/{}", str_of(&draft, "/id")),
@@ -352,9 +426,7 @@ async fn delete_only_without_enrollments() -> anyhow::Result<()> {
         .await?;
     assert_eq!(status, 404);
 
-    let (_, used) = api
-        .post("/api/v1/sequences", &t.key, seed_example())
-        .await?;
+    let (_, used) = api.post("/api/v1/sequences", &t.key, two_steps()).await?;
     let mut db = api.db().await?;
     let contact = fixtures::contact(&mut db, &t.id, "p@example.com").await?;
     fixtures::enrollment(&mut db, &t.id, str_of(&used, "/id"), contact, 1).await?;
@@ -373,7 +445,9 @@ async fn step_edits_follow_the_rules_for_contacts_mid_sequence() -> anyhow::Resu
     let api = TestApi::start().await?;
     let t = api.tenant("acme").await?;
     let body = json!({"name": "rules", "steps": [
-        {"subject": "A", "content": "a"}, {"subject": "B", "content": "b"}, {"subject": "C", "content": "c"}
+        {"step_order": 10, "subject": "A", "content": "a"},
+        {"step_order": 20, "subject": "B", "content": "b"},
+        {"step_order": 30, "subject": "C", "content": "c"}
     ]});
     let (_, seq) = api.post("/api/v1/sequences", &t.key, body).await?;
     let base = format!("/api/v1/sequences/{}", str_of(&seq, "/id"));
@@ -387,12 +461,12 @@ async fn step_edits_follow_the_rules_for_contacts_mid_sequence() -> anyhow::Resu
     let waiting_for_a = fixtures::enrollment(&mut db, &t.id, str_of(&seq, "/id"), c2, 1).await?;
     fixtures::sent_message(&mut db, &t.id, waiting_for_b, c1, mailbox, &step_a).await?;
 
-    // Insert N at position 2: the contact due for B keeps B; the one before gets N later.
+    // Insert N between A and B: the contact due for B keeps B; the one before gets N later.
     let (status, n) = api
         .post(
             &format!("{base}/steps"),
             &t.key,
-            json!({"step_order": 2, "subject": "N", "content": "n"}),
+            json!({"step_order": 15, "subject": "N", "content": "n"}),
         )
         .await?;
     assert_eq!(status, 201, "{n}");
@@ -400,10 +474,10 @@ async fn step_edits_follow_the_rules_for_contacts_mid_sequence() -> anyhow::Resu
     assert_eq!(
         step_subjects(&now),
         vec![
-            (1, "A".into()),
-            (2, "N".into()),
-            (3, "B".into()),
-            (4, "C".into())
+            (10, "A".into()),
+            (15, "N".into()),
+            (20, "B".into()),
+            (30, "C".into())
         ]
     );
     assert_eq!(
@@ -425,7 +499,7 @@ async fn step_edits_follow_the_rules_for_contacts_mid_sequence() -> anyhow::Resu
     let (_, now) = api.get(&base, &t.key).await?;
     assert_eq!(
         step_subjects(&now),
-        vec![(1, "A".into()), (2, "N".into()), (3, "C".into())]
+        vec![(10, "A".into()), (15, "N".into()), (30, "C".into())]
     );
     assert_eq!(
         fixtures::current_step(&mut db, waiting_for_b).await?,
@@ -455,6 +529,19 @@ async fn step_edits_follow_the_rules_for_contacts_mid_sequence() -> anyhow::Resu
         )
         .await?;
     assert_error(status, &error, 409, "conflict");
+    // A new key that keeps the step where it is changes nothing for anyone: allowed.
+    let (status, rekeyed) = api
+        .put(
+            &format!("{base}/steps/{c_id}"),
+            &t.key,
+            json!({"step_order": 40}),
+        )
+        .await?;
+    assert_eq!(
+        (status, &rekeyed["step_order"]),
+        (200, &json!(40)),
+        "{rekeyed}"
+    );
 
     // A step that was emailed is kept as history when removed: its message survives.
     let (status, _) = api
@@ -462,7 +549,10 @@ async fn step_edits_follow_the_rules_for_contacts_mid_sequence() -> anyhow::Resu
         .await?;
     assert_eq!(status, 204);
     let (_, now) = api.get(&base, &t.key).await?;
-    assert_eq!(step_subjects(&now), vec![(1, "N".into()), (2, "C".into())]);
+    assert_eq!(
+        step_subjects(&now),
+        vec![(15, "N".into()), (40, "C".into())]
+    );
     let kept: i64 = diesel_async::RunQueryDsl::get_result(
         diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
             "(SELECT count(*) FROM messages)",
@@ -479,7 +569,9 @@ async fn steps_can_be_reordered_before_anyone_is_enrolled() -> anyhow::Result<()
     let api = TestApi::start().await?;
     let t = api.tenant("acme").await?;
     let body = json!({"name": "order", "steps": [
-        {"subject": "A", "content": "a"}, {"subject": "B", "content": "b"}, {"subject": "C", "content": "c"}
+        {"step_order": 10, "subject": "A", "content": "a"},
+        {"step_order": 20, "subject": "B", "content": "b"},
+        {"step_order": 30, "subject": "C", "content": "c"}
     ]});
     let (_, seq) = api.post("/api/v1/sequences", &t.key, body).await?;
     let base = format!("/api/v1/sequences/{}", str_of(&seq, "/id"));
@@ -488,14 +580,14 @@ async fn steps_can_be_reordered_before_anyone_is_enrolled() -> anyhow::Result<()
         .put(
             &format!("{base}/steps/{c}"),
             &t.key,
-            json!({"step_order": 2}),
+            json!({"step_order": 15}),
         )
         .await?;
     assert_eq!(status, 200, "{moved}");
     let (_, now) = api.get(&base, &t.key).await?;
     assert_eq!(
         step_subjects(&now),
-        vec![(1, "A".into()), (2, "C".into()), (3, "B".into())]
+        vec![(10, "A".into()), (15, "C".into()), (20, "B".into())]
     );
 
     // A step moved to the front stops being a reply; asking for one there is an error.
@@ -504,7 +596,7 @@ async fn steps_can_be_reordered_before_anyone_is_enrolled() -> anyhow::Result<()
         .put(
             &format!("{base}/steps/{b}"),
             &t.key,
-            json!({"step_order": 1}),
+            json!({"step_order": 0}),
         )
         .await?;
     assert_eq!(status, 200, "{front}");
@@ -517,22 +609,43 @@ async fn steps_can_be_reordered_before_anyone_is_enrolled() -> anyhow::Result<()
         )
         .await?;
     assert_field_error(status, &error, "thread_with_previous");
+    // Keys are unique: one another step has is a conflict, a negative one invalid.
     let (status, error) = api
         .put(
             &format!("{base}/steps/{b}"),
             &t.key,
-            json!({"step_order": 9}),
+            json!({"step_order": 15}),
         )
         .await?;
-    assert_field_error(status, &error, "step_order");
+    assert_error(status, &error, 409, "conflict");
     let (status, error) = api
         .post(
             &format!("{base}/steps"),
             &t.key,
-            json!({"step_order": 7, "subject": "x", "content": "x"}),
+            json!({"step_order": 10, "subject": "x", "content": "x"}),
+        )
+        .await?;
+    assert_error(status, &error, 409, "conflict");
+    let (status, error) = api
+        .post(
+            &format!("{base}/steps"),
+            &t.key,
+            json!({"step_order": -3, "subject": "x", "content": "x"}),
         )
         .await?;
     assert_field_error(status, &error, "step_order");
+    let (status, added) = api
+        .post(
+            &format!("{base}/steps"),
+            &t.key,
+            json!({"subject": "D", "content": "d"}),
+        )
+        .await?;
+    assert_eq!(
+        (status, &added["step_order"]),
+        (201, &json!(16)),
+        "after the last key"
+    );
     let (status, error) = api
         .post(
             &format!("{base}/steps"),
@@ -549,9 +662,7 @@ async fn sequences_are_isolated_between_workspaces() -> anyhow::Result<()> {
     let api = TestApi::start().await?;
     let a = api.tenant("a").await?;
     let b = api.tenant("b").await?;
-    let (_, seq) = api
-        .post("/api/v1/sequences", &a.key, seed_example())
-        .await?;
+    let (_, seq) = api.post("/api/v1/sequences", &a.key, two_steps()).await?;
     let base = format!("/api/v1/sequences/{}", str_of(&seq, "/id"));
     let step = str_of(&seq, "/steps/0/id").to_owned();
 
@@ -588,9 +699,7 @@ async fn sequences_are_isolated_between_workspaces() -> anyhow::Result<()> {
 async fn stop_on_auto_reply_defaults_to_false_and_can_be_turned_on() -> anyhow::Result<()> {
     let api = TestApi::start().await?;
     let t = api.tenant("acme").await?;
-    let (status, seq) = api
-        .post("/api/v1/sequences", &t.key, seed_example())
-        .await?;
+    let (status, seq) = api.post("/api/v1/sequences", &t.key, two_steps()).await?;
     assert_eq!(status, 201, "{seq}");
     assert_eq!(seq["stop_on_auto_reply"], false, "{seq}");
     assert_eq!(seq["stop_on_reply"], true, "{seq}");
@@ -612,7 +721,7 @@ async fn stop_on_auto_reply_defaults_to_false_and_can_be_turned_on() -> anyhow::
     assert_eq!(renamed["stop_on_auto_reply"], true, "{renamed}");
 
     // Given at creation, it is kept.
-    let mut body = seed_example();
+    let mut body = two_steps();
     body["stop_on_auto_reply"] = json!(true);
     let (status, created) = api.post("/api/v1/sequences", &t.key, body).await?;
     assert_eq!(status, 201, "{created}");
@@ -625,5 +734,84 @@ async fn stop_on_auto_reply_defaults_to_false_and_can_be_turned_on() -> anyhow::
         (400..500).contains(&status),
         "a non-boolean is refused: {status} {error}"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn variables_no_contact_can_fill_are_warned_about_not_refused() -> anyhow::Result<()> {
+    let api = TestApi::start().await?;
+    let t = api.tenant("acme").await?;
+    let (status, _) = api
+        .post(
+            "/api/v1/contacts",
+            &t.key,
+            json!({"email": "ada@example.com", "attributes": {"plan": "pro"}}),
+        )
+        .await?;
+    assert_eq!(status, 201);
+    let body = json!({"name": "vars", "steps": [{
+        "subject": "Hi {name}",
+        "content": "{{first_name}}: {{plan}} {{nickname}} {{nick2|friend}}",
+        "variants": [{"subject": "{{ps}}", "content": "x", "weight": 1}],
+    }]});
+    let (status, seq) = api.post("/api/v1/sequences", &t.key, body).await?;
+    assert_eq!(status, 201, "{seq}");
+    let warned = |value: &Value| -> Vec<(String, String)> {
+        value["warnings"]
+            .as_array()
+            .map(|w| {
+                w.iter()
+                    .map(|w| {
+                        (
+                            str_of(w, "/field").to_owned(),
+                            str_of(w, "/variable").to_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        warned(&seq),
+        vec![
+            ("steps[0].content".into(), "nickname".into()),
+            ("steps[0].variants[0].subject".into(), "ps".into())
+        ],
+        "built-ins, known attributes and variables with a fallback are fine"
+    );
+    assert_eq!(
+        warned(&seq["steps"][0]),
+        vec![
+            ("content".into(), "nickname".into()),
+            ("variants[0].subject".into(), "ps".into())
+        ]
+    );
+
+    // Once a contact has the attribute, the warning goes.
+    let (status, _) = api
+        .post(
+            "/api/v1/contacts",
+            &t.key,
+            json!({"email": "bob@example.com", "attributes": {"nickname": "Bobby"}}),
+        )
+        .await?;
+    assert_eq!(status, 201);
+    let base = format!("/api/v1/sequences/{}", str_of(&seq, "/id"));
+    let (_, now) = api.get(&base, &t.key).await?;
+    assert_eq!(
+        warned(&now),
+        vec![("steps[0].variants[0].subject".into(), "ps".into())]
+    );
+
+    // The steps endpoints warn too, about the step's own fields.
+    let (status, step) = api
+        .post(
+            &format!("{base}/steps"),
+            &t.key,
+            json!({"subject": "", "content": "P.S. {{coupon}}"}),
+        )
+        .await?;
+    assert_eq!(status, 201, "{step}");
+    assert_eq!(warned(&step), vec![("content".into(), "coupon".into())]);
     Ok(())
 }

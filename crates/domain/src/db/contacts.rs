@@ -276,3 +276,21 @@ pub async fn keys(
     .load(conn)
     .await
 }
+
+/// Which of `names` some contact of the workspace has (or had) as an attribute.
+pub async fn known_attribute_keys(
+    conn: &mut AsyncPgConnection,
+    workspace_id: Uuid,
+    names: &[String],
+) -> QueryResult<Vec<String>> {
+    use super::schema::contact_attribute_keys as keys;
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    keys::table
+        .filter(keys::workspace_id.eq(workspace_id))
+        .filter(keys::key.eq_any(names))
+        .select(keys::key)
+        .load(conn)
+        .await
+}

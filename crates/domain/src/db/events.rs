@@ -5,7 +5,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use super::schema::{events, messages};
+use super::schema::{events, messages, steps};
 
 #[derive(Debug, Clone, Queryable)]
 pub struct TimelineEntry {
@@ -13,6 +13,7 @@ pub struct TimelineEntry {
     pub event_type: String,
     pub occurred_at: DateTime<Utc>,
     pub message_id: Option<Uuid>,
+    /// The ordering key of the message's step, as the client gave it.
     pub step_order: Option<i32>,
     pub is_bot: Option<bool>,
     pub bot_reason: Option<String>,
@@ -26,14 +27,14 @@ pub async fn timeline(
     limit: i64,
 ) -> QueryResult<Vec<TimelineEntry>> {
     events::table
-        .left_join(messages::table)
+        .left_join(messages::table.left_join(steps::table))
         .filter(events::enrollment_id.eq(enrollment_id))
         .select((
             events::id,
             events::event_type,
             events::occurred_at,
             events::message_id,
-            messages::step_order.nullable(),
+            steps::order_key.nullable(),
             events::is_bot,
             events::bot_reason,
             events::url,

@@ -6,7 +6,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use super::schema::{contacts, enrollments, messages};
+use super::schema::{contacts, enrollments, messages, steps};
 
 pub const STATUSES: [&str; 7] = [
     "queued",
@@ -31,6 +31,9 @@ pub struct MessageView {
     pub email: String,
     pub mailbox_id: Uuid,
     pub step_id: Uuid,
+    /// The step's ordering key as the client gave it (the API's `step_order`).
+    #[diesel(select_expression = steps::order_key)]
+    #[diesel(select_expression_type = steps::order_key)]
     pub step_order: i32,
     pub variant_index: Option<i32>,
     pub status: String,
@@ -53,6 +56,7 @@ pub async fn list_for_sequence(
     let mut query = messages::table
         .inner_join(enrollments::table)
         .inner_join(contacts::table.on(contacts::id.eq(messages::contact_id)))
+        .inner_join(steps::table)
         .filter(enrollments::sequence_id.eq(sequence_id))
         .select(MessageView::as_select())
         .order(messages::id.asc())

@@ -59,6 +59,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    contact_attribute_keys (workspace_id, key) {
+        workspace_id -> Uuid,
+        key -> Text,
+    }
+}
+
+diesel::table! {
     contacts (id) {
         id -> Uuid,
         workspace_id -> Uuid,
@@ -113,6 +120,7 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         deleted_at -> Nullable<Timestamptz>,
+        order_key -> Int4,
     }
 }
 
@@ -291,6 +299,7 @@ diesel::joinable!(inbox_watches -> mailboxes (mailbox_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     workspaces,
+    contact_attribute_keys,
     api_keys,
     mailboxes,
     contacts,

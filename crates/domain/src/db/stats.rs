@@ -40,6 +40,7 @@ pub struct StepCounts {
 #[derive(Debug, Clone)]
 pub struct StepRow {
     pub step_id: Uuid,
+    /// The step's ordering key, as the client gave it.
     pub step_order: i32,
     pub subject: String,
     pub removed: bool,
@@ -68,7 +69,7 @@ pub async fn for_sequence(
         .order((steps::deleted_at.is_not_null(), steps::step_order.asc()))
         .select((
             steps::id,
-            steps::step_order,
+            steps::order_key,
             steps::subject,
             steps::deleted_at.is_not_null(),
             Option::<StepCounts>::as_select(),

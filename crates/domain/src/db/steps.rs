@@ -1,5 +1,7 @@
 //! Steps of sequences. Removed steps are kept (soft-deleted) as the history their messages
-//! and events point at; positions are unique among live steps.
+//! and events point at. Among live steps, positions (`step_order`, 1..n, what enrollments and
+//! messages refer to) and the client's ordering keys (`order_key`, the API's `step_order`)
+//! are unique; the keys' order is the positions' order.
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -17,7 +19,10 @@ const RENUMBER_OFFSET: i32 = 1_000_000;
 pub struct Step {
     pub id: Uuid,
     pub sequence_id: Uuid,
+    /// Position among the live steps, from 1.
     pub step_order: i32,
+    /// The client's ordering key.
+    pub order_key: i32,
     pub subject: String,
     pub content: String,
     pub wait_days: i32,
@@ -35,6 +40,7 @@ pub struct NewStep {
     pub id: Uuid,
     pub sequence_id: Uuid,
     pub step_order: i32,
+    pub order_key: i32,
     pub subject: String,
     pub content: String,
     pub wait_days: i32,
@@ -47,6 +53,7 @@ pub struct NewStep {
 #[derive(Debug, Default, AsChangeset)]
 #[diesel(table_name = steps)]
 pub struct StepChanges {
+    pub order_key: Option<i32>,
     pub subject: Option<String>,
     pub content: Option<String>,
     pub wait_days: Option<i32>,

@@ -49,6 +49,7 @@ async fn schema_rs_matches_the_migrated_database() -> anyhow::Result<()> {
     }
     check!(
         workspaces,
+        contact_attribute_keys,
         api_keys,
         mailboxes,
         contacts,

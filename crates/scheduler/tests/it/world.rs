@@ -46,9 +46,9 @@ impl World {
         for (index, (days, hours, minutes)) in steps.iter().enumerate() {
             let id = Uuid::now_v7();
             diesel::sql_query(
-                "INSERT INTO steps (id, sequence_id, step_order, subject, content, wait_days, \
-                                    wait_hours, wait_minutes) \
-                 VALUES ($1, $2, $3, 'Subject', 'Hello {{first_name}}', $4, $5, $6)",
+                "INSERT INTO steps (id, sequence_id, step_order, order_key, subject, content, \
+                                    wait_days, wait_hours, wait_minutes) \
+                 VALUES ($1, $2, $3, $3, 'Subject', 'Hello {{first_name}}', $4, $5, $6)",
             )
             .bind::<SqlUuid, _>(id)
             .bind::<SqlUuid, _>(sequence_id)

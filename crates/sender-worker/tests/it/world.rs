@@ -80,8 +80,8 @@ impl World {
         for (index, step) in steps.iter().enumerate() {
             let id = Uuid::now_v7();
             diesel::sql_query(
-                "INSERT INTO steps (id, sequence_id, step_order, subject, content, \
-                                    thread_with_previous) VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO steps (id, sequence_id, step_order, order_key, subject, content, \
+                                    thread_with_previous) VALUES ($1, $2, $3, $3, $4, $5, $6)",
             )
             .bind::<SqlUuid, _>(id)
             .bind::<SqlUuid, _>(sequence_id)

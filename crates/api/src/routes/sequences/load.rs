@@ -7,6 +7,7 @@ use diesel_async::AsyncPgConnection;
 use uuid::Uuid;
 
 use super::model::{DAY_NAMES, SendingWindowOut, Sequence, Step, Variant};
+use super::warnings::{TemplateWarning, Templates};
 use crate::error::ApiError;
 
 pub async fn one(
@@ -23,6 +24,9 @@ pub async fn many(
     conn: &mut AsyncPgConnection,
     sequences: Vec<domain::db::sequences::Sequence>,
 ) -> Result<Vec<Sequence>, ApiError> {
+    let Some(workspace_id) = sequences.first().map(|s| s.workspace_id) else {
+        return Ok(Vec::new());
+    };
     let ids: Vec<Uuid> = sequences.iter().map(|s| s.id).collect();
     let mut steps: HashMap<Uuid, Vec<Step>> = HashMap::new();
     for step in domain::db::steps::live_for(conn, &ids).await? {
@@ -35,10 +39,11 @@ pub async fn many(
     for (sequence_id, mailbox_id) in domain::db::sequences::mailbox_ids(conn, &ids).await? {
         pools.entry(sequence_id).or_default().push(mailbox_id);
     }
-    Ok(sequences
+    let mut loaded: Vec<Sequence> = sequences
         .into_iter()
         .map(|s| Sequence {
             steps: steps.remove(&s.id).unwrap_or_default(),
+            warnings: Vec::new(),
             mailbox_ids: pools.remove(&s.id).unwrap_or_default(),
             sending_window: SendingWindowOut {
                 days: s
@@ -65,13 +70,77 @@ pub async fn many(
             created_at: s.created_at,
             updated_at: s.updated_at,
         })
-        .collect())
+        .collect();
+    attach_warnings(conn, workspace_id, &mut loaded).await?;
+    Ok(loaded)
+}
+
+/// Fills in the `warnings` of the sequences and of their steps, with one query.
+async fn attach_warnings(
+    conn: &mut AsyncPgConnection,
+    workspace_id: Uuid,
+    sequences: &mut [Sequence],
+) -> Result<(), ApiError> {
+    let mut templates = Templates::default();
+    for (s, sequence) in sequences.iter().enumerate() {
+        for (i, step) in sequence.steps.iter().enumerate() {
+            for (field, source) in step_templates(step) {
+                templates.add((s, i), field, source);
+            }
+        }
+    }
+    for ((s, i), warning) in templates.warnings(conn, workspace_id).await? {
+        let Some(sequence) = sequences.get_mut(s) else {
+            continue;
+        };
+        sequence.warnings.push(TemplateWarning {
+            field: format!("steps[{i}].{}", warning.field),
+            ..warning.clone()
+        });
+        if let Some(step) = sequence.steps.get_mut(i) {
+            step.warnings.push(warning);
+        }
+    }
+    Ok(())
+}
+
+/// A step's templates by field: subject, content, each variant's.
+fn step_templates(step: &Step) -> Vec<(String, &str)> {
+    let mut fields = vec![
+        ("subject".to_owned(), step.subject.as_str()),
+        ("content".to_owned(), step.content.as_str()),
+    ];
+    for (j, variant) in step.variants.iter().enumerate() {
+        fields.push((format!("variants[{j}].subject"), variant.subject.as_str()));
+        fields.push((format!("variants[{j}].content"), variant.content.as_str()));
+    }
+    fields
+}
+
+/// One step as the steps endpoints answer it, with its warnings.
+pub async fn step(
+    conn: &mut AsyncPgConnection,
+    workspace_id: Uuid,
+    step: domain::db::steps::Step,
+) -> Result<Step, ApiError> {
+    let mut step = step_out(step);
+    let mut templates = Templates::default();
+    for (field, source) in step_templates(&step) {
+        templates.add((), field, source);
+    }
+    step.warnings = templates
+        .warnings(conn, workspace_id)
+        .await?
+        .into_iter()
+        .map(|((), warning)| warning)
+        .collect();
+    Ok(step)
 }
 
 pub fn step_out(step: domain::db::steps::Step) -> Step {
     Step {
         id: step.id,
-        step_order: step.step_order,
+        step_order: step.order_key,
         subject: step.subject,
         content: step.content,
         wait_days: step.wait_days,
@@ -79,6 +148,7 @@ pub fn step_out(step: domain::db::steps::Step) -> Step {
         wait_minutes: step.wait_minutes,
         thread_with_previous: step.thread_with_previous,
         variants: serde_json::from_value::<Vec<Variant>>(step.variants).unwrap_or_default(),
+        warnings: Vec::new(),
         created_at: step.created_at,
         updated_at: step.updated_at,
     }

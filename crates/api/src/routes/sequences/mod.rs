@@ -17,6 +17,7 @@ mod load;
 pub mod model;
 mod status;
 mod steps;
+mod warnings;
 
 use diesel_async::{AsyncConnection as _, AsyncPgConnection};
 use domain::db::sequences::{NewSequence, SequenceChanges};
@@ -97,13 +98,9 @@ async fn create(
                 },
             )
             .await?;
-            let first = body
-                .steps
-                .iter()
-                .enumerate()
-                .map(|(i, s)| s.step_order.unwrap_or(i as i32 + 1))
-                .min()
-                .unwrap_or(1);
+            let keys = model::step_keys(&body.steps);
+            let positions = model::positions(&keys);
+            let first = keys.iter().copied().min();
             let new_steps: Vec<NewStep> = body
                 .steps
                 .iter()
@@ -112,8 +109,9 @@ async fn create(
                     new_step(
                         sequence.id,
                         step,
-                        step.step_order.unwrap_or(i as i32 + 1),
-                        first,
+                        positions[i],
+                        keys[i],
+                        Some(keys[i]) == first,
                     )
                 })
                 .collect();
@@ -315,19 +313,20 @@ async fn check_mailboxes(
     }
 }
 
-fn new_step(sequence_id: Uuid, step: &StepInput, step_order: i32, first_order: i32) -> NewStep {
+/// A step at `position` with ordering key `key`; after the first step, steps reply in the
+/// thread unless they say otherwise.
+fn new_step(sequence_id: Uuid, step: &StepInput, position: i32, key: i32, first: bool) -> NewStep {
     NewStep {
         id: Uuid::now_v7(),
         sequence_id,
-        step_order,
+        step_order: position,
+        order_key: key,
         subject: step.subject.trim().to_owned(),
         content: step.content.clone(),
         wait_days: step.wait_days,
         wait_hours: step.wait_hours,
         wait_minutes: step.wait_minutes,
-        thread_with_previous: step
-            .thread_with_previous
-            .unwrap_or(step_order > first_order),
+        thread_with_previous: step.thread_with_previous.unwrap_or(!first),
         variants: serde_json::to_value(&step.variants).unwrap_or_default(),
     }
 }

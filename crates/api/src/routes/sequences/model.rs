@@ -5,6 +5,7 @@ use paperclip::actix::Apiv2Schema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub use super::warnings::TemplateWarning;
 use crate::error::FieldError;
 use crate::extract::Validate;
 use crate::validation::Checks;
@@ -77,7 +78,9 @@ pub struct SendingWindow {
 #[derive(Debug, Clone, Deserialize, Apiv2Schema)]
 #[serde(deny_unknown_fields)]
 pub struct StepInput {
-    /// Position in the sequence, from 1. Defaults to after the last step.
+    /// Ordering key: a non-negative integer, unique among the sequence's steps (0 allowed,
+    /// gaps allowed), stored and returned as sent; the order of the keys is the order of the
+    /// steps. Omitted: after every step that has one.
     pub step_order: Option<i32>,
     /// Subject template. May be empty for a step sent as a reply in the thread.
     #[serde(default)]
@@ -101,7 +104,8 @@ pub struct StepInput {
 #[derive(Debug, Clone, Deserialize, Apiv2Schema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateStep {
-    /// New position; allowed only while no contact is enrolled (see the editing rules).
+    /// New ordering key. A key that moves the step to another position is allowed only
+    /// while no contact is enrolled (see the editing rules).
     pub step_order: Option<i32>,
     pub subject: Option<String>,
     pub content: Option<String>,
@@ -136,6 +140,9 @@ pub struct Sequence {
     pub sending_window: SendingWindowOut,
     pub mailbox_ids: Vec<Uuid>,
     pub steps: Vec<Step>,
+    /// Variables of the steps' templates that no contact of the workspace can fill (see each
+    /// step's `warnings`); empty when every variable is built in or some contact's attribute.
+    pub warnings: Vec<TemplateWarning>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -153,6 +160,7 @@ pub struct SendingWindowOut {
 #[derive(Debug, Serialize, Apiv2Schema)]
 pub struct Step {
     pub id: Uuid,
+    /// The ordering key, as sent.
     pub step_order: i32,
     pub subject: String,
     pub content: String,
@@ -161,6 +169,11 @@ pub struct Step {
     pub wait_minutes: i32,
     pub thread_with_previous: bool,
     pub variants: Vec<Variant>,
+    /// Variables of this step's templates without a fallback that are neither built in
+    /// (`email`, `name`, `first_name`, `last_name`, `full_name`, `company`, `title`) nor an
+    /// attribute of any contact in the workspace: an email to a contact without a value is
+    /// not sent, and the enrollment pauses with the reason `missing_variable: <name>`.
+    pub warnings: Vec<TemplateWarning>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -194,21 +207,15 @@ impl Validate for CreateSequence {
             "steps",
             format!("at most {MAX_STEPS} steps"),
         );
-        let mut orders = Vec::new();
-        for (i, step) in self.steps.iter().enumerate() {
-            let order = step.step_order.unwrap_or(i as i32 + 1);
-            if orders.contains(&order) {
+        let keys = step_keys(&self.steps);
+        for (i, key) in keys.iter().enumerate() {
+            if keys[..i].contains(key) {
                 checks.fail(format!("steps[{i}].step_order"), "appears twice");
             }
-            orders.push(order);
         }
-        let first = orders.iter().copied().min();
+        let first = keys.iter().copied().min();
         for (i, step) in self.steps.iter().enumerate() {
-            step.check(
-                &mut checks,
-                &format!("steps[{i}]"),
-                Some(orders[i]) == first,
-            );
+            step.check(&mut checks, &format!("steps[{i}]"), Some(keys[i]) == first);
         }
         checks.check(
             self.mailbox_ids.len() <= 100,
@@ -252,7 +259,7 @@ impl Validate for UpdateStep {
     fn validate(&self) -> Result<(), Vec<FieldError>> {
         let mut checks = Checks::default();
         if let Some(order) = self.step_order {
-            checks.check(order >= 1, "step_order", "must be 1 or more");
+            check_step_order(&mut checks, "step_order", order);
         }
         if let Some(subject) = &self.subject {
             check_template(&mut checks, "subject", subject, true);
@@ -278,7 +285,7 @@ impl StepInput {
     pub fn check(&self, checks: &mut Checks, prefix: &str, is_first: bool) {
         let field = |name: &str| join(prefix, name);
         if let Some(order) = self.step_order {
-            checks.check(order >= 1, field("step_order"), "must be 1 or more");
+            check_step_order(checks, &field("step_order"), order);
         }
         check_template(checks, &field("subject"), &self.subject, true);
         check_template(checks, &field("content"), &self.content, false);
@@ -360,6 +367,37 @@ impl SendingWindow {
             numbers
         })
     }
+}
+
+/// The ordering key of each step of a new sequence: its own, or for those without one, one
+/// after the largest given (from 1 when none is), in the order they are listed.
+pub fn step_keys(steps: &[StepInput]) -> Vec<i32> {
+    let mut next = steps
+        .iter()
+        .filter_map(|s| s.step_order)
+        .max()
+        .map_or(1, |max| max.saturating_add(1));
+    steps
+        .iter()
+        .map(|step| {
+            step.step_order.unwrap_or_else(|| {
+                let key = next;
+                next = next.saturating_add(1);
+                key
+            })
+        })
+        .collect()
+}
+
+/// The position (from 1) each key takes: its rank among the keys.
+pub fn positions(keys: &[i32]) -> Vec<i32> {
+    keys.iter()
+        .map(|key| 1 + keys.iter().filter(|other| *other < key).count() as i32)
+        .collect()
+}
+
+fn check_step_order(checks: &mut Checks, field: &str, order: i32) {
+    checks.check(order >= 0, field, "must be 0 or more");
 }
 
 pub fn parse_time(value: &str) -> Option<NaiveTime> {

@@ -6,7 +6,6 @@ use domain::db::steps::StepChanges;
 use paperclip::actix::{CreatedJson, NoContent, api_v2_operation, web};
 use uuid::Uuid;
 
-use super::load::step_out;
 use super::model::{Step, StepInput, UpdateStep};
 use super::{editable, new_step};
 use crate::auth::Caller;
@@ -26,8 +25,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// Add a step
 ///
-/// At `step_order` (default: after the last step); later steps move down one position.
-/// Contacts already due for that position or past it do not get the new step.
+/// At the place its `step_order` key takes among the others' (default: after the last
+/// step); later steps move down one position. A key another step has is a 409. Contacts
+/// already due for that position or past it do not get the new step.
 #[api_v2_operation(tags(Sequences))]
 async fn add(
     caller: Caller,
@@ -48,37 +48,65 @@ async fn add(
                     super::model::MAX_STEPS
                 )));
             }
-            let last = live.last().map_or(0, |s| s.step_order);
-            let first = live.first().map_or(1, |s| s.step_order);
-            let position = body.step_order.unwrap_or(last + 1);
-            if position > last + 1 {
-                return Err(ApiError::invalid(
-                    "step_order",
-                    format!("must be at most {}", last + 1),
-                ));
-            }
+            let key = body.step_order.unwrap_or_else(|| {
+                live.iter()
+                    .map(|s| s.order_key)
+                    .max()
+                    .map_or(1, |max| max.saturating_add(1))
+            });
+            key_free(&live, None, key)?;
+            let position = position_of(&live, None, key);
             let mut checks = Checks::default();
-            body.check(&mut checks, "", position <= first);
+            body.check(&mut checks, "", position == 1);
             checks.finish().map_err(ApiError::Validation)?;
+            let last = live.last().map_or(0, |s| s.step_order);
             if position <= last {
                 domain::db::steps::shift_positions(tx, id, position, 1).await?;
                 domain::db::enrollments::shift_positions(tx, id, position, 1).await?;
             }
-            let new = new_step(id, &body, position, first.min(position));
+            let new = new_step(id, &body, position, key, position == 1);
             let mut inserted = domain::db::steps::insert_many(tx, &[new]).await?;
             let step = inserted
                 .pop()
                 .ok_or_else(|| ApiError::internal(anyhow::anyhow!("insert returned no step")))?;
-            Ok(step_out(step))
+            super::load::step(tx, caller.workspace_id, step).await
         })
         .await?;
     Ok(CreatedJson(step))
 }
 
+/// A 409 when another live step than `except` has the key.
+fn key_free(
+    live: &[domain::db::steps::Step],
+    except: Option<Uuid>,
+    key: i32,
+) -> Result<(), ApiError> {
+    match live
+        .iter()
+        .find(|s| Some(s.id) != except && s.order_key == key)
+    {
+        Some(taken) => Err(ApiError::Conflict(format!(
+            "step_order {key} is already the key of step {}",
+            taken.id
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The position a step with `key` takes among the live steps other than `except`.
+fn position_of(live: &[domain::db::steps::Step], except: Option<Uuid>, key: i32) -> i32 {
+    let before = live
+        .iter()
+        .filter(|s| Some(s.id) != except && s.order_key < key)
+        .count();
+    i32::try_from(before).unwrap_or(i32::MAX - 1) + 1
+}
+
 /// Update a step
 ///
-/// Omitted fields keep their value. Edits apply to the step's emails not yet sent. Moving a
-/// step (`step_order`) is allowed only while nobody is enrolled (409).
+/// Omitted fields keep their value. Edits apply to the step's emails not yet sent. A new
+/// `step_order` key that another step has is a 409; one that moves the step to another
+/// position is allowed only while nobody is enrolled (409).
 #[api_v2_operation(tags(Sequences))]
 async fn update(
     caller: Caller,
@@ -95,10 +123,17 @@ async fn update(
             let current = domain::db::steps::find_live(tx, id, step_id)
                 .await?
                 .ok_or(ApiError::NotFound("step"))?;
-            if let Some(position) = body.step_order.filter(|p| *p != current.step_order) {
-                move_step(tx, id, &current, position).await?;
+            let new_key = body.step_order.filter(|k| *k != current.order_key);
+            if let Some(key) = new_key {
+                let live = domain::db::steps::live_for(tx, &[id]).await?;
+                key_free(&live, Some(step_id), key)?;
+                let position = position_of(&live, Some(step_id), key);
+                if position != current.step_order {
+                    move_step(tx, id, &current, position).await?;
+                }
             }
             let changes = StepChanges {
+                order_key: new_key,
                 subject: body.subject.as_deref().map(|s| s.trim().to_owned()),
                 content: body.content.clone(),
                 wait_days: body.wait_days,
@@ -118,7 +153,7 @@ async fn update(
             let updated = domain::db::steps::find_live(tx, id, step_id)
                 .await?
                 .ok_or(ApiError::NotFound("step"))?;
-            Ok(step_out(updated))
+            super::load::step(tx, caller.workspace_id, updated).await
         })
         .await?;
     Ok(web::Json(step))
@@ -216,7 +251,8 @@ async fn ensure_first_step(
 }
 
 fn has_changes(changes: &StepChanges) -> bool {
-    changes.subject.is_some()
+    changes.order_key.is_some()
+        || changes.subject.is_some()
         || changes.content.is_some()
         || changes.wait_days.is_some()
         || changes.wait_hours.is_some()

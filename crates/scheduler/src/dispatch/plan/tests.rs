@@ -36,6 +36,7 @@ impl Fixture {
             id: Uuid::now_v7(),
             sequence_id,
             step_order: order,
+            order_key: order,
             subject: "s".to_owned(),
             content: "c".to_owned(),
             wait_days: 0,

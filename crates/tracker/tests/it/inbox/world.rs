@@ -71,8 +71,8 @@ impl InboxWorld {
                  VALUES ('{sequence_id}', '{workspace_id}', 'test', 'active')"
             ),
             format!(
-                "INSERT INTO steps (id, sequence_id, step_order, subject, content) \
-                 VALUES ('{step_id}', '{sequence_id}', 1, 'Quick question', 'Hello')"
+                "INSERT INTO steps (id, sequence_id, step_order, order_key, subject, content) \
+                 VALUES ('{step_id}', '{sequence_id}', 1, 1, 'Quick question', 'Hello')"
             ),
         ] {
             db.exec(&sql).await?;
