@@ -154,6 +154,11 @@ pub async fn apply(
             }
             progress::stop(tx, enrollment.id, "failed", "send_failed").await?;
         }
+        EmailEvent::Held {
+            step_order, reason, ..
+        } => {
+            progress::hold(tx, enrollment.id, *step_order, reason).await?;
+        }
         EmailEvent::Bounced { hard: false, .. }
         | EmailEvent::Opened { .. }
         | EmailEvent::Clicked { .. } => {}
@@ -234,7 +239,8 @@ fn message_of(event: &EmailEvent) -> &MessageRef {
         | EmailEvent::Bounced { message, .. }
         | EmailEvent::Unsubscribed { message, .. }
         | EmailEvent::Complained { message }
-        | EmailEvent::Failed { message, .. } => message,
+        | EmailEvent::Failed { message, .. }
+        | EmailEvent::Held { message, .. } => message,
     }
 }
 
@@ -251,6 +257,7 @@ fn event_type(event: &EmailEvent) -> &'static str {
         EmailEvent::Unsubscribed { .. } => "unsubscribed",
         EmailEvent::Complained { .. } => "complained",
         EmailEvent::Failed { .. } => "failed",
+        EmailEvent::Held { .. } => "held",
     }
 }
 
@@ -263,7 +270,9 @@ fn details(event: &EmailEvent) -> serde_json::Value {
             ..
         } => json!({"step_order": step_order, "message_id_header": message_id_header}),
         EmailEvent::Bounced { diagnostic, .. } => json!({"diagnostic": diagnostic}),
-        EmailEvent::Failed { reason, .. } => json!({"reason": reason}),
+        EmailEvent::Failed { reason, .. } | EmailEvent::Held { reason, .. } => {
+            json!({"reason": reason})
+        }
         EmailEvent::Replied { inbound, .. } => json!({"inbound": inbound}),
         EmailEvent::AutoReplied {
             inbound, reason, ..

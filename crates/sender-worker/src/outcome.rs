@@ -27,6 +27,9 @@ pub enum Outcome {
     Failed { reason: String },
     /// Its enrollment stopped while the job waited: dropped quietly.
     Cancelled { reason: String },
+    /// It would go out with a hole in it (`reason` names the variable): not sent, and its
+    /// enrollment is to pause until a person fixes the contact or the template.
+    Held { reason: String },
 }
 
 /// The identifiers of a claimed message that its outcome's records carry.

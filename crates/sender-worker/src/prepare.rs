@@ -85,8 +85,14 @@ pub fn prepare(message: &ClaimedMessage, thread: &[ThreadEmail], context: &Conte
         Ok(server) => server,
         Err(outcome) => return Verdict::Skip(outcome),
     };
+    let email = email(message, thread, context);
+    if let Some(name) = crate::compose::missing_variable(&email) {
+        return Verdict::Skip(Outcome::Held {
+            reason: format!("missing_variable: {name}"),
+        });
+    }
     Verdict::Send(Box::new(Prepared {
-        email: email(message, thread, context),
+        email,
         envelope,
         server,
     }))

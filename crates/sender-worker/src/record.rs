@@ -73,7 +73,9 @@ impl Recorder {
                 }
                 Outcome::Unknown { error } => settled.push(settle(Settled::Unknown, error)),
                 Outcome::Failed { reason } => settled.push(settle(Settled::Failed, reason)),
-                Outcome::Cancelled { reason } => settled.push(settle(Settled::Cancelled, reason)),
+                Outcome::Cancelled { reason } | Outcome::Held { reason } => {
+                    settled.push(settle(Settled::Cancelled, reason));
+                }
             }
         }
 
@@ -113,6 +115,7 @@ impl Recorder {
                 Outcome::Unknown { .. } => "unknown",
                 Outcome::Failed { .. } => "failed",
                 Outcome::Cancelled { .. } => "cancelled",
+                Outcome::Held { .. } => "held",
             };
             if label != "sent" {
                 recorded.other += 1;
@@ -145,6 +148,11 @@ impl Recorder {
             },
             Outcome::Failed { reason } => EmailEvent::Failed {
                 message,
+                reason: reason.clone(),
+            },
+            Outcome::Held { reason } => EmailEvent::Held {
+                message,
+                step_order: facts.step_order,
                 reason: reason.clone(),
             },
             Outcome::Retry { error } | Outcome::MailboxFailing { error } => {

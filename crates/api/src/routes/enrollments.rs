@@ -32,8 +32,10 @@ pub struct Enrollment {
     pub email: String,
     /// active, paused, completed, replied, bounced, unsubscribed, stopped or failed.
     pub status: String,
+    /// Why it stopped, or why the platform paused it: `missing_variable: <name>` when an
+    /// email would have had a hole in it (fix the contact or the template, then resume).
     pub stop_reason: Option<String>,
-    /// Position of the next step to send.
+    /// Position of the next step to send, from 1 (the first step in `step_order`).
     pub current_step: i32,
     pub next_send_at: Option<DateTime<Utc>>,
     /// The mailbox the thread is sent from, once the first step went out.
@@ -78,10 +80,12 @@ pub struct ListEnrollments {
 #[derive(Debug, Serialize, Apiv2Schema)]
 pub struct TimelineEvent {
     pub id: Uuid,
-    /// sent, opened, clicked, replied, auto_replied, bounced, soft_bounced, unsubscribed, ...
+    /// sent, opened, clicked, replied, auto_replied, bounced, soft_bounced, unsubscribed,
+    /// complained, failed, held (not sent: a variable had no value).
     pub event_type: String,
     pub occurred_at: DateTime<Utc>,
     pub message_id: Option<Uuid>,
+    /// The `step_order` of the message's step.
     pub step_order: Option<i32>,
     pub is_bot: Option<bool>,
     pub bot_reason: Option<String>,
@@ -157,7 +161,8 @@ async fn pause(
 
 /// Resume an enrollment
 ///
-/// Picks up at the step it was waiting for; a step already sent is never sent again.
+/// Picks up at the step it was waiting for, due now if its time has passed; a step already
+/// sent is never sent again. Clears `stop_reason` (such as `missing_variable: <name>`).
 #[api_v2_operation(tags(Enrollments))]
 async fn resume(
     caller: Caller,

@@ -289,23 +289,32 @@ pub struct NewDispatch {
     pub message_id_header: String,
 }
 
-#[derive(QueryableByName)]
-struct Created {
+/// A message queued by a dispatch: a new one, or a cancelled one queued again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, QueryableByName)]
+pub struct Queued {
     #[diesel(sql_type = SqlUuid)]
-    id: Uuid,
+    pub id: Uuid,
+    #[diesel(sql_type = SqlUuid)]
+    pub enrollment_id: Uuid,
+    /// The attempt this dispatch is: 1 for a new message.
+    #[diesel(sql_type = Int4)]
+    pub attempts: i32,
 }
 
-/// Creates the messages (status queued, first attempt); a step that already has its message
-/// creates nothing (UNIQUE enrollment and step). Returns the ids actually created.
+/// Creates the messages (status queued, first attempt). A step that already has its message
+/// (UNIQUE enrollment and step) creates nothing, unless that message was cancelled without
+/// being sent (its enrollment paused while the job waited, or it was held for a missing
+/// variable): then it is queued again as its next attempt, from the mailbox and with the
+/// variant of this dispatch, keeping its id. Returns the messages queued.
 pub async fn insert_messages(
     conn: &mut AsyncPgConnection,
     rows: &[NewDispatch],
     now: DateTime<Utc>,
-) -> QueryResult<Vec<Uuid>> {
+) -> QueryResult<Vec<Queued>> {
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let created: Vec<Created> = diesel::sql_query(
+    diesel::sql_query(
         "INSERT INTO messages (id, workspace_id, enrollment_id, step_id, step_order, contact_id, \
                                mailbox_id, variant_index, status, attempts, message_id_header, \
                                scheduled_at) \
@@ -315,8 +324,15 @@ pub async fn insert_messages(
                        $7::uuid[], $8::int4[], $9::text[]) \
                 AS t(id, workspace_id, enrollment_id, step_id, step_order, contact_id, \
                      mailbox_id, variant_index, header) \
-         ON CONFLICT (enrollment_id, step_id) DO NOTHING \
-         RETURNING id",
+         ON CONFLICT (enrollment_id, step_id) DO UPDATE \
+            SET status = 'queued', attempts = messages.attempts + 1, \
+                mailbox_id = EXCLUDED.mailbox_id, variant_index = EXCLUDED.variant_index, \
+                message_id_header = regexp_replace(EXCLUDED.message_id_header, '^<[^@]*@', \
+                                                   '<' || messages.id || '@'), \
+                scheduled_at = EXCLUDED.scheduled_at, retry_at = NULL, worker_id = NULL, \
+                lease_expires_at = NULL, last_error = NULL \
+          WHERE messages.status = 'cancelled' \
+         RETURNING id, enrollment_id, attempts",
     )
     .bind::<Array<SqlUuid>, _>(rows.iter().map(|r| r.message_id).collect::<Vec<_>>())
     .bind::<Array<SqlUuid>, _>(rows.iter().map(|r| r.workspace_id).collect::<Vec<_>>())
@@ -333,8 +349,7 @@ pub async fn insert_messages(
     )
     .bind::<Timestamptz, _>(now)
     .load(conn)
-    .await?;
-    Ok(created.into_iter().map(|c| c.id).collect())
+    .await
 }
 
 /// Moves enrollments whose step in flight is past deleted steps to that step's position

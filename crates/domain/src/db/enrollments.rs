@@ -99,7 +99,9 @@ pub async fn find(
 }
 
 /// Moves an enrollment to `to` if it is in one of `from`; false otherwise (a concurrent
-/// change won, or the transition is not allowed).
+/// change won, or the transition is not allowed). Becoming `active` makes an enrollment
+/// that has no send time (its step was in flight or held when it paused) due now; its step's
+/// message, if it was cancelled or held, is queued again by the next dispatch.
 pub async fn transition(
     conn: &mut AsyncPgConnection,
     workspace_id: Uuid,
@@ -108,19 +110,31 @@ pub async fn transition(
     to: &str,
     reason: Option<&str>,
 ) -> QueryResult<bool> {
-    diesel::update(
-        enrollments::table
-            .filter(enrollments::workspace_id.eq(workspace_id))
-            .filter(enrollments::id.eq(id))
-            .filter(enrollments::status.eq_any(from)),
-    )
-    .set((
-        enrollments::status.eq(to),
-        enrollments::stop_reason.eq(reason),
-    ))
-    .execute(conn)
-    .await
-    .map(|n| n == 1)
+    let target = enrollments::table
+        .filter(enrollments::workspace_id.eq(workspace_id))
+        .filter(enrollments::id.eq(id))
+        .filter(enrollments::status.eq_any(from));
+    let changed = if to == "active" {
+        diesel::update(target)
+            .set((
+                enrollments::status.eq(to),
+                enrollments::stop_reason.eq(reason),
+                enrollments::next_send_at.eq(diesel::dsl::sql::<
+                    diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>,
+                >("coalesce(next_send_at, now())")),
+            ))
+            .execute(conn)
+            .await?
+    } else {
+        diesel::update(target)
+            .set((
+                enrollments::status.eq(to),
+                enrollments::stop_reason.eq(reason),
+            ))
+            .execute(conn)
+            .await?
+    };
+    Ok(changed == 1)
 }
 
 /// Enrolls the contacts in one statement; those already in the sequence are left alone.

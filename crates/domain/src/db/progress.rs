@@ -172,6 +172,26 @@ pub async fn stop(
     .map(|n| n == 1)
 }
 
+/// Pauses an active enrollment still at `step` with `reason` until a person resumes it (a
+/// held message). `next_send_at` is cleared: resuming makes it due again.
+pub async fn hold(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    step: i32,
+    reason: &str,
+) -> QueryResult<bool> {
+    diesel::sql_query(
+        "UPDATE enrollments SET status = 'paused', stop_reason = $3, next_send_at = NULL \
+          WHERE id = $1 AND current_step = $2 AND status = 'active'",
+    )
+    .bind::<SqlUuid, _>(id)
+    .bind::<Int4, _>(step)
+    .bind::<Text, _>(reason)
+    .execute(conn)
+    .await
+    .map(|n| n == 1)
+}
+
 /// Stops every running enrollment of a contact in its workspace (unsubscribe, complaint).
 pub async fn stop_contact(
     conn: &mut AsyncPgConnection,

@@ -100,6 +100,16 @@ pub enum EmailEvent {
         message: MessageRef,
         reason: String,
     },
+    /// Not sent, and waiting for a person: the email would have had a hole in it (a template
+    /// variable with no value and no fallback). The enrollment pauses at this step with
+    /// `reason` (`missing_variable: <name>`); resuming it sends the step then.
+    Held {
+        #[serde(flatten)]
+        message: MessageRef,
+        /// The position of the step held, as in [`EmailEvent::Sent`].
+        step_order: i32,
+        reason: String,
+    },
 }
 
 impl Payload for EmailEvent {

@@ -41,7 +41,7 @@ use std::collections::BTreeSet;
 
 pub use error::{TemplateError, TemplateErrorKind};
 pub use spintax::seed_from_uuid;
-pub use variables::{CONTACT_FIELDS, ContactFields, VariableSource};
+pub use variables::{BUILT_IN_VARIABLES, CONTACT_FIELDS, ContactFields, VariableSource};
 
 use parse::Node;
 use render::Escaping;
@@ -71,6 +71,14 @@ impl Template {
         names
     }
 
+    /// The variables the template uses without a fallback somewhere: those that leave a hole
+    /// (and so hold the email) when a contact has no value.
+    pub fn required_variables(&self) -> BTreeSet<String> {
+        let mut names = BTreeSet::new();
+        collect_required(&self.nodes, &mut names);
+        names
+    }
+
     /// Renders as plain text (subject lines, text bodies). The same `seed` always makes the
     /// same spintax choices, so a message rendered again reads the same: use one seed per
     /// message, e.g. [`seed_from_uuid`] of its id. Choices depend on the seed and each group's
@@ -78,6 +86,17 @@ impl Template {
     /// alike in groups at the same position; mix something into one seed if that matters.
     pub fn render<V: VariableSource + ?Sized>(&self, vars: &V, seed: u64) -> String {
         render::render(&self.nodes, vars, seed, Escaping::None)
+    }
+
+    /// The first variable this rendering would leave empty: one without a fallback whose
+    /// value is missing or blank, in the spintax options `seed` chooses. An email must not go
+    /// out with a hole in it, so senders check this before rendering.
+    pub fn missing_variable<V: VariableSource + ?Sized>(
+        &self,
+        vars: &V,
+        seed: u64,
+    ) -> Option<String> {
+        render::first_missing(&self.nodes, vars, seed)
     }
 
     /// Renders into an HTML body: substituted values and fallbacks are HTML-escaped, because
@@ -102,6 +121,25 @@ fn collect_variables(nodes: &[Node], names: &mut BTreeSet<String>) {
             Node::Spintax { options, .. } => {
                 for option in options {
                     collect_variables(option, names);
+                }
+            }
+        }
+    }
+}
+
+fn collect_required(nodes: &[Node], names: &mut BTreeSet<String>) {
+    for node in nodes {
+        match node {
+            Node::Variable {
+                name,
+                fallback: None,
+            } => {
+                names.insert(name.clone());
+            }
+            Node::Text(_) | Node::Variable { .. } => {}
+            Node::Spintax { options, .. } => {
+                for option in options {
+                    collect_required(option, names);
                 }
             }
         }

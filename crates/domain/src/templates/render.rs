@@ -64,3 +64,36 @@ fn push_html_escaped(out: &mut String, text: &str) {
         }
     }
 }
+
+/// The first variable without a fallback that would render empty (missing or blank value),
+/// following the same spintax choices as [`render`] with this seed: options not chosen do
+/// not count.
+pub(super) fn first_missing<V: VariableSource + ?Sized>(
+    nodes: &[Node],
+    vars: &V,
+    seed: u64,
+) -> Option<String> {
+    for node in nodes {
+        let missing = match node {
+            Node::Text(_) => None,
+            Node::Variable {
+                name,
+                fallback: None,
+            } => {
+                let blank = vars.get(name).is_none_or(|value| value.trim().is_empty());
+                blank.then(|| name.clone())
+            }
+            Node::Variable { .. } => None,
+            Node::Spintax { group, options } => {
+                let chosen = spintax::choose(seed, *group, options.len());
+                options
+                    .get(chosen)
+                    .and_then(|option| first_missing(option, vars, seed))
+            }
+        };
+        if missing.is_some() {
+            return missing;
+        }
+    }
+    None
+}

@@ -318,3 +318,58 @@ fn errors_display_their_position_first() -> Result<(), String> {
     }
     Ok(())
 }
+
+#[test]
+fn a_variable_without_a_value_or_fallback_is_missing() {
+    let contact = contact();
+    let missing = |source: &str| parse(source).missing_variable(&contact, 7);
+    assert_eq!(missing("Hi {name}, welcome!"), None, "name is built in");
+    assert_eq!(missing("Hi {{first_name}} at {{plan}}"), None);
+    assert_eq!(
+        missing("From {{company}}"),
+        Some("company".into()),
+        "empty field"
+    );
+    assert_eq!(
+        missing("Dear {{title}}"),
+        Some("title".into()),
+        "missing field"
+    );
+    assert_eq!(
+        missing("{{blank}}"),
+        Some("blank".into()),
+        "whitespace only"
+    );
+    assert_eq!(missing("{{referrer}} {{address}}"), Some("referrer".into()));
+    assert_eq!(missing("{{nickname}}"), Some("nickname".into()));
+    assert_eq!(
+        missing("{{company|your team}} {{title|}}"),
+        None,
+        "fallbacks fill"
+    );
+}
+
+#[test]
+fn only_the_chosen_spintax_options_count() {
+    let contact = contact();
+    let template = parse("{Hi {{first_name}}|Dear {{title}}}");
+    let mut seen = BTreeSet::new();
+    for seed in 0..100 {
+        let text = template.render(&contact, seed);
+        let missing = template.missing_variable(&contact, seed);
+        // Missing exactly when the option with the hole was chosen.
+        assert_eq!(
+            missing.is_some(),
+            text.starts_with("Dear"),
+            "seed {seed}: {text}"
+        );
+        seen.insert(missing.is_some());
+    }
+    assert_eq!(seen.len(), 2, "both options were chosen at some seed");
+}
+
+#[test]
+fn required_variables_are_those_without_a_fallback() {
+    let template = parse("{Hi {{first_name}}|Hey {{nickname|you}}} {{plan}} {{plan|x}}");
+    assert_eq!(template.required_variables(), set(&["first_name", "plan"]));
+}

@@ -17,6 +17,19 @@ pub const CONTACT_FIELDS: [&str; 6] = [
     "title",
 ];
 
+/// Every variable a contact answers without attributes: its fields, and `name` (the seed's
+/// `{name}`): the full name, or else an attribute `name` (a CSV's "Name" column), so it is
+/// not reserved as an attribute name.
+pub const BUILT_IN_VARIABLES: [&str; 7] = [
+    "email",
+    "name",
+    "first_name",
+    "last_name",
+    "full_name",
+    "company",
+    "title",
+];
+
 pub trait VariableSource {
     /// The value of `name`, or `None` when missing. Empty and whitespace-only values count as
     /// missing when rendering, so sources need not filter them.
@@ -57,16 +70,26 @@ impl VariableSource for ContactFields {
             "first_name" => field(&self.first_name),
             "last_name" => field(&self.last_name),
             "full_name" => self.full_name().map(Cow::Owned),
+            "name" => self
+                .full_name()
+                .map(Cow::Owned)
+                .or_else(|| self.attribute("name")),
             "company" => field(&self.company),
             "title" => field(&self.title),
-            _ => match self.attributes.get(name)? {
-                serde_json::Value::String(text) => Some(Cow::Borrowed(text.as_str())),
-                serde_json::Value::Number(number) => Some(Cow::Owned(number.to_string())),
-                serde_json::Value::Bool(flag) => Some(Cow::Owned(flag.to_string())),
-                serde_json::Value::Null
-                | serde_json::Value::Array(_)
-                | serde_json::Value::Object(_) => None,
-            },
+            _ => self.attribute(name),
+        }
+    }
+}
+
+impl ContactFields {
+    fn attribute(&self, name: &str) -> Option<Cow<'_, str>> {
+        match self.attributes.get(name)? {
+            serde_json::Value::String(text) => Some(Cow::Borrowed(text.as_str())),
+            serde_json::Value::Number(number) => Some(Cow::Owned(number.to_string())),
+            serde_json::Value::Bool(flag) => Some(Cow::Owned(flag.to_string())),
+            serde_json::Value::Null
+            | serde_json::Value::Array(_)
+            | serde_json::Value::Object(_) => None,
         }
     }
 }
@@ -131,8 +154,9 @@ mod tests {
     #[test]
     fn contact_fields_resolve_fields_then_attributes() {
         let contact = contact();
-        let cases: [(&str, Option<&str>); 16] = [
+        let cases: [(&str, Option<&str>); 17] = [
             ("email", Some("ada@example.com")),
+            ("name", Some("Ada Lovelace")),
             ("first_name", Some("Ada")),
             ("last_name", Some("Lovelace")),
             ("full_name", Some("Ada Lovelace")),
@@ -201,5 +225,31 @@ mod tests {
         assert_eq!(get(&layered, "first_name").as_deref(), Some("Ada"));
         assert_eq!(get(&layered, "sender_name").as_deref(), Some("Grace"));
         assert_eq!(get(&layered, "absent"), None);
+    }
+}
+
+#[cfg(test)]
+mod name_tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn name_is_the_full_name_else_an_attribute_of_that_name() {
+        let named = |first: Option<&str>, attributes| ContactFields {
+            first_name: first.map(str::to_owned),
+            attributes,
+            ..ContactFields::default()
+        };
+        let get = |c: &ContactFields| c.get("name").map(Cow::into_owned);
+        assert_eq!(
+            get(&named(Some("Ada"), json!({"name": "x"}))).as_deref(),
+            Some("Ada")
+        );
+        assert_eq!(
+            get(&named(None, json!({"name": "Ada L."}))).as_deref(),
+            Some("Ada L.")
+        );
+        assert_eq!(get(&named(None, json!({}))), None);
     }
 }

@@ -279,20 +279,22 @@ impl Dispatcher {
                 }
             })
             .collect();
-        let created: HashSet<Uuid> = queries::insert_messages(tx, &new_messages, now)
-            .await?
-            .into_iter()
-            .collect();
-        let mut jobs = Vec::with_capacity(created.len());
+        let queued: HashMap<Uuid, queries::Queued> =
+            queries::insert_messages(tx, &new_messages, now)
+                .await?
+                .into_iter()
+                .map(|q| (q.enrollment_id, q))
+                .collect();
+        let mut jobs = Vec::with_capacity(queued.len());
         let mut unused: HashMap<Uuid, i32> = HashMap::new();
         for message in &new_messages {
-            if created.contains(&message.message_id) {
+            if let Some(q) = queued.get(&message.enrollment_id) {
                 jobs.push(self.job(
                     message.workspace_id,
-                    message.message_id,
+                    q.id,
                     message.enrollment_id,
                     message.mailbox_id,
-                    1,
+                    u32::try_from(q.attempts).unwrap_or(1),
                 )?);
             } else {
                 // The step already has its message (from an earlier dispatch): it is not

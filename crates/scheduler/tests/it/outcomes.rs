@@ -619,3 +619,83 @@ async fn a_duplicate_delivery_through_kafka_changes_nothing() -> anyhow::Result<
     assert_eq!(row.next_send_at, Some(now + TimeDelta::days(1)));
     Ok(())
 }
+
+#[tokio::test]
+async fn a_held_message_pauses_the_enrollment_until_it_is_resumed() -> anyhow::Result<()> {
+    let now = at("2026-03-02T10:00:00Z")?;
+    let (world, enrollment, message) = one_sent_step(&[(0, 0, 0), (1, 0, 0)], now).await?;
+    // What the sender worker writes when a variable has no value.
+    world
+        .exec(&format!(
+            "UPDATE messages SET status = 'cancelled', \
+                    last_error = 'missing_variable: first_name' WHERE id = '{message}'"
+        ))
+        .await?;
+    let held = envelope(
+        &world,
+        now,
+        EmailEvent::Held {
+            message: MessageRef {
+                message_id: message,
+                enrollment_id: enrollment,
+            },
+            step_order: 1,
+            reason: "missing_variable: first_name".to_owned(),
+        },
+    );
+    assert!(apply(&world, &held).await?);
+    assert!(!apply(&world, &held).await?, "a redelivery changes nothing");
+    let row = world.enrollment(enrollment).await?;
+    assert_eq!(row.status, "paused");
+    assert_eq!(
+        row.stop_reason.as_deref(),
+        Some("missing_variable: first_name")
+    );
+    assert_eq!(row.next_send_at, None);
+    assert_eq!(
+        world
+            .count("SELECT count(*) AS n FROM events WHERE event_type = 'held'")
+            .await?,
+        1
+    );
+
+    // Resuming (what the API does) makes it due; the next dispatch queues the same message
+    // again as its second attempt, and nothing else.
+    let mut conn = world.conn().await?;
+    let resumed = domain::db::enrollments::transition(
+        &mut conn,
+        world.workspace_id,
+        enrollment,
+        &["paused"],
+        "active",
+        None,
+    )
+    .await?;
+    assert!(resumed);
+    let row = world.enrollment(enrollment).await?;
+    assert_eq!((row.status.as_str(), row.stop_reason), ("active", None));
+    assert!(row.next_send_at.is_some());
+    let later: Arc<dyn Clock> = Arc::new(ManualClock::new(at("2030-03-04T10:00:00Z")?));
+    let dispatcher = Dispatcher::new(world.pool.clone(), later, 10, "jobs".to_owned());
+    assert_eq!(dispatcher.run_once().await?.dispatched, 1);
+    let messages = world.messages_of(enrollment).await?;
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].id, message);
+    assert_eq!(
+        (messages[0].status.as_str(), messages[0].attempts),
+        ("queued", 2)
+    );
+    let header = messages[0].message_id_header.clone().unwrap_or_default();
+    assert!(header.starts_with(&format!("<{message}@")), "{header}");
+    assert_eq!(
+        world
+            .count(
+                "SELECT count(*) AS n FROM outbox \
+                  WHERE payload::text LIKE '%\"attempt\": 2%'"
+            )
+            .await?,
+        1,
+        "a job for the second attempt"
+    );
+    Ok(())
+}

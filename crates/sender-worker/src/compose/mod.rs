@@ -185,6 +185,27 @@ fn parse(source: &str, part: &'static str) -> Result<Template, ComposeError> {
     Template::parse(source).map_err(|source| ComposeError::Template { part, source })
 }
 
+/// The first template variable `email` would leave empty (no value, no fallback), in its
+/// subject, then its body, with the spintax choices composing makes. `None` also when a
+/// template does not parse: composing reports that.
+pub fn missing_variable(email: &Email) -> Option<String> {
+    let seed = seed_from_uuid(email.message_id);
+    let (subject, subject_seed) = match &email.thread {
+        None => (email.subject.as_str(), seed),
+        Some(thread) => (
+            thread.first_subject.as_str(),
+            seed_from_uuid(thread.first_message_id),
+        ),
+    };
+    [(subject, subject_seed), (email.content.as_str(), seed)]
+        .into_iter()
+        .find_map(|(source, seed)| {
+            Template::parse(source)
+                .ok()?
+                .missing_variable(&email.contact, seed)
+        })
+}
+
 fn render_subject(email: &Email, seed: u64) -> Result<String, ComposeError> {
     match &email.thread {
         None => Ok(headers::normalise(

@@ -287,3 +287,36 @@ async fn a_contact_name_with_a_line_break_cannot_add_a_header() -> anyhow::Resul
     );
     worker.stop().await
 }
+
+/// An email never goes out with a hole in it: a variable with no value and no fallback holds
+/// the message (cancelled, with the reason) and tells the scheduler, which pauses the
+/// enrollment.
+#[tokio::test]
+async fn a_variable_without_a_value_holds_the_message() -> anyhow::Result<()> {
+    let step = Step {
+        subject: "A question, {{first_name}}",
+        content: "Hi {name}, about {{company}}",
+        thread_with_previous: false,
+    };
+    let world = World::new(greenmail_smtp()?, &[step]).await?;
+    let to = contact_address();
+    let enrollment = world.enroll(&to, None).await?;
+    let message = world.queue(enrollment, 1).await?;
+    world.publish_job(message).await?;
+    let worker = world.start_worker()?;
+    let held = world.wait_for(message, &["cancelled"]).await?;
+    assert_eq!(
+        held.last_error.as_deref(),
+        Some("missing_variable: first_name")
+    );
+
+    let events = read_topic(&world.config.kafka, &world.topics.email_events, 1, WAIT).await?;
+    let event = events[0].payload_json()?;
+    assert_eq!(event["type"], "held");
+    assert_eq!(event["payload"]["message_id"], message.to_string());
+    assert_eq!(event["payload"]["step_order"], 1);
+    assert_eq!(event["payload"]["reason"], "missing_variable: first_name");
+    worker.stop().await?;
+    assert!(received(&to).await?.is_empty(), "nothing was sent");
+    Ok(())
+}
