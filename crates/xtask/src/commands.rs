@@ -35,6 +35,12 @@ pub fn test(paths: &Paths, args: &[String]) -> Result<ExitCode> {
     if runs_package(args, "xtask") {
         extra.extend(deploy_tools::test_env(paths)?);
     }
+    if runs_package(args, "e2e") {
+        apt::ensure(
+            &["curl", "jq"],
+            "the README's examples, which an e2e test runs",
+        )?;
+    }
     let infra = provision_for_tests(paths)?;
     // Only on our own cluster: on a shared server another run's databases may be live.
     if infra.postgres_is_local

@@ -1,0 +1,127 @@
+//! The platform as users reach it: the api, scheduler and sender worker running in this
+//! process on a test database and topic prefix, GreenMail as the mail server, and a
+//! workspace with its first API key.
+
+// Each test binary that includes this module uses a part of it.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use domain::clock::{Clock, SystemClock};
+use domain::kafka::{TopicNames, ensure_topics};
+use domain::testing::{TestDatabase, test_config_for};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Patience for anything that crosses services (Kafka, SMTP).
+pub const WAIT: Duration = Duration::from_secs(90);
+const ADMIN_TOKEN: &str = "e2e-platform-admin-token-0123456789";
+
+pub struct Platform {
+    pub db: TestDatabase,
+    /// `http://127.0.0.1:<port>`.
+    pub api_url: String,
+    /// The workspace's API key.
+    pub key: String,
+    client: reqwest::Client,
+    shutdown: CancellationToken,
+    services: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
+}
+
+impl Platform {
+    pub async fn start() -> anyhow::Result<Self> {
+        let db = TestDatabase::create().await?;
+        let mut config = test_config_for(&db)?;
+        config.api.admin_token = ADMIN_TOKEN.to_owned().into();
+        config.scheduler.poll_interval_ms = 100;
+        config.scheduler.outbox_poll_interval_ms = 50;
+        config.sender_worker.connect_timeout_ms = 10_000;
+        config.sender_worker.command_timeout_ms = 10_000;
+        config.sender_worker.data_timeout_ms = 10_000;
+        let topics = TopicNames::from_config(&config.kafka);
+        ensure_topics(&config.kafka, &topics.all()).await?;
+
+        let shutdown = CancellationToken::new();
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let api = api::Application::build_with_listener(
+            config.clone(),
+            TcpListener::bind("127.0.0.1:0")?,
+        )?;
+        let api_url = format!("http://127.0.0.1:{}", api.port());
+        let sender = sender_worker::Application::build_with(
+            config.clone(),
+            TcpListener::bind("127.0.0.1:0")?,
+            Arc::clone(&clock),
+        )?;
+        let scheduler =
+            scheduler::Application::build_with(config, TcpListener::bind("127.0.0.1:0")?, clock)?;
+        let services = vec![
+            ("api", tokio::spawn(api.run_until_stopped(shutdown.clone()))),
+            (
+                "sender worker",
+                tokio::spawn(sender.run_until_stopped(shutdown.clone())),
+            ),
+            (
+                "scheduler",
+                tokio::spawn(scheduler.run_until_stopped(shutdown.clone())),
+            ),
+        ];
+        let client = reqwest::Client::new();
+        let response = client
+            .post(format!("{api_url}/api/v1/workspaces"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({"name": "e2e"}))
+            .send()
+            .await?;
+        anyhow::ensure!(response.status() == 201, "workspace: {}", response.status());
+        let body: Value = response.json().await?;
+        let key = body["api_key"]["key"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow::anyhow!("no key in {body}"))?;
+        Ok(Self {
+            db,
+            api_url,
+            key,
+            client,
+            shutdown,
+            services,
+        })
+    }
+
+    /// Calls the API with the workspace's key; the status and the JSON body.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut request = self
+            .client
+            .request(method, format!("{}/api/v1{path}", self.api_url))
+            .bearer_auth(&self.key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await?;
+        Ok((
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        ))
+    }
+
+    /// Stops every service and reports how each one ended.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        for (name, task) in self.services {
+            task.await?
+                .map_err(|e| e.context(format!("the {name} ended with an error")))?;
+        }
+        Ok(())
+    }
+}
