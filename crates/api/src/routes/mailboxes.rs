@@ -1084,9 +1084,11 @@ async fn delete(
 ///
 /// Tries the stored settings: SMTP (connect with the configured security, EHLO, AUTH when a
 /// username is set) and, when configured, IMAP (connect, LOGIN), each within 10 s. Always
-/// 200 with the outcome of each; a failure message never contains the password. A failure
-/// moves an `active` mailbox to `error` (with `status_reason`); a success moves an `error`
-/// mailbox back to `active`; `paused` and `disabled` stay as they are.
+/// 200 with the outcome of each; a failure message never contains the password. A host that
+/// resolves to an address that is not public is not connected to: its check fails with
+/// `refused: resolves to a private address`. A failure moves an `active` mailbox to `error`
+/// (with `status_reason`); a success moves an `error` mailbox back to `active`; `paused` and
+/// `disabled` stay as they are.
 #[api_v2_operation(tags(Mailboxes))]
 async fn verify(
     caller: Caller,
@@ -1155,13 +1157,18 @@ async fn verify(
     };
 
     let (smtp_result, imap_result) = tokio::join!(
-        mail::smtp::check(&smtp_server, smtp_login.as_ref(), mail::CHECK_TIMEOUT),
+        mail::smtp::check(
+            &state.outbound,
+            &smtp_server,
+            smtp_login.as_ref(),
+            mail::CHECK_TIMEOUT
+        ),
         async {
             match &imap {
                 None => None,
-                Some(Ok((server, login))) => {
-                    Some(mail::imap::check(server, login, mail::CHECK_TIMEOUT).await)
-                }
+                Some(Ok((server, login))) => Some(
+                    mail::imap::check(&state.outbound, server, login, mail::CHECK_TIMEOUT).await,
+                ),
                 Some(Err(error)) => Some(Err(error.clone())),
             }
         }
