@@ -18,7 +18,8 @@ pub struct AppState {
     /// None when `security.encryption_keys` is empty: mailbox writes then answer an error
     /// instead of storing a password unencrypted.
     pub cipher: Option<SecretCipher>,
-    /// Every connection to a tenant's mail servers (`verify`) goes through it.
+    /// Every connection to a tenant's mail servers (`verify`) goes through it, and mailbox
+    /// hosts given as refused IP addresses are rejected when stored.
     pub outbound: OutboundGuard,
     pub limiter: Arc<DefaultKeyedRateLimiter<Uuid>>,
 }

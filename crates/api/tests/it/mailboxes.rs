@@ -929,6 +929,106 @@ async fn strict_api() -> anyhow::Result<TestApi> {
 const REFUSED: &str = "refused: resolves to a private address";
 
 #[tokio::test]
+async fn hosts_given_as_private_addresses_are_422_naming_the_field() -> anyhow::Result<()> {
+    let api = strict_api().await?;
+    let tenant = api.tenant("acme").await?;
+    let literals = [
+        "169.254.169.254",
+        "10.0.0.1",
+        "172.16.5.4",
+        "192.168.1.1",
+        "100.64.0.1",
+        "0.0.0.0",
+        "127.0.0.1",
+        "127.1",
+        "[::1]",
+        "::1",
+        "::ffff:127.0.0.1",
+        "::ffff:169.254.169.254",
+        "fd00::1",
+        "fe80::1",
+        "224.0.0.1",
+        "255.255.255.255",
+    ];
+    for literal in literals {
+        for field in ["smtp.host", "imap.host"] {
+            let mut body = greenmail_mailbox(&format!("{}@acme.example", Uuid::now_v7()))?;
+            let (section, _) = field.split_once('.').unwrap_or_default();
+            body[section]["host"] = json!(literal);
+            let (status, error) = api.post("/api/v1/mailboxes", &tenant.key, body).await?;
+            assert_field_error(status, &error, field);
+            assert!(
+                error.to_string().contains("not a public address"),
+                "{literal}: {error}"
+            );
+        }
+    }
+
+    // Updates too; public addresses and names pass (names are judged when resolved).
+    let (status, created) = api
+        .post(
+            "/api/v1/mailboxes",
+            &tenant.key,
+            json!({
+                "email": "public@acme.example",
+                "smtp": {"host": "8.8.8.8", "port": 25, "security": "none"},
+            }),
+        )
+        .await?;
+    assert_eq!(status, 201, "{created}");
+    let path = format!("/api/v1/mailboxes/{}", id_of(&created));
+    for (field, body) in [
+        ("smtp.host", json!({"smtp": {"host": "169.254.169.254"}})),
+        (
+            "imap.host",
+            json!({"imap": {"host": "[fd00::25]", "port": 993, "security": "tls",
+                            "username": "u", "password": "p"}}),
+        ),
+    ] {
+        let (status, error) = api.put(&path, &tenant.key, body).await?;
+        assert_field_error(status, &error, field);
+    }
+    for host in [
+        "2606:4700::1111",
+        "[2606:4700::1111]",
+        "localhost",
+        "smtp.acme.example",
+    ] {
+        let (status, updated) = api
+            .put(&path, &tenant.key, json!({"smtp": {"host": host}}))
+            .await?;
+        assert_eq!(status, 200, "{host}: {updated}");
+    }
+    let (_, unchanged) = api.get(&path, &tenant.key).await?;
+    assert_eq!(unchanged["smtp"]["host"], "smtp.acme.example");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_allowlist_lets_its_networks_be_stored() -> anyhow::Result<()> {
+    let api = TestApi::start_with(|c| {
+        c.security.allowed_private_networks = vec!["10.20.0.0/16".to_owned()];
+    })
+    .await?;
+    let tenant = api.tenant("acme").await?;
+    let mailbox = |host: &str| {
+        json!({
+            "email": format!("{}@acme.example", Uuid::now_v7()),
+            "smtp": {"host": host, "port": 25, "security": "none"},
+        })
+    };
+    let (status, created) = api
+        .post("/api/v1/mailboxes", &tenant.key, mailbox("10.20.3.4"))
+        .await?;
+    assert_eq!(status, 201, "{created}");
+    let (status, error) = api
+        .post("/api/v1/mailboxes", &tenant.key, mailbox("10.21.0.1"))
+        .await?;
+    assert_field_error(status, &error, "smtp.host");
+    Ok(())
+}
+
+#[tokio::test]
 async fn verify_refuses_a_host_that_resolves_to_loopback_and_connects_nowhere() -> anyhow::Result<()>
 {
     let api = strict_api().await?;
