@@ -57,6 +57,7 @@ impl Application {
             base.pool.clone(),
             base.config.api.clone(),
             cipher,
+            base.config.security.outbound_guard(),
         ));
         let readiness = web::Data::new(base.readiness.clone());
         let metrics = web::Data::new(base.metrics.clone());

@@ -1,4 +1,5 @@
-//! What handlers share: the pool, the API settings, the secret cipher and the rate limiter.
+//! What handlers share: the pool, the API settings, the secret cipher, the outbound guard and
+//! the rate limiter.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -6,6 +7,7 @@ use std::sync::Arc;
 use domain::config::ApiConfig;
 use domain::crypto::SecretCipher;
 use domain::db::PgPool;
+use domain::outbound::OutboundGuard;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use uuid::Uuid;
 
@@ -16,11 +18,19 @@ pub struct AppState {
     /// None when `security.encryption_keys` is empty: mailbox writes then answer an error
     /// instead of storing a password unencrypted.
     pub cipher: Option<SecretCipher>,
+    /// Every connection to a tenant's mail servers (`verify`) goes through it, and mailbox
+    /// hosts given as refused IP addresses are rejected when stored.
+    pub outbound: OutboundGuard,
     pub limiter: Arc<DefaultKeyedRateLimiter<Uuid>>,
 }
 
 impl AppState {
-    pub fn new(pool: PgPool, config: ApiConfig, cipher: Option<SecretCipher>) -> Self {
+    pub fn new(
+        pool: PgPool,
+        config: ApiConfig,
+        cipher: Option<SecretCipher>,
+        outbound: OutboundGuard,
+    ) -> Self {
         let per_second = NonZeroU32::new(config.rate_limit_per_second).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(config.rate_limit_burst).unwrap_or(per_second);
         let quota = Quota::per_second(per_second).allow_burst(burst);
@@ -28,6 +38,7 @@ impl AppState {
             pool,
             config,
             cipher,
+            outbound,
             limiter: Arc::new(RateLimiter::keyed(quota)),
         }
     }

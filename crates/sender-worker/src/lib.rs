@@ -77,7 +77,10 @@ impl Application {
             delivery: Arc::new(Delivery {
                 signer,
                 dkim,
-                pools: smtp::Pools::new(smtp::SmtpSettings::from_config(&settings)),
+                pools: smtp::Pools::new(smtp::SmtpSettings::from_config(
+                    &settings,
+                    base.config.security.outbound_guard(),
+                )),
             }),
             cipher: Arc::new(cipher),
             tracker_url: base.config.tracker.public_url.clone(),

@@ -68,6 +68,11 @@ impl Service {
     }
 }
 
+/// `security.allowed_private_networks` of the local services: loopback, where the local mail
+/// server (GreenMail, or Mailpit from docker compose) listens, so development mailboxes can
+/// use it; everything else that is not public stays refused, as in production.
+pub const DEV_ALLOWED_PRIVATE_NETWORKS: &str = r#"["127.0.0.0/8", "::1/128"]"#;
+
 /// Environment shared by `api migrate` and every service.
 pub fn env(
     paths: &Paths,
@@ -88,6 +93,10 @@ pub fn env(
         (
             "SEQ_API__ADMIN_TOKEN",
             dev_secret(paths, "dev-admin-token")?,
+        ),
+        (
+            "SEQ_SECURITY__ALLOWED_PRIVATE_NETWORKS",
+            DEV_ALLOWED_PRIVATE_NETWORKS.to_owned(),
         ),
         ("SEQ_TELEMETRY__LOG_FORMAT", "pretty".to_owned()),
         // Output goes to files under target/local/logs, where colour codes are noise.
@@ -302,6 +311,19 @@ mod tests {
         let second = env(&paths, "postgres://db", "localhost:9092")?;
         assert_eq!(value(&second, "SEQ_SECURITY__TRACKING_KEYS"), tracking);
         assert_eq!(value(&second, "SEQ_SECURITY__ENCRYPTION_KEYS"), encryption);
+        Ok(())
+    }
+
+    /// The services reach the local mail server on loopback, and nothing else private.
+    #[test]
+    fn services_may_connect_to_loopback_only() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let paths = paths(dir.path());
+        std::fs::create_dir_all(&paths.local)?;
+        let env = env(&paths, "postgres://db", "localhost:9092")?;
+        let allowed: Vec<String> =
+            serde_json::from_str(value(&env, "SEQ_SECURITY__ALLOWED_PRIVATE_NETWORKS"))?;
+        assert_eq!(allowed, ["127.0.0.0/8", "::1/128"]);
         Ok(())
     }
 }

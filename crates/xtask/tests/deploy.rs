@@ -1,7 +1,8 @@
 //! The deployment files, checked on every test run without Docker: the Dockerfile (hadolint,
 //! and the rules hadolint cannot know: an unprivileged user, pinned bases, each image's
 //! binary being the service's own) and docker-compose.yml (parses, runs every service the
-//! README lists, scales the sender worker, commits no secret).
+//! README lists, scales the sender worker, commits no secret, allows no private address but
+//! Mailpit's).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -302,6 +303,41 @@ fn compose_commits_no_secret() -> anyhow::Result<()> {
                 );
             }
         }
+    }
+    Ok(())
+}
+
+/// The services connecting to mailboxes' servers reach Mailpit, and it is the only private
+/// address they allow: it sits alone at a fixed address on the `mail` network, so the name
+/// `mailpit` resolves to that address only.
+#[test]
+fn compose_allows_mailpit_and_no_other_private_address() -> anyhow::Result<()> {
+    let services = compose_services()?;
+    let mailpit = services
+        .get("mailpit")
+        .ok_or_else(|| anyhow::anyhow!("compose has no mailpit"))?;
+    let networks = mailpit["networks"]
+        .as_mapping()
+        .ok_or_else(|| anyhow::anyhow!("mailpit lists no networks"))?;
+    assert_eq!(networks.len(), 1, "mailpit is on the mail network only");
+    let address = mailpit["networks"]["mail"]["ipv4_address"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("mailpit has no fixed address"))?;
+    let expected = format!("[\"{address}/32\"]");
+    for image in IMAGES {
+        let allowed = services[image]["environment"]["SEQ_SECURITY__ALLOWED_PRIVATE_NETWORKS"]
+            .as_str()
+            .unwrap_or_default();
+        assert_eq!(allowed, expected, "{image}");
+    }
+    for image in ["api", "sender-worker", "inbox-watcher"] {
+        let networks: Vec<&str> = services[image]["networks"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n.as_str())
+            .collect();
+        assert_eq!(networks, ["default", "mail"], "{image}");
     }
     Ok(())
 }

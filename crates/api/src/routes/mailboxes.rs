@@ -16,6 +16,7 @@ use domain::crypto::{CryptoError, SecretCipher};
 use domain::db::inbox;
 use domain::db::mailboxes::{self as db, MailboxValues, status};
 use domain::mail;
+use domain::outbound::OutboundGuard;
 use paperclip::actix::{Apiv2Schema, CreatedJson, NoContent, api_v2_operation, web};
 use paperclip::v2::models::{DataType, DataTypeFormat};
 use paperclip::v2::schema::TypedData;
@@ -560,6 +561,30 @@ impl Validate for UpdateMailbox {
     }
 }
 
+/// Hosts given as IP addresses the platform does not connect to (loopback, private,
+/// link-local, ...: `domain::outbound`, unless `security.allowed_private_networks` allows
+/// them) are rejected when stored, naming each field; names are judged when a connection
+/// resolves them.
+fn check_hosts_reachable<'a>(
+    guard: &OutboundGuard,
+    hosts: impl IntoIterator<Item = (&'static str, &'a str)>,
+) -> Result<(), ApiError> {
+    let errors: Vec<FieldError> = hosts
+        .into_iter()
+        .filter_map(|(field, host)| {
+            guard
+                .check_literal(host)
+                .err()
+                .map(|refused| FieldError::new(field, refused.to_string()))
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Validation(errors))
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // From requests to rows and back
 // ---------------------------------------------------------------------------------------
@@ -948,7 +973,9 @@ fn duplicate_email(error: DieselError) -> ApiError {
 /// Stores the SMTP (and optional IMAP) settings with the passwords encrypted, plus the daily
 /// limit, spacing, timezone and warmup. 409 when the workspace already has a mailbox with
 /// this email; 503 `encryption_not_configured` when a password is given to a server without
-/// `security.encryption_keys`. Settings are not tried here: see `POST /mailboxes/{id}/verify`.
+/// `security.encryption_keys`. A host given as an IP address that is not public (loopback,
+/// private, link-local, ...) is a 422 naming the field: the platform does not connect to
+/// private networks. Settings are not tried here: see `POST /mailboxes/{id}/verify`.
 #[api_v2_operation(tags(Mailboxes))]
 async fn create(
     caller: Caller,
@@ -956,6 +983,14 @@ async fn create(
     body: Body<CreateMailbox>,
 ) -> Result<CreatedJson<Mailbox>, ApiError> {
     let body = body.into_inner();
+    check_hosts_reachable(
+        &state.outbound,
+        std::iter::once(("smtp.host", body.smtp.host.as_str())).chain(
+            body.imap
+                .as_ref()
+                .map(|imap| ("imap.host", imap.host.as_str())),
+        ),
+    )?;
     let id = Uuid::now_v7();
     let values = new_values(id, &body, state.cipher.as_ref())?;
     let mut conn = state.pool.get().await?;
@@ -1024,6 +1059,17 @@ async fn update(
     body: Body<UpdateMailbox>,
 ) -> Result<web::Json<Mailbox>, ApiError> {
     let body = body.into_inner();
+    let smtp_host = body.smtp.as_ref().and_then(|smtp| smtp.host.as_deref());
+    let imap_host = match &body.imap {
+        Some(Some(imap)) => imap.host.as_deref(),
+        _ => None,
+    };
+    check_hosts_reachable(
+        &state.outbound,
+        [("smtp.host", smtp_host), ("imap.host", imap_host)]
+            .into_iter()
+            .filter_map(|(field, host)| Some((field, host?))),
+    )?;
     let id = id.into_inner();
     let workspace_id = caller.workspace_id;
     let cipher = state.cipher.as_ref();
@@ -1084,9 +1130,11 @@ async fn delete(
 ///
 /// Tries the stored settings: SMTP (connect with the configured security, EHLO, AUTH when a
 /// username is set) and, when configured, IMAP (connect, LOGIN), each within 10 s. Always
-/// 200 with the outcome of each; a failure message never contains the password. A failure
-/// moves an `active` mailbox to `error` (with `status_reason`); a success moves an `error`
-/// mailbox back to `active`; `paused` and `disabled` stay as they are.
+/// 200 with the outcome of each; a failure message never contains the password. A host that
+/// resolves to an address that is not public is not connected to: its check fails with
+/// `refused: resolves to a private address`. A failure moves an `active` mailbox to `error`
+/// (with `status_reason`); a success moves an `error` mailbox back to `active`; `paused` and
+/// `disabled` stay as they are.
 #[api_v2_operation(tags(Mailboxes))]
 async fn verify(
     caller: Caller,
@@ -1155,13 +1203,18 @@ async fn verify(
     };
 
     let (smtp_result, imap_result) = tokio::join!(
-        mail::smtp::check(&smtp_server, smtp_login.as_ref(), mail::CHECK_TIMEOUT),
+        mail::smtp::check(
+            &state.outbound,
+            &smtp_server,
+            smtp_login.as_ref(),
+            mail::CHECK_TIMEOUT
+        ),
         async {
             match &imap {
                 None => None,
-                Some(Ok((server, login))) => {
-                    Some(mail::imap::check(server, login, mail::CHECK_TIMEOUT).await)
-                }
+                Some(Ok((server, login))) => Some(
+                    mail::imap::check(&state.outbound, server, login, mail::CHECK_TIMEOUT).await,
+                ),
                 Some(Err(error)) => Some(Err(error.clone())),
             }
         }

@@ -915,3 +915,191 @@ async fn the_inbox_watch_state_is_shown_and_reset_by_new_imap_settings() -> anyh
     assert_eq!(rows.n, 0, "the watch row is deleted");
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------
+// The outbound guard: the platform does not connect to private networks for a tenant
+// (`security.allowed_private_networks` empty unless a test says otherwise).
+// ---------------------------------------------------------------------------------------
+
+/// An api that allows no private network (the test configuration allows loopback).
+async fn strict_api() -> anyhow::Result<TestApi> {
+    TestApi::start_with(|c| c.security.allowed_private_networks.clear()).await
+}
+
+const REFUSED: &str = "refused: resolves to a private address";
+
+#[tokio::test]
+async fn hosts_given_as_private_addresses_are_422_naming_the_field() -> anyhow::Result<()> {
+    let api = strict_api().await?;
+    let tenant = api.tenant("acme").await?;
+    let literals = [
+        "169.254.169.254",
+        "10.0.0.1",
+        "172.16.5.4",
+        "192.168.1.1",
+        "100.64.0.1",
+        "0.0.0.0",
+        "127.0.0.1",
+        "127.1",
+        "[::1]",
+        "::1",
+        "::ffff:127.0.0.1",
+        "::ffff:169.254.169.254",
+        "fd00::1",
+        "fe80::1",
+        "224.0.0.1",
+        "255.255.255.255",
+    ];
+    for literal in literals {
+        for field in ["smtp.host", "imap.host"] {
+            let mut body = greenmail_mailbox(&format!("{}@acme.example", Uuid::now_v7()))?;
+            let (section, _) = field.split_once('.').unwrap_or_default();
+            body[section]["host"] = json!(literal);
+            let (status, error) = api.post("/api/v1/mailboxes", &tenant.key, body).await?;
+            assert_field_error(status, &error, field);
+            assert!(
+                error.to_string().contains("not a public address"),
+                "{literal}: {error}"
+            );
+        }
+    }
+
+    // Updates too; public addresses and names pass (names are judged when resolved).
+    let (status, created) = api
+        .post(
+            "/api/v1/mailboxes",
+            &tenant.key,
+            json!({
+                "email": "public@acme.example",
+                "smtp": {"host": "8.8.8.8", "port": 25, "security": "none"},
+            }),
+        )
+        .await?;
+    assert_eq!(status, 201, "{created}");
+    let path = format!("/api/v1/mailboxes/{}", id_of(&created));
+    for (field, body) in [
+        ("smtp.host", json!({"smtp": {"host": "169.254.169.254"}})),
+        (
+            "imap.host",
+            json!({"imap": {"host": "[fd00::25]", "port": 993, "security": "tls",
+                            "username": "u", "password": "p"}}),
+        ),
+    ] {
+        let (status, error) = api.put(&path, &tenant.key, body).await?;
+        assert_field_error(status, &error, field);
+    }
+    for host in [
+        "2606:4700::1111",
+        "[2606:4700::1111]",
+        "localhost",
+        "smtp.acme.example",
+    ] {
+        let (status, updated) = api
+            .put(&path, &tenant.key, json!({"smtp": {"host": host}}))
+            .await?;
+        assert_eq!(status, 200, "{host}: {updated}");
+    }
+    let (_, unchanged) = api.get(&path, &tenant.key).await?;
+    assert_eq!(unchanged["smtp"]["host"], "smtp.acme.example");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_allowlist_lets_its_networks_be_stored() -> anyhow::Result<()> {
+    let api = TestApi::start_with(|c| {
+        c.security.allowed_private_networks = vec!["10.20.0.0/16".to_owned()];
+    })
+    .await?;
+    let tenant = api.tenant("acme").await?;
+    let mailbox = |host: &str| {
+        json!({
+            "email": format!("{}@acme.example", Uuid::now_v7()),
+            "smtp": {"host": host, "port": 25, "security": "none"},
+        })
+    };
+    let (status, created) = api
+        .post("/api/v1/mailboxes", &tenant.key, mailbox("10.20.3.4"))
+        .await?;
+    assert_eq!(status, 201, "{created}");
+    let (status, error) = api
+        .post("/api/v1/mailboxes", &tenant.key, mailbox("10.21.0.1"))
+        .await?;
+    assert_field_error(status, &error, "smtp.host");
+    Ok(())
+}
+
+#[tokio::test]
+async fn verify_refuses_a_host_that_resolves_to_loopback_and_connects_nowhere() -> anyhow::Result<()>
+{
+    let api = strict_api().await?;
+    let tenant = api.tenant("acme").await?;
+    // Servers "listening" on loopback: nothing may reach them.
+    let smtp = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let imap = std::net::TcpListener::bind("127.0.0.1:0")?;
+    smtp.set_nonblocking(true)?;
+    imap.set_nonblocking(true)?;
+    let email = "internal@acme.example";
+    let mut body = greenmail_mailbox(email)?;
+    body["smtp"]["host"] = json!("localhost");
+    body["smtp"]["port"] = json!(smtp.local_addr()?.port());
+    body["imap"]["host"] = json!("localhost");
+    body["imap"]["port"] = json!(imap.local_addr()?.port());
+    let (status, created) = api.post("/api/v1/mailboxes", &tenant.key, body).await?;
+    assert_eq!(status, 201, "names are judged when resolved: {created}");
+    let path = format!("/api/v1/mailboxes/{}", id_of(&created));
+
+    let (status, result) = api
+        .post(&format!("{path}/verify"), &tenant.key, json!({}))
+        .await?;
+    assert_eq!(status, 200, "{result}");
+    for check in ["smtp", "imap"] {
+        assert_eq!(result[check]["ok"], false, "{result}");
+        let error = result[check]["error"].as_str().unwrap_or_default();
+        assert!(error.contains(REFUSED), "{check}: {error}");
+        assert!(!error.contains("127.0.0.1"), "names no address: {error}");
+    }
+    assert_eq!(result["status"], "error");
+    assert!(
+        result["status_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains(REFUSED)),
+        "{result}"
+    );
+    assert!(smtp.accept().is_err(), "the SMTP port was connected to");
+    assert!(imap.accept().is_err(), "the IMAP port was connected to");
+    assert_no_secret(&result, email, SMTP_PASSWORD);
+    assert_no_secret(&result, email, IMAP_PASSWORD);
+    // Counted for the operator (the recorder is shared by the tests of this process).
+    let metrics = reqwest::get(format!("{}/metrics", api.base_url))
+        .await?
+        .text()
+        .await?;
+    for purpose in ["smtp", "imap"] {
+        let counter = format!("outbound_connections_refused_total{{purpose=\"{purpose}\"}}");
+        assert!(metrics.contains(&counter), "{metrics}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn verify_connects_to_an_allowed_network_by_name() -> anyhow::Result<()> {
+    // The test configuration allows 127.0.0.0/8 and ::1/128: GreenMail, named `localhost`.
+    let api = TestApi::start().await?;
+    let tenant = api.tenant("acme").await?;
+    let mut body = greenmail_mailbox("named@acme.example")?;
+    body["smtp"]["host"] = json!("localhost");
+    body["imap"]["host"] = json!("localhost");
+    let (_, created) = api.post("/api/v1/mailboxes", &tenant.key, body).await?;
+    let (status, result) = api
+        .post(
+            &format!("/api/v1/mailboxes/{}/verify", id_of(&created)),
+            &tenant.key,
+            json!({}),
+        )
+        .await?;
+    assert_eq!(status, 200, "{result}");
+    assert_eq!(result["smtp"], json!({"ok": true}), "{result}");
+    assert_eq!(result["imap"], json!({"ok": true}), "{result}");
+    assert_eq!(result["status"], "active");
+    Ok(())
+}

@@ -291,9 +291,19 @@ pub struct SecurityConfig {
     /// Keys that sign tracking and unsubscribe tokens: base64 entries, comma separated, the
     /// first signs and all verify.
     pub tracking_keys: SecretString,
+    /// CIDR ranges of non-public addresses that connections made on a tenant's behalf may
+    /// reach anyway (say, the site's own mail relay); everything else that is not public is
+    /// refused (`domain::outbound`).
+    pub allowed_private_networks: Vec<String>,
 }
 
 impl SecurityConfig {
+    /// The guard of outbound connections made on a tenant's behalf, allowing
+    /// `security.allowed_private_networks` (validation already checked they parse).
+    pub fn outbound_guard(&self) -> crate::outbound::OutboundGuard {
+        crate::outbound::OutboundGuard::new(parse_nets(&self.allowed_private_networks))
+    }
+
     /// The cipher for secrets at rest; an error when no key is configured.
     pub fn cipher(&self) -> Result<crate::crypto::SecretCipher, crate::crypto::CryptoError> {
         crate::crypto::SecretCipher::from_spec(&self.encryption_keys)

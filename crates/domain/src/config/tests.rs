@@ -357,3 +357,68 @@ fn dkim_keys_load_from_the_file_and_need_one_key_source() {
         Ok(())
     });
 }
+
+#[test]
+fn allowed_private_networks_default_to_none_and_parse_from_the_environment() {
+    jail(|jail| {
+        let config = load_in_jail(None).map_err(|e| e.to_string())?;
+        assert!(config.security.allowed_private_networks.is_empty());
+        let guard = config.security.outbound_guard();
+        assert!(guard.allowed().is_empty());
+        assert!(
+            guard
+                .refusal("127.0.0.1".parse().map_err(|_| "ip")?)
+                .is_some()
+        );
+
+        jail.set_env(
+            "SEQ_SECURITY__ALLOWED_PRIVATE_NETWORKS",
+            "[\"127.0.0.0/8\", \"::1/128\"]",
+        );
+        let config = load_in_jail(None).map_err(|e| e.to_string())?;
+        let guard = config.security.outbound_guard();
+        assert_eq!(guard.allowed().len(), 2);
+        assert_eq!(guard.refusal("127.0.0.1".parse().map_err(|_| "ip")?), None);
+        assert_eq!(guard.refusal("::1".parse().map_err(|_| "ip")?), None);
+        assert!(
+            guard
+                .refusal("10.0.0.1".parse().map_err(|_| "ip")?)
+                .is_some()
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn allowed_private_networks_must_be_cidr_ranges() {
+    jail(|jail| {
+        jail.set_env(
+            "SEQ_SECURITY__ALLOWED_PRIVATE_NETWORKS",
+            "[\"127.0.0.0/8\", \"10.0.0.1\"]",
+        );
+        let error = load_in_jail(None).err().ok_or("expected an error")?;
+        assert_eq!(error.key(), Some("security.allowed_private_networks"));
+        let message = error.to_string();
+        assert!(
+            message.contains("SEQ_SECURITY__ALLOWED_PRIVATE_NETWORKS"),
+            "{message}"
+        );
+        assert!(
+            message.contains("`10.0.0.1` is not a CIDR range"),
+            "{message}"
+        );
+        Ok(())
+    });
+    jail(|jail| {
+        jail.create_file(
+            "seq.toml",
+            "[security]\nallowed_private_networks = [\"fd00::/129\"]\n",
+        )?;
+        let error = load_in_jail(Some("seq.toml"))
+            .err()
+            .ok_or("expected an error")?;
+        assert_eq!(error.key(), Some("security.allowed_private_networks"));
+        assert!(error.to_string().contains("seq.toml"), "{error}");
+        Ok(())
+    });
+}

@@ -332,6 +332,10 @@ pub(super) fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigE
     for (key, entries) in [
         ("tracker.trusted_proxies", &config.tracker.trusted_proxies),
         ("tracker.bot_ip_ranges", &config.tracker.bot_ip_ranges),
+        (
+            "security.allowed_private_networks",
+            &config.security.allowed_private_networks,
+        ),
     ] {
         for entry in entries {
             if let Err(e) = entry.trim().parse::<ipnet::IpNet>() {

@@ -259,6 +259,31 @@ pub async fn record_failure(
     Ok(row.map(|r| r.consecutive_failures))
 }
 
+/// Puts the mailbox in `error` with `reason` while `owner` holds its lease, when it is
+/// `active` (`paused` and `disabled` are the owner's choice): for what the owner must fix,
+/// such as an IMAP host the outbound guard refuses. Like any mailbox in `error`, the
+/// scheduler stops choosing it until its settings change or a verify succeeds; it is still
+/// watched. True when the status changed.
+pub async fn mark_mailbox_failing(
+    conn: &mut AsyncPgConnection,
+    mailbox_id: Uuid,
+    owner: &str,
+    reason: &str,
+) -> QueryResult<bool> {
+    diesel::sql_query(
+        "UPDATE mailboxes m SET status = 'error', status_reason = $3 \
+           FROM inbox_watches w \
+          WHERE m.id = $1 AND w.mailbox_id = m.id AND w.owner = $2 \
+            AND w.lease_expires_at > now() AND m.status = 'active'",
+    )
+    .bind::<SqlUuid, _>(mailbox_id)
+    .bind::<Text, _>(owner)
+    .bind::<Text, _>(reason)
+    .execute(conn)
+    .await
+    .map(|n| n == 1)
+}
+
 /// What the API shows of a mailbox's watch.
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = super::schema::inbox_watches)]

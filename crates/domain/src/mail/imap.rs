@@ -1,4 +1,5 @@
-//! IMAP connections of a mailbox (reply detection), through async-imap over tokio.
+//! IMAP connections of a mailbox (reply detection), through async-imap over tokio, on a TCP
+//! connection the outbound guard made.
 
 use std::fmt::Debug;
 use std::time::Duration;
@@ -6,17 +7,54 @@ use std::time::Duration;
 use async_imap::imap_proto::{Response, Status};
 use secrecy::ExposeSecret;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
-use tokio_rustls::rustls::pki_types::ServerName;
 
-use super::{CheckError, Login, Security, Server, tls_config};
+use super::{CheckError, Login, Security, Server, tls_handshake};
+use crate::outbound::{self, OutboundGuard, Purpose};
+
+/// Why [`connect`] gave no session.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectError {
+    /// The outbound guard refused the host (it resolves to a non-public address that is not
+    /// allowed): nothing was connected.
+    #[error("{}", outbound::REFUSED)]
+    Refused,
+    /// Anything else, in words naming the step (never the password, though the server's
+    /// words still pass [`super::redact`] before they are stored).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<String> for ConnectError {
+    fn from(message: String) -> Self {
+        ConnectError::Failed(message)
+    }
+}
+
+impl From<&str> for ConnectError {
+    fn from(message: &str) -> Self {
+        ConnectError::Failed(message.to_owned())
+    }
+}
+
+impl From<outbound::ConnectError> for ConnectError {
+    fn from(error: outbound::ConnectError) -> Self {
+        match error {
+            outbound::ConnectError::Refused => ConnectError::Refused,
+            other => ConnectError::Failed(other.to_string()),
+        }
+    }
+}
 
 /// Connects with the configured security, reads the greeting, logs in and logs out: `Ok`
 /// when the server accepted the login within `timeout`.
-pub async fn check(server: &Server, login: &Login, timeout: Duration) -> Result<(), CheckError> {
+pub async fn check(
+    guard: &OutboundGuard,
+    server: &Server,
+    login: &Login,
+    timeout: Duration,
+) -> Result<(), CheckError> {
     let at = format!("{}:{} ({})", server.host, server.port, server.security);
-    match tokio::time::timeout(timeout, login_and_logout(server, login)).await {
+    match tokio::time::timeout(timeout, login_and_logout(guard, server, login, timeout)).await {
         Err(_) => Err(CheckError::new(
             format!(
                 "IMAP server {at} did not complete the check within {} s",
@@ -39,13 +77,19 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Debug + Send> ImapStream for T {}
 /// A logged-in IMAP session over whichever transport the mailbox is configured for.
 pub type Session = async_imap::Session<Box<dyn ImapStream>>;
 
-/// Connects with the configured security, reads the greeting and logs in. Errors name the
-/// step that failed and never contain the password (the caller still passes them through
-/// [`super::redact`] before storing them, as servers may echo what they were sent).
-pub async fn connect(server: &Server, login: &Login) -> Result<Session, String> {
-    let tcp = TcpStream::connect((server.host.as_str(), server.port))
-        .await
-        .map_err(|e| format!("could not connect: {e}"))?;
+/// Connects through `guard` (the TCP connection within `connect_timeout`; the caller bounds
+/// the whole), reads the greeting, secures the connection as configured and logs in. Errors
+/// name the step that failed and never contain the password (the caller still passes them
+/// through [`super::redact`] before storing them, as servers may echo what they were sent).
+pub async fn connect(
+    guard: &OutboundGuard,
+    server: &Server,
+    login: &Login,
+    connect_timeout: Duration,
+) -> Result<Session, ConnectError> {
+    let tcp = guard
+        .connect(Purpose::Imap, &server.host, server.port, connect_timeout)
+        .await?;
     // Replies are small and interactive; Nagle would only add latency to every command.
     let _ = tcp.set_nodelay(true);
     let stream: Box<dyn ImapStream> = match server.security {
@@ -55,7 +99,7 @@ pub async fn connect(server: &Server, login: &Login) -> Result<Session, String> 
             Box::new(client.into_inner())
         }
         Security::Tls => {
-            let tls = tls_handshake(server, tcp).await?;
+            let tls = tls_handshake(&server.host, tcp).await?;
             let mut client = async_imap::Client::new(tls);
             greeting(&mut client).await?;
             Box::new(client.into_inner())
@@ -68,32 +112,25 @@ pub async fn connect(server: &Server, login: &Login) -> Result<Session, String> 
                 .await
                 .map_err(|e| format!("STARTTLS refused: {e}"))?;
             // No second greeting after STARTTLS (RFC 3501 6.2.1).
-            Box::new(tls_handshake(server, client.into_inner()).await?)
+            Box::new(tls_handshake(&server.host, client.into_inner()).await?)
         }
     };
     async_imap::Client::new(stream)
         .login(&login.username, login.password.expose_secret())
         .await
-        .map_err(|(e, _)| format!("login rejected: {e}"))
+        .map_err(|(e, _)| ConnectError::Failed(format!("login rejected: {e}")))
 }
 
-async fn login_and_logout(server: &Server, login: &Login) -> Result<(), String> {
-    let mut session = connect(server, login).await?;
+async fn login_and_logout(
+    guard: &OutboundGuard,
+    server: &Server,
+    login: &Login,
+    timeout: Duration,
+) -> Result<(), ConnectError> {
+    let mut session = connect(guard, server, login, timeout).await?;
     // The login succeeded, which is what the check is about; a failing LOGOUT is not news.
     let _ = session.logout().await;
     Ok(())
-}
-
-async fn tls_handshake(
-    server: &Server,
-    tcp: TcpStream,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
-    let name = ServerName::try_from(server.host.clone())
-        .map_err(|_| format!("`{}` is not a valid TLS server name", server.host))?;
-    TlsConnector::from(tls_config()?)
-        .connect(name, tcp)
-        .await
-        .map_err(|e| format!("TLS handshake failed: {e}"))
 }
 
 async fn greeting<S>(client: &mut async_imap::Client<S>) -> Result<(), String>

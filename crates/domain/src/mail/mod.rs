@@ -1,10 +1,13 @@
 //! Connections to the mail servers of connected mailboxes: SMTP for sending, IMAP for reply
-//! detection. Today the API uses them to check a mailbox's settings (`check`); the sender
-//! worker and the inbox watcher build on the same connection code.
+//! detection. The API uses them to check a mailbox's settings (`check`); the sender worker
+//! and the inbox watcher build on the same connection code.
 //!
-//! **Invariant:** an error message from this module never contains the password it was
+//! **Invariants:** an error message from this module never contains the password it was
 //! given, even when a server echoes what it received ([`scrub`] removes the plaintext and the
 //! encodings SMTP and IMAP send it in), so messages can be returned to clients and stored.
+//! Every connection is made by [`crate::outbound::OutboundGuard`] (the host is a tenant's
+//! choice), and TLS is negotiated over that connection, with the certificate checked against
+//! the host name the tenant gave.
 
 pub mod imap;
 pub mod smtp;
@@ -16,6 +19,10 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use secrecy::{ExposeSecret, SecretString};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls::pki_types::ServerName;
 
 /// How long one check (connect, greeting, TLS, login) may take in total.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -138,6 +145,28 @@ fn truncate(message: &str) -> String {
     cut
 }
 
+/// `host` as a TLS server name: a DNS name, or an IP address (brackets removed).
+fn server_name(host: &str) -> Result<ServerName<'static>, String> {
+    let host = host.trim();
+    let unbracketed = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    ServerName::try_from(unbracketed.to_owned())
+        .map_err(|_| format!("`{host}` is not a valid TLS server name"))
+}
+
+/// The TLS handshake over a connected stream, verifying the certificate against `host`.
+async fn tls_handshake<S>(host: &str, stream: S) -> Result<TlsStream<S>, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    TlsConnector::from(tls_config()?)
+        .connect(server_name(host)?, stream)
+        .await
+        .map_err(|e| format!("TLS handshake failed: {e}"))
+}
+
 /// rustls with ring and Mozilla's root certificates, independent of the host's trust store,
 /// so the check behaves the same in a container as on a laptop.
 fn tls_config() -> Result<Arc<tokio_rustls::rustls::ClientConfig>, String> {
@@ -199,5 +228,18 @@ mod tests {
     #[test]
     fn tls_configuration_builds() {
         assert!(tls_config().is_ok());
+    }
+
+    #[test]
+    fn tls_server_names_are_the_host_given() {
+        assert!(matches!(
+            server_name("smtp.example.com"),
+            Ok(ServerName::DnsName(_))
+        ));
+        assert!(matches!(
+            server_name("[2606:4700::1111]"),
+            Ok(ServerName::IpAddress(_))
+        ));
+        assert!(server_name("bad name").is_err());
     }
 }

@@ -31,6 +31,21 @@ pub use topic_reader::{ConsumedRecord, count_records, read_topic};
 pub const TEST_ENCRYPTION_KEYS: &str = "1:dGVzdC1vbmx5LWVuY3J5cHRpb24ta2V5LTMyLWJ5dGU=";
 /// `security.tracking_keys` of test configurations (a published, test-only key).
 pub const TEST_TRACKING_KEYS: &str = "dGVzdC1vbmx5LXRyYWNraW5nLXNpZ25pbmcta2V5LTAx";
+/// `security.allowed_private_networks` of test configurations: loopback, where the test mail
+/// servers (GreenMail, smtp-sink, the tests' scripted servers) listen. Tests of the refusal
+/// itself empty the list.
+pub const TEST_ALLOWED_PRIVATE_NETWORKS: [&str; 2] = ["127.0.0.0/8", "::1/128"];
+
+/// The outbound guard of test configurations: loopback allowed
+/// ([`TEST_ALLOWED_PRIVATE_NETWORKS`]), everything else that is not public refused.
+pub fn test_outbound_guard() -> crate::outbound::OutboundGuard {
+    crate::outbound::OutboundGuard::new(
+        TEST_ALLOWED_PRIVATE_NETWORKS
+            .iter()
+            .filter_map(|net| net.parse().ok())
+            .collect(),
+    )
+}
 
 /// Configuration pointing at this test's database, with a topic prefix of its own and
 /// every listener on an ephemeral port.
@@ -68,6 +83,10 @@ pub fn test_config_with_url(database_url: &str) -> anyhow::Result<Config> {
         .merge(Serialized::default(
             "security.tracking_keys",
             TEST_TRACKING_KEYS,
+        ))
+        .merge(Serialized::default(
+            "security.allowed_private_networks",
+            TEST_ALLOWED_PRIVATE_NETWORKS,
         ));
     Ok(Config::from_figment(&figment)?)
 }

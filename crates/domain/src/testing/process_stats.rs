@@ -63,7 +63,8 @@ where
 }
 
 /// The environment that points a service binary started as a child process at `config`'s
-/// database, Kafka (brokers, topic prefix, partitions) and keys, starting from a clean
+/// database, Kafka (brokers, topic prefix, partitions), keys and allowed private networks
+/// (`security.allowed_private_networks`), starting from a clean
 /// environment plus `PATH`. Callers add their service's own settings.
 pub fn service_env(config: &crate::config::Config) -> Vec<(&'static str, String)> {
     use secrecy::ExposeSecret as _;
@@ -84,7 +85,18 @@ pub fn service_env(config: &crate::config::Config) -> Vec<(&'static str, String)
             "SEQ_SECURITY__ENCRYPTION_KEYS",
             config.security.encryption_keys.expose_secret().to_owned(),
         ),
+        (
+            "SEQ_SECURITY__ALLOWED_PRIVATE_NETWORKS",
+            allowed_networks_env(&config.security.allowed_private_networks),
+        ),
     ]
+}
+
+/// A list of CIDR ranges as figment reads a list from an environment variable:
+/// `["127.0.0.0/8", "::1/128"]`.
+pub fn allowed_networks_env(networks: &[String]) -> String {
+    let quoted: Vec<String> = networks.iter().map(|n| format!("{n:?}")).collect();
+    format!("[{}]", quoted.join(", "))
 }
 
 /// A service binary run by a test as a child process (`serve`, killed when dropped), pointed

@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use domain::config::WorkerServiceConfig;
 use domain::mail::{Login, Server, redact};
+use domain::outbound::OutboundGuard;
 use lettre::address::Envelope;
 use lettre::transport::smtp::client::AsyncSmtpConnection;
 use lettre::transport::smtp::extension::ClientId;
@@ -60,10 +61,12 @@ pub struct SmtpSettings {
     pub messages_per_connection: u32,
     /// The EHLO name; the host's name when `None`.
     pub hello_name: Option<String>,
+    /// Makes every connection: mailbox hosts are tenants' choices (`domain::outbound`).
+    pub outbound: OutboundGuard,
 }
 
 impl SmtpSettings {
-    pub fn from_config(config: &WorkerServiceConfig) -> Self {
+    pub fn from_config(config: &WorkerServiceConfig, outbound: OutboundGuard) -> Self {
         Self {
             connect_timeout: Duration::from_millis(config.connect_timeout_ms),
             command_timeout: Duration::from_millis(config.command_timeout_ms),
@@ -73,6 +76,7 @@ impl SmtpSettings {
                 .unwrap_or(usize::MAX),
             messages_per_connection: config.messages_per_connection,
             hello_name: None,
+            outbound,
         }
     }
 }

@@ -3,10 +3,12 @@
 use std::future::Future;
 use std::time::Duration;
 
+use domain::mail::smtp::{self, OpenError};
 use domain::mail::{Login, Security, Server};
+use domain::outbound::ConnectError;
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+use lettre::transport::smtp::client::AsyncSmtpConnection;
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::transport::smtp::response::{Response, Severity};
@@ -30,9 +32,11 @@ async fn step<T>(
     }
 }
 
-/// Connects, reads the greeting, says EHLO, secures the connection as configured (STARTTLS
-/// is required when configured, never opportunistic) and authenticates when a login is
-/// given, all within the connect timeout.
+/// Connects through the outbound guard, reads the greeting, says EHLO, secures the
+/// connection as configured (STARTTLS is required when configured, never opportunistic) and
+/// authenticates when a login is given, all within the connect timeout. A host the guard
+/// refuses is a `Refused` failure at `Connect` (the mailbox's fault: it goes to `error`),
+/// and nothing is connected.
 pub(crate) async fn connect(
     settings: &SmtpSettings,
     hello: &ClientId,
@@ -41,47 +45,31 @@ pub(crate) async fn connect(
 ) -> Result<AsyncSmtpConnection, Failure> {
     let budget = settings.connect_timeout;
     let deadline = Instant::now() + budget;
-    let tls = match server.security {
-        Security::None => None,
-        Security::Starttls | Security::Tls => Some(
-            TlsParameters::new_rustls(server.host.clone())
-                .map_err(|e| Failure::new(Stage::Tls, Cause::Refused(e.to_string())))?,
+    let starttls = match server.security {
+        Security::Starttls => Some(
+            smtp::tls_parameters(server)
+                .map_err(|e| Failure::new(Stage::Tls, Cause::Refused(e)))?,
         ),
+        Security::None | Security::Tls => None,
     };
-    let implicit = match server.security {
-        Security::Tls => tls.clone(),
-        Security::None | Security::Starttls => None,
-    };
-    let address = (server.host.as_str(), server.port);
+    // The guard resolves the host once, refuses non-public addresses and connects to what it
+    // checked; implicit TLS is negotiated over that connection (certificate checked against
+    // the host name), STARTTLS later by lettre over the same one.
     let connecting = async {
-        let connected = match implicit {
-            Some(tls) => {
-                AsyncSmtpConnection::connect_tokio1(address, Some(budget), hello, Some(tls), None)
-                    .await
-            }
-            None => {
-                let stream = tokio::net::TcpStream::connect(address).await.map_err(|e| {
-                    Failure::new(
-                        Stage::Connect,
-                        Cause::Broken(format!("Connection error: {e}")),
-                    )
-                })?;
-                // lettre writes a message's final dot separately; with Nagle's algorithm on,
-                // it waits for the server's delayed ACK of the message (tens of ms per email).
-                if let Err(error) = stream.set_nodelay(true) {
-                    tracing::debug!(%error, "TCP_NODELAY not set on an SMTP connection");
+        let stream = smtp::open(&settings.outbound, server, budget)
+            .await
+            .map_err(|error| match error {
+                OpenError::Connect(refused @ ConnectError::Refused) => {
+                    Failure::new(Stage::Connect, Cause::Refused(refused.to_string()))
                 }
-                AsyncSmtpConnection::connect_with_transport(Box::new(stream), hello).await
-            }
-        };
-        connected.map_err(|error| {
-            let stage = if error.is_tls() {
-                Stage::Tls
-            } else {
-                Stage::Connect
-            };
-            Failure::from_lettre(stage, &error)
-        })
+                OpenError::Connect(other) => {
+                    Failure::new(Stage::Connect, Cause::Broken(other.to_string()))
+                }
+                OpenError::Tls(message) => Failure::new(Stage::Tls, Cause::Broken(message)),
+            })?;
+        AsyncSmtpConnection::connect_with_transport(stream, hello)
+            .await
+            .map_err(|error| Failure::from_lettre(Stage::Connect, &error))
     };
     let mut connection = match tokio::time::timeout_at(deadline, connecting).await {
         Err(_) => return Err(Failure::new(Stage::Connect, Cause::TimedOut(budget))),
@@ -90,7 +78,7 @@ pub(crate) async fn connect(
     };
     metrics::counter!("smtp_connections_opened_total").increment(1);
 
-    if let (Security::Starttls, Some(tls)) = (server.security, tls) {
+    if let Some(tls) = starttls {
         if !connection.can_starttls() {
             let failure = Failure::new(
                 Stage::Tls,

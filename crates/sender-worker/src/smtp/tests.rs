@@ -146,6 +146,7 @@ fn settings() -> SmtpSettings {
         connections_per_mailbox: 0,
         messages_per_connection: 0,
         hello_name: Some("worker.test".into()),
+        outbound: domain::testing::test_outbound_guard(),
     }
 }
 
@@ -191,7 +192,7 @@ fn pools_are_send_sync_and_clone() {
 fn settings_come_from_the_worker_configuration() -> anyhow::Result<()> {
     let config = domain::testing::test_config_with_url("postgres://localhost/none")?;
     let worker = &config.sender_worker;
-    let settings = SmtpSettings::from_config(worker);
+    let settings = SmtpSettings::from_config(worker, config.security.outbound_guard());
     assert_eq!(
         settings.connect_timeout,
         Duration::from_millis(worker.connect_timeout_ms)

@@ -143,3 +143,73 @@ async fn no_reply_after_the_data_is_unknown_and_never_resent() -> anyhow::Result
     worker.stop().await?;
     sink.stop().await
 }
+
+/// A mailbox whose SMTP host resolves to loopback, on a worker that allows no private
+/// network: the worker connects nowhere, puts the mailbox in `error` with the reason and asks
+/// for a retry (the message is kept, not failed). Once the operator allows the network, the
+/// retry is delivered once.
+#[tokio::test]
+async fn a_host_resolving_to_a_private_address_fails_the_mailbox_and_connects_nowhere()
+-> anyhow::Result<()> {
+    // Whatever the worker would reach on that port: nothing may arrive there.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let mut world = World::new(listener.local_addr()?, &[STEP]).await?;
+    world.config.security.allowed_private_networks.clear();
+    world
+        .exec(&format!(
+            "UPDATE mailboxes SET smtp_host = 'localhost' WHERE id = '{}'",
+            world.mailbox_id
+        ))
+        .await?;
+    let to = contact_address();
+    let message = world.queue(world.enroll(&to, None).await?, 1).await?;
+    world.publish_job(message).await?;
+    let worker = world.start_worker()?;
+
+    let requests = read_topic(&world.config.kafka, &world.topics.email_retries, 1, WAIT).await?;
+    let request = requests[0].payload_json()?;
+    assert_eq!(request["payload"]["message_id"], message.to_string());
+    let error = request["payload"]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("refused: resolves to a private address"),
+        "{request}"
+    );
+    let row = world.message(message).await?;
+    assert_eq!(row.status, "sending", "kept for the retry: {row:?}");
+    assert_eq!(row.worker_id, None);
+    let (status, reason) = world.mailbox_status().await?;
+    assert_eq!(status, "error");
+    assert_eq!(reason.as_deref(), Some(error), "the mailbox shows why");
+    assert!(listener.accept().is_err(), "no connection reached the port");
+    worker.stop().await?;
+
+    // The operator allows loopback and the tenant re-activates the mailbox, now pointed at
+    // GreenMail by name: the retry goes out once.
+    let greenmail = greenmail_smtp()?;
+    world
+        .exec(&format!(
+            "UPDATE mailboxes SET status = 'active', status_reason = NULL, smtp_port = {} \
+             WHERE id = '{}'",
+            greenmail.port(),
+            world.mailbox_id
+        ))
+        .await?;
+    world.config.security.allowed_private_networks = domain::testing::TEST_ALLOWED_PRIVATE_NETWORKS
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let mut conn = world.conn().await?;
+    assert!(progress::schedule_retry(&mut conn, message, 1, Utc::now(), "refused").await?);
+    assert_eq!(
+        dispatch::requeue_due_retries(&mut conn, Utc::now(), 10)
+            .await?
+            .len(),
+        1
+    );
+    world.publish_job(message).await?;
+    let worker = world.start_worker()?;
+    world.wait_for(message, &["sent"]).await?;
+    assert_eq!(wait_received(&to, 1).await?.len(), 1);
+    worker.stop().await
+}

@@ -35,6 +35,7 @@ async fn emails_sent_through_the_pool_arrive() -> anyhow::Result<()> {
         connections_per_mailbox: 1,
         messages_per_connection: 10,
         hello_name: Some("worker.test".into()),
+        outbound: domain::testing::test_outbound_guard(),
     });
     let envelope = Envelope::new(Some("sender@acme.test".parse()?), vec![recipient.parse()?])?;
     for n in 1..=2 {

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use domain::mail::{Login, Security};
+use domain::outbound::{OutboundGuard, REFUSED};
 use domain::testing::poll_until;
 use lettre::address::Envelope;
 use secrecy::SecretString;
@@ -23,6 +24,7 @@ fn settings() -> SmtpSettings {
         connections_per_mailbox: 2,
         messages_per_connection: 100,
         hello_name: Some("worker.test".into()),
+        outbound: domain::testing::test_outbound_guard(),
     }
 }
 
@@ -276,6 +278,62 @@ async fn a_refused_connection_is_transient_at_connect() -> anyhow::Result<()> {
         ),
         "{outcome:?}"
     );
+    Ok(())
+}
+
+/// A host that resolves to loopback, on pools that allow no private network: refused before
+/// any connection in every security mode, and the mailbox's fault (permanent at connect).
+#[tokio::test]
+async fn a_host_resolving_to_a_private_address_is_refused_in_every_mode() -> anyhow::Result<()> {
+    let server = FakeSmtp::accepting().await?;
+    let pools = Pools::new(SmtpSettings {
+        outbound: OutboundGuard::default(),
+        ..settings()
+    });
+    for security in Security::ALL {
+        for host in ["localhost", "127.0.0.1", "::ffff:127.0.0.1", "[::1]"] {
+            let mut mailbox = server.mailbox();
+            mailbox.server.host = host.to_owned();
+            mailbox.server.security = security;
+            let outcome = pools.send(&mailbox, &envelope()?, MESSAGE.as_bytes()).await;
+            assert_eq!(
+                outcome,
+                SendOutcome::Permanent {
+                    stage: Stage::Connect,
+                    code: None,
+                    reply: REFUSED.to_owned(),
+                },
+                "{host} ({security})"
+            );
+        }
+    }
+    assert_eq!(server.accepted(), 0, "nothing was connected");
+    Ok(())
+}
+
+/// Implicit TLS is negotiated over the guard's connection: against a plaintext server the
+/// handshake fails at the TLS stage, on a connection the server accepted.
+#[tokio::test]
+async fn implicit_tls_runs_over_the_guarded_connection() -> anyhow::Result<()> {
+    let server = FakeSmtp::accepting().await?;
+    let mut mailbox = server.mailbox();
+    mailbox.server.security = Security::Tls;
+    let outcome = Pools::new(settings())
+        .send(&mailbox, &envelope()?, MESSAGE.as_bytes())
+        .await;
+    assert!(
+        matches!(
+            &outcome,
+            SendOutcome::Transient {
+                stage: Stage::Tls,
+                code: None,
+                reply,
+            } if reply.contains("TLS handshake failed")
+        ),
+        "{outcome:?}"
+    );
+    assert_eq!(server.accepted(), 1);
+    assert!(server.messages().is_empty());
     Ok(())
 }
 

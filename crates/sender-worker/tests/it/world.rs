@@ -279,6 +279,23 @@ impl World {
         .await?)
     }
 
+    /// The mailbox's `status` and `status_reason`.
+    pub async fn mailbox_status(&self) -> anyhow::Result<(String, Option<String>)> {
+        #[derive(diesel::QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = Text)]
+            status: String,
+            #[diesel(sql_type = Nullable<Text>)]
+            status_reason: Option<String>,
+        }
+        let row: Row =
+            diesel::sql_query("SELECT status, status_reason FROM mailboxes WHERE id = $1")
+                .bind::<SqlUuid, _>(self.mailbox_id)
+                .get_result(&mut self.conn().await?)
+                .await?;
+        Ok((row.status, row.status_reason))
+    }
+
     /// Waits until the message's status is one of `statuses`.
     pub async fn wait_for(&self, id: Uuid, statuses: &[&str]) -> anyhow::Result<MessageRow> {
         poll_until(

@@ -73,6 +73,7 @@ impl Application {
         let shared = Arc::new(Shared {
             pool: base.pool.clone(),
             cipher,
+            outbound: base.config.security.outbound_guard(),
             settings: base.config.inbox_watcher.clone(),
             owner: domain::service::instance_id("inbox-watcher"),
             events_topic: base.topics.email_events.clone(),

@@ -8,8 +8,9 @@ use std::time::Duration;
 use async_imap::extensions::idle::IdleResponse;
 use chrono::{DateTime, NaiveDate, Utc};
 use domain::config::InboxWatcherConfig;
-use domain::mail::imap::{self, Session};
+use domain::mail::imap::{self, ConnectError, Session};
 use domain::mail::{Login, Server};
+use domain::outbound::OutboundGuard;
 use futures::TryStreamExt as _;
 use tokio_util::sync::CancellationToken;
 
@@ -48,14 +49,18 @@ pub struct Reader {
 }
 
 impl Reader {
-    /// Logs in and opens the folder read-only; also finds out whether the server offers IDLE.
+    /// Connects through `guard`, logs in and opens the folder read-only; also finds out
+    /// whether the server offers IDLE. `ConnectError::Refused` when the guard refused the
+    /// host (nothing was connected).
     pub async fn open(
+        guard: &OutboundGuard,
         server: &Server,
         login: &Login,
         settings: &InboxWatcherConfig,
-    ) -> Result<(Self, Selected), String> {
+    ) -> Result<(Self, Selected), ConnectError> {
         let connect_timeout = Duration::from_millis(settings.connect_timeout_ms);
-        let mut session = tokio::time::timeout(connect_timeout, imap::connect(server, login))
+        let connecting = imap::connect(guard, server, login, connect_timeout);
+        let mut session = tokio::time::timeout(connect_timeout, connecting)
             .await
             .map_err(|_| {
                 format!(

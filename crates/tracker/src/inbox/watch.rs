@@ -16,7 +16,9 @@ use domain::db::PgPool;
 use domain::db::inbox::{self, WatchedMailbox};
 use domain::db::mailboxes::imap_password_context;
 use domain::db::outbox::{self, NewOutboxRecord};
+use domain::mail::imap::ConnectError;
 use domain::mail::{self, Login, Security, Server};
+use domain::outbound::{self, OutboundGuard};
 use rand::Rng as _;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -30,6 +32,8 @@ use domain::config::InboxWatcherConfig;
 pub struct Shared {
     pub pool: PgPool,
     pub cipher: SecretCipher,
+    /// Makes every IMAP connection: mailbox hosts are tenants' choices (`domain::outbound`).
+    pub outbound: OutboundGuard,
     pub settings: InboxWatcherConfig,
     pub owner: String,
     pub events_topic: String,
@@ -47,6 +51,9 @@ enum Ended {
 enum Failure {
     /// Worth telling the mailbox's owner (connection, login, server behaviour).
     Mailbox(String),
+    /// The outbound guard refused the IMAP host (it resolves to a non-public address that is
+    /// not allowed): shown on the watch and on the mailbox, which goes to `error`.
+    Refused(String),
     /// Ours (database, encoding): logged, not shown as the mailbox's problem.
     Internal(anyhow::Error),
 }
@@ -76,21 +83,32 @@ pub async fn run(shared: Arc<Shared>, mailbox_id: Uuid, cancel: CancellationToke
             Err(failure) => {
                 failures = failures.saturating_add(1);
                 let message = match &failure {
-                    Failure::Mailbox(message) => message.clone(),
+                    Failure::Mailbox(message) | Failure::Refused(message) => message.clone(),
                     Failure::Internal(error) => format!("{error:#}"),
                 };
                 metrics::counter!("inbox_watcher_failures_total", "kind" => match failure {
                     Failure::Mailbox(_) => "mailbox",
+                    Failure::Refused(_) => "refused",
                     Failure::Internal(_) => "internal",
                 })
                 .increment(1);
                 tracing::warn!(mailbox.id = %mailbox_id, failures, error = %message,
                                "watching the mailbox failed; retrying after a pause");
-                if let Failure::Mailbox(message) = &failure
+                if let Failure::Mailbox(message) | Failure::Refused(message) = &failure
                     && let Ok(mut conn) = shared.pool.get().await
                 {
                     let _ =
                         inbox::record_failure(&mut conn, mailbox_id, &shared.owner, message).await;
+                    if matches!(failure, Failure::Refused(_)) {
+                        let reason = format!("inbox watcher: {message}");
+                        let _ = inbox::mark_mailbox_failing(
+                            &mut conn,
+                            mailbox_id,
+                            &shared.owner,
+                            &reason,
+                        )
+                        .await;
+                    }
                 }
                 let pause = backoff(&shared.settings, failures);
                 tokio::select! {
@@ -118,10 +136,17 @@ async fn session(
     let (server, login) = connection(shared, &mailbox)?;
     let opened = tokio::select! {
         () = cancel.cancelled() => return Ok(Ended::Cancelled),
-        opened = Reader::open(&server, &login, &shared.settings) => opened,
+        opened = Reader::open(&shared.outbound, &server, &login, &shared.settings) => opened,
     };
-    let (mut reader, selected) =
-        opened.map_err(|e| Failure::Mailbox(mail::redact(&e, Some(&login))))?;
+    let (mut reader, selected) = opened.map_err(|error| match error {
+        ConnectError::Refused => Failure::Refused(format!(
+            "IMAP server {}:{}: {}",
+            server.host,
+            server.port,
+            outbound::REFUSED
+        )),
+        ConnectError::Failed(message) => Failure::Mailbox(mail::redact(&message, Some(&login))),
+    })?;
     let result = watch(
         shared,
         &mailbox,

@@ -80,3 +80,64 @@ async fn a_refused_login_is_shown_without_the_password() -> anyhow::Result<()> {
     watcher.stop().await?;
     Ok(())
 }
+
+/// A mailbox whose IMAP host resolves to loopback, on a watcher that allows no private
+/// network: nothing is connected; the watch and the mailbox (now `error`) say why, and the
+/// refusal is counted.
+#[tokio::test]
+async fn a_host_resolving_to_a_private_address_is_refused_and_shown() -> anyhow::Result<()> {
+    // Whatever the watcher would reach on that port: nothing may arrive there.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
+    let mut world = InboxWorld::new(false).await?;
+    world.config.security.allowed_private_networks.clear();
+    let seller = world.seller_at(listener.local_addr()?).await?;
+    world
+        .db
+        .exec(&format!(
+            "UPDATE mailboxes SET imap_host = 'localhost' WHERE id = '{}'",
+            seller.mailbox_id
+        ))
+        .await?;
+    let watcher = world.watcher().await?;
+    let row = world
+        .wait_watch(seller.mailbox_id, "the refusal recorded", |row| {
+            row.status == "error" && row.consecutive_failures >= 2
+        })
+        .await?;
+    let error = row.last_error.unwrap_or_default();
+    assert!(
+        error.contains("refused: resolves to a private address"),
+        "{error}"
+    );
+    assert!(error.contains("localhost"), "names the host given: {error}");
+    assert!(!error.contains("127.0.0.1"), "names no address: {error}");
+    let (status, reason): (String, Option<String>) = {
+        use diesel::prelude::*;
+        use diesel_async::RunQueryDsl;
+        use domain::db::schema::mailboxes::dsl;
+        dsl::mailboxes
+            .find(seller.mailbox_id)
+            .select((dsl::status, dsl::status_reason))
+            .first(&mut world.db.connect().await?)
+            .await?
+    };
+    assert_eq!(status, "error");
+    assert!(
+        reason
+            .as_deref()
+            .is_some_and(|r| r.contains("refused: resolves to a private address")),
+        "{reason:?}"
+    );
+    let metrics_url = format!("{}/metrics", watcher.admin_url);
+    poll_until(WAIT, "the refusal metrics", || async {
+        let text = reqwest::get(&metrics_url).await.ok()?.text().await.ok()?;
+        (text.contains("outbound_connections_refused_total{purpose=\"imap\"}")
+            && text.contains("inbox_watcher_failures_total{kind=\"refused\"}"))
+        .then_some(())
+    })
+    .await?;
+    assert!(listener.accept().is_err(), "no connection reached the port");
+    watcher.stop().await?;
+    Ok(())
+}

@@ -300,9 +300,13 @@ pub async fn seen_uids(address: &str) -> anyhow::Result<Vec<u32>> {
         username: address.to_owned(),
         password: SecretString::from("any"),
     };
-    let mut session = domain::mail::imap::connect(&server, &login)
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let mut session = domain::mail::imap::connect(
+        &domain::testing::test_outbound_guard(),
+        &server,
+        &login,
+        WAIT,
+    )
+    .await?;
     session.examine("INBOX").await?;
     let fetched: Vec<_> = session
         .uid_fetch("1:*", "(UID FLAGS)")
