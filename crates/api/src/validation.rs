@@ -18,19 +18,19 @@ impl Checks {
         }
     }
 
-    /// A display name: 1 to 200 characters after trimming.
+    /// A display name: 1 to [`MAX_NAME_LEN`] characters after trimming.
     pub fn name(&mut self, field: &str, value: &str) {
         let len = value.trim().chars().count();
         self.check(
-            (1..=200).contains(&len),
+            (1..=MAX_NAME_LEN).contains(&len),
             field,
-            "must be 1 to 200 characters",
+            format!("must be 1 to {MAX_NAME_LEN} characters"),
         );
     }
 
     pub fn http_url(&mut self, field: &str, value: &str) {
         let ok = (value.starts_with("https://") || value.starts_with("http://"))
-            && value.len() <= 2000
+            && value.chars().count() <= MAX_URL_LEN
             && !value.chars().any(|c| c.is_whitespace() || c.is_control());
         self.check(ok, field, "must be an http:// or https:// URL");
     }
@@ -66,7 +66,7 @@ impl Checks {
 
     /// A host name or IP address (no scheme, port or path).
     pub fn host(&mut self, field: &str, value: &str) {
-        let ok = (1..=253).contains(&value.len())
+        let ok = (1..=MAX_HOST_LEN).contains(&value.len())
             && value.chars().all(|c| {
                 c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '[' | ']')
             });
@@ -109,6 +109,12 @@ impl Checks {
     }
 }
 
+/// Longest display name (of a workspace, key or sequence), in characters after trimming.
+pub const MAX_NAME_LEN: usize = 200;
+/// Longest URL accepted, in characters.
+pub const MAX_URL_LEN: usize = 2000;
+/// Longest host name (DNS's limit).
+pub const MAX_HOST_LEN: usize = 253;
 /// Longest address accepted (RFC 5321's path limit less the angle brackets).
 pub const MAX_EMAIL_LEN: usize = 254;
 /// Longest first name, last name, company or title.

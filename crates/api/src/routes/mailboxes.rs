@@ -31,11 +31,15 @@ use crate::state::AppState;
 use crate::validation::Checks;
 
 const DEFAULT_DAILY_LIMIT: i32 = 30;
-const MAX_DAILY_LIMIT: i64 = 10_000;
+pub(crate) const MAX_DAILY_LIMIT: i64 = 10_000;
 const DEFAULT_MIN_INTERVAL_SECONDS: i32 = 120;
 const DEFAULT_JITTER_SECONDS: i32 = 60;
 /// A day: spacing beyond that is a typo, not a sending strategy.
-const MAX_SPACING_SECONDS: i64 = 86_400;
+pub(crate) const MAX_SPACING_SECONDS: i64 = 86_400;
+/// Longest `from_name`, SMTP/IMAP username and password, in characters.
+pub(crate) const MAX_FROM_NAME_LEN: usize = 200;
+pub(crate) const MAX_USERNAME_LEN: usize = 320;
+pub(crate) const MAX_PASSWORD_LEN: usize = 1024;
 const DEFAULT_WARMUP_START_LIMIT: i32 = 5;
 const DEFAULT_WARMUP_DAILY_INCREASE: i32 = 2;
 const DEFAULT_TIMEZONE: &str = "UTC";
@@ -412,7 +416,7 @@ fn check_email(checks: &mut Checks, value: &str) {
 }
 
 fn check_from_name(checks: &mut Checks, value: &str) {
-    checks.single_line("from_name", value.trim(), 1, 200);
+    checks.single_line("from_name", value.trim(), 1, MAX_FROM_NAME_LEN);
 }
 
 fn check_host(checks: &mut Checks, prefix: &str, value: &str) {
@@ -428,12 +432,17 @@ fn check_port(checks: &mut Checks, prefix: &str, value: u16) {
 }
 
 fn check_username(checks: &mut Checks, prefix: &str, value: &str) {
-    checks.single_line(&format!("{prefix}.username"), value, 1, 320);
+    checks.single_line(&format!("{prefix}.username"), value, 1, MAX_USERNAME_LEN);
 }
 
 fn check_password(checks: &mut Checks, prefix: &str, value: &Password) {
     // Control characters (CR, LF, NUL) cannot travel in SMTP AUTH or IMAP LOGIN.
-    checks.single_line(&format!("{prefix}.password"), value.expose(), 1, 1024);
+    checks.single_line(
+        &format!("{prefix}.password"),
+        value.expose(),
+        1,
+        MAX_PASSWORD_LEN,
+    );
 }
 
 fn check_limits(

@@ -11,7 +11,15 @@ use crate::validation::Checks;
 
 pub const DAY_NAMES: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 pub const MAX_STEPS: usize = 50;
-const MAX_VARIANTS: usize = 10;
+pub const MAX_VARIANTS: usize = 10;
+/// Most mailboxes in a sequence's rotation pool.
+pub const MAX_MAILBOXES: usize = 100;
+/// Longest wait before a step, in each unit (a year).
+pub const MAX_WAIT_DAYS: i32 = 365;
+pub const MAX_WAIT_HOURS: i32 = 24 * 365;
+pub const MAX_WAIT_MINUTES: i32 = 60 * 24 * 365;
+/// A variant's weight is 1 to this.
+pub const MAX_VARIANT_WEIGHT: u32 = 1000;
 
 /// The seed's body (`name`, `open_tracking_enabled`, `click_tracking_enabled`, `steps[]`)
 /// plus the sending window, rotation pool and behaviour flags.
@@ -211,9 +219,9 @@ impl Validate for CreateSequence {
             );
         }
         checks.check(
-            self.mailbox_ids.len() <= 100,
+            self.mailbox_ids.len() <= MAX_MAILBOXES,
             "mailbox_ids",
-            "at most 100 mailboxes",
+            format!("at most {MAX_MAILBOXES} mailboxes"),
         );
         checks.finish()
     }
@@ -232,7 +240,11 @@ impl Validate for UpdateSequence {
             window.check(&mut checks);
         }
         if let Some(ids) = &self.mailbox_ids {
-            checks.check(ids.len() <= 100, "mailbox_ids", "at most 100 mailboxes");
+            checks.check(
+                ids.len() <= MAX_MAILBOXES,
+                "mailbox_ids",
+                format!("at most {MAX_MAILBOXES} mailboxes"),
+            );
         }
         checks.finish()
     }
@@ -362,7 +374,11 @@ impl SendingWindow {
     }
 }
 
+/// `HH:MM` (or `H:M`); chrono would also skip whitespace before each number.
 pub fn parse_time(value: &str) -> Option<NaiveTime> {
+    if !value.bytes().all(|b| b.is_ascii_digit() || b == b':') {
+        return None;
+    }
     NaiveTime::parse_from_str(value, "%H:%M").ok()
 }
 
@@ -384,7 +400,7 @@ fn join(prefix: &str, name: &str) -> String {
 
 fn check_tracking_domain(checks: &mut Checks, domain: &str) {
     let ok = !domain.is_empty()
-        && domain.len() <= 253
+        && domain.len() <= crate::validation::MAX_HOST_LEN
         && domain.contains('.')
         && domain
             .chars()
@@ -413,9 +429,9 @@ fn check_waits(
     minutes: Option<i32>,
 ) {
     for (name, value, max) in [
-        ("wait_days", days, 365),
-        ("wait_hours", hours, 24 * 365),
-        ("wait_minutes", minutes, 60 * 24 * 365),
+        ("wait_days", days, MAX_WAIT_DAYS),
+        ("wait_hours", hours, MAX_WAIT_HOURS),
+        ("wait_minutes", minutes, MAX_WAIT_MINUTES),
     ] {
         if let Some(value) = value {
             checks.check(
@@ -438,9 +454,9 @@ fn check_variants(checks: &mut Checks, prefix: &str, variants: &[Variant]) {
         check_template(checks, &format!("{at}.subject"), &variant.subject, true);
         check_template(checks, &format!("{at}.content"), &variant.content, false);
         checks.check(
-            (1..=1000).contains(&variant.weight),
+            (1..=MAX_VARIANT_WEIGHT).contains(&variant.weight),
             format!("{at}.weight"),
-            "must be between 1 and 1000",
+            format!("must be between 1 and {MAX_VARIANT_WEIGHT}"),
         );
     }
 }
