@@ -18,13 +18,14 @@ impl Checks {
         }
     }
 
-    /// A display name: 1 to [`MAX_NAME_LEN`] characters after trimming.
+    /// A display name: at most [`MAX_NAME_LEN`] characters, not all whitespace (it is stored
+    /// trimmed).
     pub fn name(&mut self, field: &str, value: &str) {
-        let len = value.trim().chars().count();
+        let ok = value.chars().count() <= MAX_NAME_LEN && !value.trim().is_empty();
         self.check(
-            (1..=MAX_NAME_LEN).contains(&len),
+            ok,
             field,
-            format!("must be 1 to {MAX_NAME_LEN} characters"),
+            format!("must be 1 to {MAX_NAME_LEN} characters, not all whitespace"),
         );
     }
 

@@ -146,7 +146,8 @@ fn add_error_schemas(doc: &mut Value) -> Result<()> {
                 "details": {
                     "type": "array",
                     "minItems": 1,
-                    "description": "Each bad field (validation errors only; absent otherwise).",
+                    "description": "Each field at fault: invalid (422) or not fitting the \
+                        stored state (409). Absent otherwise.",
                     "items": schema_ref("FieldError"),
                 },
             },

@@ -415,12 +415,14 @@ fn check_email(checks: &mut Checks, value: &str) {
     checks.email("email", value.trim());
 }
 
+/// Stored trimmed; checked as given, so that the limit is the one the client sees.
 fn check_from_name(checks: &mut Checks, value: &str) {
-    checks.single_line("from_name", value.trim(), 1, MAX_FROM_NAME_LEN);
+    checks.single_line("from_name", value, 1, MAX_FROM_NAME_LEN);
+    checks.check(!value.trim().is_empty(), "from_name", "must not be blank");
 }
 
 fn check_host(checks: &mut Checks, prefix: &str, value: &str) {
-    checks.host(&format!("{prefix}.host"), value.trim());
+    checks.host(&format!("{prefix}.host"), value);
 }
 
 fn check_port(checks: &mut Checks, prefix: &str, value: u16) {
@@ -840,9 +842,10 @@ fn merge(
         None => {}
     }
 
-    // Encrypted only once the request is known to be valid: a bad field is a 422 even on a
-    // server without encryption keys.
-    checks.finish().map_err(ApiError::Validation)?;
+    // What fails here depends on the stored settings (a 409; the request's own fields were
+    // checked before). Encrypted only once the request is known to fit: a bad field is a 4xx
+    // even on a server without encryption keys.
+    checks.finish().map_err(ApiError::ConflictingFields)?;
     if let Some(password) = new_smtp_password {
         let context = db::smtp_password_context(id);
         v.smtp_password_encrypted = Some(encrypt(cipher, password, &context)?);

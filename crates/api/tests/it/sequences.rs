@@ -1,7 +1,7 @@
 use serde_json::{Value, json};
 
 use crate::fixtures;
-use crate::support::{TestApi, assert_error, assert_field_error};
+use crate::support::{TestApi, assert_conflicting_field, assert_error, assert_field_error};
 
 /// The seed README's example request, verbatim.
 fn seed_example() -> Value {
@@ -163,7 +163,7 @@ async fn invalid_bodies_name_each_field() -> anyhow::Result<()> {
         .await?;
     assert_field_error(status, &error, "status");
 
-    // Mailboxes must be this workspace's.
+    // Mailboxes must be this workspace's: a valid body that does not fit the workspace.
     let (status, error) = api
         .post(
             "/api/v1/sequences",
@@ -171,7 +171,7 @@ async fn invalid_bodies_name_each_field() -> anyhow::Result<()> {
             json!({"name": "x", "mailbox_ids": [uuid::Uuid::now_v7()]}),
         )
         .await?;
-    assert_field_error(status, &error, "mailbox_ids[0]");
+    assert_conflicting_field(status, &error, "mailbox_ids[0]");
     Ok(())
 }
 
@@ -254,7 +254,35 @@ async fn update_changes_only_given_settings() -> anyhow::Result<()> {
             json!({"sending_window": {"end_time": "08:00"}}),
         )
         .await?;
+    // Before the stored start: the body alone is fine.
+    assert_conflicting_field(status, &error, "sending_window.end_time");
+    let (status, error) = api
+        .put(
+            &path,
+            &t.key,
+            json!({"sending_window": {"start_time": "10:00", "end_time": "08:00"}}),
+        )
+        .await?;
     assert_field_error(status, &error, "sending_window.end_time");
+    let (status, moved) = api
+        .put(
+            &path,
+            &t.key,
+            json!({"sending_window": {"start_time": "07:00"}}),
+        )
+        .await?;
+    assert_eq!(status, 200, "{moved}");
+    let (status, moved) = api
+        .put(
+            &path,
+            &t.key,
+            json!({"sending_window": {"end_time": "08:00"}}),
+        )
+        .await?;
+    assert_eq!(
+        status, 200,
+        "an end after the stored start, before the default one: {moved}"
+    );
     let (status, error) = api.put(&path, &t.key, json!({"steps": []})).await?;
     assert_field_error(status, &error, "steps");
     Ok(())
@@ -516,7 +544,7 @@ async fn steps_can_be_reordered_before_anyone_is_enrolled() -> anyhow::Result<()
             json!({"thread_with_previous": true}),
         )
         .await?;
-    assert_field_error(status, &error, "thread_with_previous");
+    assert_conflicting_field(status, &error, "thread_with_previous");
     let (status, error) = api
         .put(
             &format!("{base}/steps/{b}"),
@@ -524,7 +552,7 @@ async fn steps_can_be_reordered_before_anyone_is_enrolled() -> anyhow::Result<()
             json!({"step_order": 9}),
         )
         .await?;
-    assert_field_error(status, &error, "step_order");
+    assert_conflicting_field(status, &error, "step_order");
     let (status, error) = api
         .post(
             &format!("{base}/steps"),
@@ -532,7 +560,7 @@ async fn steps_can_be_reordered_before_anyone_is_enrolled() -> anyhow::Result<()
             json!({"step_order": 7, "subject": "x", "content": "x"}),
         )
         .await?;
-    assert_field_error(status, &error, "step_order");
+    assert_conflicting_field(status, &error, "step_order");
     let (status, error) = api
         .post(
             &format!("{base}/steps"),

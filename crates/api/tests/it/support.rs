@@ -173,6 +173,16 @@ pub fn assert_error(status: u16, body: &Value, expected_status: u16, code: &str)
 
 pub fn assert_field_error(status: u16, body: &Value, field: &str) {
     assert_error(status, body, 422, "validation_failed");
+    assert_names_field(body, field);
+}
+
+/// A 409 naming `field`: valid in itself, but it does not fit what is stored.
+pub fn assert_conflicting_field(status: u16, body: &Value, field: &str) {
+    assert_error(status, body, 409, "conflict");
+    assert_names_field(body, field);
+}
+
+fn assert_names_field(body: &Value, field: &str) {
     let fields: Vec<&str> = body["error"]["details"]
         .as_array()
         .map(|d| d.iter().filter_map(|e| e["field"].as_str()).collect())

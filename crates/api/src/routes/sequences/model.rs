@@ -195,7 +195,7 @@ impl Validate for CreateSequence {
             check_tracking_domain(&mut checks, domain);
         }
         if let Some(window) = &self.sending_window {
-            window.check(&mut checks);
+            window.check(&mut checks, true);
         }
         checks.check(
             self.steps.len() <= MAX_STEPS,
@@ -237,7 +237,8 @@ impl Validate for UpdateSequence {
             check_tracking_domain(&mut checks, domain);
         }
         if let Some(window) = &self.sending_window {
-            window.check(&mut checks);
+            // A time given alone is compared with the stored other by the handler.
+            window.check(&mut checks, false);
         }
         if let Some(ids) = &self.mailbox_ids {
             checks.check(
@@ -324,7 +325,9 @@ impl StepInput {
 }
 
 impl SendingWindow {
-    fn check(&self, checks: &mut Checks) {
+    /// With `defaults`, a missing time is its default (creation); without, the times are
+    /// compared only when both are given (an update, where the stored ones count).
+    fn check(&self, checks: &mut Checks, defaults: bool) {
         if let Some(days) = &self.days {
             checks.check(
                 !days.is_empty(),
@@ -350,8 +353,14 @@ impl SendingWindow {
         if let Some(timezone) = &self.timezone {
             checks.timezone("sending_window.timezone", timezone);
         }
-        let start = start.flatten().unwrap_or(default_start());
-        let end = end.flatten().unwrap_or(default_end());
+        let (start, end) = match (start.flatten(), end.flatten()) {
+            (Some(start), Some(end)) => (start, end),
+            (start, end) if defaults => (
+                start.unwrap_or(default_start()),
+                end.unwrap_or(default_end()),
+            ),
+            _ => return,
+        };
         checks.check(
             start < end,
             "sending_window.end_time",

@@ -52,14 +52,16 @@ async fn add(
             let first = live.first().map_or(1, |s| s.step_order);
             let position = body.step_order.unwrap_or(last + 1);
             if position > last + 1 {
-                return Err(ApiError::invalid(
+                return Err(ApiError::conflicting(
                     "step_order",
                     format!("must be at most {}", last + 1),
                 ));
             }
+            // The body was checked as a later step; as the new first step, the first step's
+            // rules apply too, and failing them is because of the steps already there.
             let mut checks = Checks::default();
             body.check(&mut checks, "", position <= first);
-            checks.finish().map_err(ApiError::Validation)?;
+            checks.finish().map_err(ApiError::ConflictingFields)?;
             if position <= last {
                 domain::db::steps::shift_positions(tx, id, position, 1).await?;
                 domain::db::enrollments::shift_positions(tx, id, position, 1).await?;
@@ -165,7 +167,7 @@ async fn move_step(
     let live = domain::db::steps::live_for(conn, &[sequence_id]).await?;
     let last = live.last().map_or(1, |s| s.step_order);
     if position > last {
-        return Err(ApiError::invalid(
+        return Err(ApiError::conflicting(
             "step_order",
             format!("must be at most {last}"),
         ));
@@ -191,7 +193,7 @@ async fn ensure_first_step(
         return Ok(());
     };
     if first.subject.trim().is_empty() {
-        return Err(ApiError::invalid(
+        return Err(ApiError::conflicting(
             "subject",
             format!(
                 "step {} would become the first step and needs a subject",
@@ -201,7 +203,7 @@ async fn ensure_first_step(
     }
     if first.thread_with_previous {
         if explicit_thread == Some((first.id, true)) {
-            return Err(ApiError::invalid(
+            return Err(ApiError::conflicting(
                 "thread_with_previous",
                 "the first step has no thread to reply in",
             ));
