@@ -124,6 +124,9 @@ pub const MAX_TEXT_LEN: usize = 256;
 pub const MAX_ATTRIBUTES: usize = 100;
 pub const MAX_ATTRIBUTE_KEY_LEN: usize = 64;
 pub const MAX_ATTRIBUTE_VALUE_LEN: usize = 10_000;
+/// Largest magnitude of a number attribute. Beyond it (up to f64::MAX) PostgreSQL gives the
+/// number back as an integer of 309 digits that serde_json cannot read.
+pub const MAX_ATTRIBUTE_NUMBER: f64 = 1e308;
 
 const EMAIL_MESSAGE: &str = "must be an email address such as jane@example.com";
 
@@ -210,11 +213,18 @@ pub fn check_attribute_key(key: &str) -> Result<(), String> {
 }
 
 /// Whether `value` may be an attribute value: a string (no NUL, at most 10,000 characters),
-/// a number or a boolean. Null, arrays and objects are refused: templates cannot show them.
+/// a number (at most [`MAX_ATTRIBUTE_NUMBER`] either way) or a boolean. Null, arrays and
+/// objects are refused: templates cannot show them.
 pub fn check_attribute_value(value: &serde_json::Value) -> Result<(), String> {
     match value {
         serde_json::Value::String(text) => check_text(text, MAX_ATTRIBUTE_VALUE_LEN),
-        serde_json::Value::Number(_) | serde_json::Value::Bool(_) => Ok(()),
+        serde_json::Value::Number(n) => match n.as_f64() {
+            Some(f) if f.abs() <= MAX_ATTRIBUTE_NUMBER => Ok(()),
+            _ => Err(format!(
+                "numbers must be between -{MAX_ATTRIBUTE_NUMBER:e} and {MAX_ATTRIBUTE_NUMBER:e}"
+            )),
+        },
+        serde_json::Value::Bool(_) => Ok(()),
         _ => Err("must be a string, number or boolean".to_owned()),
     }
 }
@@ -319,5 +329,10 @@ mod tests {
         assert_eq!(paths, [".bad key", ".nested", ".title"]);
         assert_eq!(check_attributes(&json!([1])).len(), 1);
         assert!(check_attributes(&json!({"a": "x", "b": true, "c": 2.5})).is_empty());
+        assert!(check_attributes(&json!({"a": 1e308, "b": -1e308})).is_empty());
+        assert_eq!(
+            check_attributes(&json!({"a": 1.7976931348623157e308})).len(),
+            1
+        );
     }
 }

@@ -23,8 +23,8 @@ use crate::routes::sequences::model::{
     MAX_WAIT_HOURS, MAX_WAIT_MINUTES,
 };
 use crate::validation::{
-    MAX_ATTRIBUTE_KEY_LEN, MAX_ATTRIBUTE_VALUE_LEN, MAX_ATTRIBUTES, MAX_EMAIL_LEN, MAX_HOST_LEN,
-    MAX_NAME_LEN, MAX_TEXT_LEN, MAX_URL_LEN,
+    MAX_ATTRIBUTE_KEY_LEN, MAX_ATTRIBUTE_NUMBER, MAX_ATTRIBUTE_VALUE_LEN, MAX_ATTRIBUTES,
+    MAX_EMAIL_LEN, MAX_HOST_LEN, MAX_NAME_LEN, MAX_TEXT_LEN, MAX_URL_LEN,
 };
 
 /// Regular expressions of the validation's string rules (ECMA 262 syntax, as JSON Schema
@@ -281,7 +281,7 @@ fn shared_schemas(doc: &mut Value) -> Result<()> {
             "additionalProperties": {
                 "anyOf": [
                     {"type": "string", "maxLength": MAX_ATTRIBUTE_VALUE_LEN},
-                    {"type": "number"},
+                    {"type": "number", "minimum": -MAX_ATTRIBUTE_NUMBER, "maximum": MAX_ATTRIBUTE_NUMBER},
                     {"type": "boolean"},
                 ],
             },
@@ -418,9 +418,20 @@ fn sequences(doc: &mut Value) -> Result<()> {
     )?;
     merge(
         component(doc, "StepInput")?,
-        json!({"description": "A step. Added to a sequence, it needs a subject and cannot be \
-            `thread_with_previous` when it becomes the first step (409 when that is because of \
-            the steps already there); `step_order` beyond the last step plus one is a 409."}),
+        json!({
+            "description": "A step not sent in the thread (`thread_with_previous: false`) needs \
+                a subject. Added to a sequence, it needs a subject and cannot be \
+                `thread_with_previous` when it becomes the first step (409 when that is because \
+                of the steps already there); `step_order` beyond the last step plus one is a \
+                409.",
+            "not": {
+                "required": ["thread_with_previous"],
+                "properties": {
+                    "thread_with_previous": {"enum": [false]},
+                    "subject": {"pattern": r"^\s*$"},
+                },
+            },
+        }),
     )?;
 
     let seed = json!({
@@ -461,6 +472,32 @@ fn sequences(doc: &mut Value) -> Result<()> {
                               "company": "Example Inc", "attributes": {"plan": "pro"}}],
                "contact_ids": ["01939b8e-6e6a-7cc3-9d3c-2f0e7f3b1a01"]}),
     )?;
+
+    // Enrollments are created by enrolling, and found in the sequence's list.
+    let links: Map<String, Value> = [
+        "getEnrollment",
+        "getEnrollmentEvents",
+        "pauseEnrollment",
+        "resumeEnrollment",
+        "stopEnrollment",
+    ]
+    .into_iter()
+    .map(|id| {
+        (
+            id.to_owned(),
+            json!({
+                "operationId": id,
+                "parameters": {"id": "$response.body#/data/0/id"},
+                "description": "The first enrollment of the page",
+            }),
+        )
+    })
+    .collect();
+    for id in links.keys() {
+        operation_by_id(doc, id)?;
+    }
+    operation(doc, "get", "/sequences/{id}/contacts")?["responses"]["200"]["links"] =
+        Value::Object(links);
 
     let enroll = component(doc, "EnrollContacts")?;
     let item = batch_item();
@@ -900,7 +937,10 @@ fn operations(doc: &mut Value) -> Result<()> {
             "/contacts" => Some(&domain::db::contacts::STATUSES),
             _ => None,
         };
-        for parameter in get["parameters"].as_array_mut().into_iter().flatten() {
+        let Some(Value::Array(parameters)) = get.get_mut("parameters") else {
+            continue;
+        };
+        for parameter in parameters.iter_mut() {
             if parameter["in"] != "query" {
                 continue;
             }
@@ -919,7 +959,7 @@ fn operations(doc: &mut Value) -> Result<()> {
                 _ => {}
             }
         }
-        for parameter in get["parameters"].as_array_mut().into_iter().flatten() {
+        for parameter in parameters.iter_mut() {
             let description = match parameter["name"].as_str() {
                 Some("limit") => format!("Page size, 1 to {MAX_LIMIT} (default {DEFAULT_LIMIT})."),
                 Some("cursor") => "`next_cursor` of the previous page.".to_owned(),
