@@ -937,9 +937,22 @@ fn operations(doc: &mut Value) -> Result<()> {
             "/contacts" => Some(&domain::db::contacts::STATUSES),
             _ => None,
         };
+        let paged = get["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+            .as_str()
+            .is_some_and(|r| r.ends_with("Page"));
         let Some(Value::Array(parameters)) = get.get_mut("parameters") else {
+            if paged {
+                bail!("GET {path} answers a page but documents no query parameters");
+            }
             continue;
         };
+        let names: Vec<&str> = parameters
+            .iter()
+            .filter_map(|p| p["name"].as_str())
+            .collect();
+        if paged && !(names.contains(&"limit") && names.contains(&"cursor")) {
+            bail!("GET {path} answers a page but does not document limit and cursor");
+        }
         for parameter in parameters.iter_mut() {
             if parameter["in"] != "query" {
                 continue;
