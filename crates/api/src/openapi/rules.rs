@@ -305,7 +305,10 @@ fn error_responses(op: &mut Value) {
         ));
     }
     if authenticated {
-        statuses.push((401, "Missing, invalid or revoked credentials (`unauthorized`); with a `WWW-Authenticate: Bearer` header"));
+        statuses.push((
+            401,
+            "Missing, invalid or revoked credentials (`unauthorized`)",
+        ));
     }
     if has_path_id {
         statuses.push((
@@ -344,6 +347,14 @@ fn error_responses(op: &mut Value) {
     }
     for (status, description) in statuses {
         responses[status.to_string()] = error_response(description);
+    }
+    if authenticated {
+        responses["401"]["headers"] = json!({
+            "WWW-Authenticate": {
+                "description": "`Bearer`: the scheme the API expects.",
+                "schema": {"type": "string", "enum": ["Bearer"]},
+            }
+        });
     }
     if rate_limited {
         responses["429"]["headers"] = json!({

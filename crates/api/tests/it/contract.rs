@@ -10,7 +10,8 @@
 //!   with an undocumented method must answer 405 with an `Allow` header naming the
 //!   documented methods and the envelope. Service routes (`/healthz`, `/readyz`, `/metrics`),
 //!   the document itself and Swagger UI are not operations and are not checked.
-//! - A JSON body is validated against the response schema. OpenAPI 3.0 schemas are turned
+//! - A JSON body is validated against the response schema, and documented headers
+//!   (`Retry-After`, `WWW-Authenticate`) must be present and valid. OpenAPI 3.0 schemas are turned
 //!   into JSON Schema 2020-12 (`nullable` becomes `anyOf [..., null]`) and, for responses
 //!   only, object schemas are closed (`additionalProperties: false`): a field the server sends
 //!   but the document does not describe is drift too, though clients are not told to reject
@@ -214,8 +215,19 @@ impl Contract {
         let key = format!("{label} {status} {media}");
         self.validate(&key, &documented["schema"], &instance)
             .with_context(|| format!("{label} answered {status}"))?;
-        if status == 429 && headers.get(reqwest::header::RETRY_AFTER).is_none() {
-            bail!("{label} 429 without Retry-After");
+        for (name, header) in response["headers"].as_object().into_iter().flatten() {
+            let Some(value) = headers.get(name.as_str()).and_then(|v| v.to_str().ok()) else {
+                bail!("{label} {status} without its documented {name} header");
+            };
+            let value = match header["schema"]["type"].as_str() {
+                Some("integer") => value
+                    .parse::<i64>()
+                    .map(|n| json!(n))
+                    .with_context(|| format!("{label} {status}: {name}: {value:?}"))?,
+                _ => json!(value),
+            };
+            self.validate(&format!("{key} {name}"), &header["schema"], &value)
+                .with_context(|| format!("{label} {status}: header {name}"))?;
         }
         Ok(())
     }

@@ -86,6 +86,20 @@ fn the_contract_checker_catches_drift() {
                      "key": "sk_x", "created_at": "2026-01-01T00:00:00Z"});
     let error = contract.check("POST", "/api/v1/api-keys", 201, &json_headers, &bytes(&key));
     assert!(format!("{error:?}").contains("/name"), "{error:?}");
+    // Documented headers must be there.
+    let unauthorized = json!({"error": {"code": "unauthorized", "message": "x"}});
+    let error = contract.check("GET", id, 401, &json_headers, &bytes(&unauthorized));
+    assert!(
+        format!("{error:?}").contains("WWW-Authenticate"),
+        "{error:?}"
+    );
+    let mut challenge = json_headers.clone();
+    challenge.insert("www-authenticate", HeaderValue::from_static("Bearer"));
+    assert!(
+        contract
+            .check("GET", id, 401, &challenge, &bytes(&unauthorized))
+            .is_ok()
+    );
     // Unknown paths must be 404 with the envelope; undocumented methods 405 with Allow.
     assert!(
         contract
