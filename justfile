@@ -39,6 +39,10 @@ openapi:
 bench *ARGS:
     cargo xtask bench {{ARGS}}
 
+# Fuzz a live api with Schemathesis from docs/openapi.json (600 s unless `--duration N`).
+fuzz-api *ARGS:
+    cargo xtask fuzz-api {{ARGS}}
+
 # (Tag: SEQ_IMAGE_TAG, default `dev`, as docker-compose.yml uses. Needs Docker with BuildKit.)
 # Build every service's image, tagged sequence-service/<service>:<tag>.
 docker-build tag=env_var_or_default("SEQ_IMAGE_TAG", "dev"):

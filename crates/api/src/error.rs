@@ -53,6 +53,11 @@ pub enum ApiError {
     NotFound(&'static str),
     #[error("{0}")]
     Conflict(String),
+    /// A request valid in itself whose fields do not fit the stored state (a mailbox id the
+    /// workspace does not have, a position beyond the last step, ...): 409 naming each field,
+    /// since 422 means the request is invalid whatever the state.
+    #[error("conflicts with the current state")]
+    ConflictingFields(Vec<FieldError>),
     #[error("request body exceeds {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("validation failed")]
@@ -77,6 +82,11 @@ impl ApiError {
         Self::Validation(vec![FieldError::new(field, message)])
     }
 
+    /// One field that does not fit the stored state (409).
+    pub fn conflicting(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::ConflictingFields(vec![FieldError::new(field, message)])
+    }
+
     pub fn internal(error: impl Into<anyhow::Error>) -> Self {
         Self::Internal(error.into())
     }
@@ -86,7 +96,7 @@ impl ApiError {
             Self::BadRequest(_) => "bad_request",
             Self::Unauthorized(_) => "unauthorized",
             Self::NotFound(_) => "not_found",
-            Self::Conflict(_) => "conflict",
+            Self::Conflict(_) | Self::ConflictingFields(_) => "conflict",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::Validation(_) => "validation_failed",
             Self::RateLimited { .. } => "rate_limited",
@@ -127,7 +137,7 @@ impl ResponseError for ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Conflict(_) | Self::ConflictingFields(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -141,7 +151,7 @@ impl ResponseError for ApiError {
             tracing::error!(error = format!("{cause:#}"), "request failed");
         }
         let details: &[FieldError] = match self {
-            Self::Validation(details) => details,
+            Self::Validation(details) | Self::ConflictingFields(details) => details,
             _ => &[],
         };
         let mut response = HttpResponse::build(self.status_code());

@@ -95,8 +95,17 @@ fn refuse_nul(bytes: &[u8]) -> Result<(), ApiError> {
     }
 }
 
-/// Deserialises with the path of any failing field.
+/// Deserialises with the path of any failing field. Every body of this API is a JSON object
+/// (serde would also read a struct from an array of its fields in order).
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if let Some(first) = bytes.iter().find(|b| !b.is_ascii_whitespace())
+        && *first != b'{'
+    {
+        return match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            Ok(_) => Err(ApiError::invalid("body", "must be a JSON object")),
+            Err(e) => Err(ApiError::BadRequest(format!("malformed JSON: {e}"))),
+        };
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     match serde_path_to_error::deserialize::<_, T>(&mut deserializer) {
         Ok(value) => deserializer
@@ -114,8 +123,12 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     }
 }
 
-/// Deserialises a JSON value (an item of a batch) into `T`, naming the failing field.
+/// Deserialises a JSON value (an item of a batch) into `T`, naming the failing field. Items
+/// are objects, as bodies are.
 pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, FieldError> {
+    if !value.is_object() {
+        return Err(FieldError::new("body", "must be a JSON object"));
+    }
     serde_path_to_error::deserialize::<_, T>(value).map_err(|error| {
         let path = error.path().to_string();
         field_error(&path, error.inner())
@@ -206,6 +219,13 @@ mod tests {
             error(r#"{"name": "a", "steps": []} trailing"#),
             ApiError::BadRequest(_)
         ));
+    }
+
+    #[test]
+    fn bodies_are_objects() {
+        assert_eq!(field(error("[\"a\", []]")), "body");
+        assert_eq!(field(error(" null")), "body");
+        assert!(matches!(error("[1,"), ApiError::BadRequest(_)));
     }
 
     #[test]

@@ -62,6 +62,7 @@ impl Application {
         let readiness = web::Data::new(base.readiness.clone());
         let metrics = web::Data::new(base.metrics.clone());
         let body_limit = web::Data::new(BodyLimit(base.config.api.max_body_bytes));
+        let document = web::Data::new(openapi::Served::generate()?);
         let max_uri_bytes = base.config.api.max_uri_bytes;
         let settings = server::Settings {
             max_uri_bytes,
@@ -71,15 +72,16 @@ impl Application {
             actix_web::App::new()
                 .app_data(readiness.clone())
                 .app_data(metrics.clone())
+                .app_data(document.clone())
+                .configure(openapi::routes)
                 .configure(domain::service::health::routes)
                 .wrap_api_with_spec(openapi::base_spec())
                 .app_data(state.clone())
                 .app_data(body_limit.clone())
                 .app_data(path_config())
-                // Before the /api/v1 scope, which would otherwise answer 404 for these paths;
-                // the spec is read per request, so routes added later still appear in it.
-                .with_json_spec_v3_at(openapi::SPEC_V3_PATH)
-                .with_json_spec_at(openapi::SPEC_V2_PATH)
+                // Tells Swagger UI where the document is. paperclip's own (Swagger 2.0) route
+                // at that path is never reached: `openapi::routes` came first.
+                .with_json_spec_at(openapi::SPEC_PATH)
                 .with_swagger_ui_at(openapi::SWAGGER_PATHS[0])
                 .with_swagger_ui_at(openapi::SWAGGER_PATHS[1])
                 .configure(routes::configure)

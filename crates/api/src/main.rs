@@ -3,7 +3,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     // `api openapi` prints the OpenAPI document; it needs no configuration or database.
     if std::env::args().nth(1).as_deref() == Some("openapi") {
-        return match api::openapi::document() {
+        return match api::openapi::document_text() {
             Ok(document) => {
                 print!("{document}");
                 ExitCode::SUCCESS

@@ -18,11 +18,15 @@ impl Checks {
         }
     }
 
-    /// A display name: 1 to [`MAX_NAME_LEN`] characters after trimming, on one line.
+    /// A display name: at most [`MAX_NAME_LEN`] characters, not all whitespace (it is stored
+    /// trimmed), on one line.
     pub fn name(&mut self, field: &str, value: &str) {
-        let len = value.trim().chars().count();
-        if !(1..=MAX_NAME_LEN).contains(&len) {
-            self.fail(field, format!("must be 1 to {MAX_NAME_LEN} characters"));
+        let ok = value.chars().count() <= MAX_NAME_LEN && !value.trim().is_empty();
+        if !ok {
+            self.fail(
+                field,
+                format!("must be 1 to {MAX_NAME_LEN} characters, not all whitespace"),
+            );
         } else if let Err(message) = check_line(value, MAX_NAME_LEN) {
             self.fail(field, message);
         }
@@ -30,7 +34,7 @@ impl Checks {
 
     pub fn http_url(&mut self, field: &str, value: &str) {
         let ok = (value.starts_with("https://") || value.starts_with("http://"))
-            && value.len() <= 2000
+            && value.chars().count() <= MAX_URL_LEN
             && !value.chars().any(|c| c.is_whitespace() || c.is_control());
         self.check(ok, field, "must be an http:// or https:// URL");
     }
@@ -67,7 +71,7 @@ impl Checks {
 
     /// A host name or IP address (no scheme, port or path).
     pub fn host(&mut self, field: &str, value: &str) {
-        let ok = (1..=253).contains(&value.len())
+        let ok = (1..=MAX_HOST_LEN).contains(&value.len())
             && value.chars().all(|c| {
                 c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '[' | ']')
             });
@@ -110,8 +114,12 @@ impl Checks {
     }
 }
 
-/// Longest display name (workspaces, keys, sequences).
+/// Longest display name (of a workspace, key or sequence), in characters after trimming.
 pub const MAX_NAME_LEN: usize = 200;
+/// Longest URL accepted, in characters.
+pub const MAX_URL_LEN: usize = 2000;
+/// Longest host name (DNS's limit).
+pub const MAX_HOST_LEN: usize = 253;
 /// Longest address accepted (RFC 5321's path limit less the angle brackets).
 pub const MAX_EMAIL_LEN: usize = 254;
 /// Longest first name, last name, company or title.
@@ -120,6 +128,9 @@ pub const MAX_TEXT_LEN: usize = 256;
 pub const MAX_ATTRIBUTES: usize = 100;
 pub const MAX_ATTRIBUTE_KEY_LEN: usize = 64;
 pub const MAX_ATTRIBUTE_VALUE_LEN: usize = 10_000;
+/// Largest magnitude of a number attribute. Beyond it (up to f64::MAX) PostgreSQL gives the
+/// number back as an integer of 309 digits that serde_json cannot read.
+pub const MAX_ATTRIBUTE_NUMBER: f64 = 1e308;
 
 const EMAIL_MESSAGE: &str = "must be an email address such as jane@example.com";
 
@@ -218,11 +229,18 @@ pub fn check_attribute_key(key: &str) -> Result<(), String> {
 }
 
 /// Whether `value` may be an attribute value: a string (no NUL, at most 10,000 characters),
-/// a number or a boolean. Null, arrays and objects are refused: templates cannot show them.
+/// a number (at most [`MAX_ATTRIBUTE_NUMBER`] either way) or a boolean. Null, arrays and
+/// objects are refused: templates cannot show them.
 pub fn check_attribute_value(value: &serde_json::Value) -> Result<(), String> {
     match value {
         serde_json::Value::String(text) => check_text(text, MAX_ATTRIBUTE_VALUE_LEN),
-        serde_json::Value::Number(_) | serde_json::Value::Bool(_) => Ok(()),
+        serde_json::Value::Number(n) => match n.as_f64() {
+            Some(f) if f.abs() <= MAX_ATTRIBUTE_NUMBER => Ok(()),
+            _ => Err(format!(
+                "numbers must be between -{MAX_ATTRIBUTE_NUMBER:e} and {MAX_ATTRIBUTE_NUMBER:e}"
+            )),
+        },
+        serde_json::Value::Bool(_) => Ok(()),
         _ => Err("must be a string, number or boolean".to_owned()),
     }
 }
@@ -359,5 +377,10 @@ mod tests {
         assert_eq!(paths, [".bad key", ".nested", ".title"]);
         assert_eq!(check_attributes(&json!([1])).len(), 1);
         assert!(check_attributes(&json!({"a": "x", "b": true, "c": 2.5})).is_empty());
+        assert!(check_attributes(&json!({"a": 1e308, "b": -1e308})).is_empty());
+        assert_eq!(
+            check_attributes(&json!({"a": 1.7976931348623157e308})).len(),
+            1
+        );
     }
 }

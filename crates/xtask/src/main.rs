@@ -5,6 +5,7 @@ mod apt;
 mod cargo;
 mod commands;
 mod deploy_tools;
+mod fuzz;
 mod infra;
 mod interrupt;
 mod java;
@@ -70,6 +71,18 @@ enum Cmd {
     },
     /// Formatting check and clippy with warnings as errors, as CI runs them.
     Lint,
+    /// Fuzz a live api with Schemathesis from docs/openapi.json (every check, every phase)
+    /// for a while; exits non-zero when a check failed. ARGS go to `schemathesis run`.
+    FuzzApi {
+        /// How long Schemathesis runs, in seconds.
+        #[arg(long, default_value_t = 600)]
+        duration: u64,
+        /// Fuzz a release build of the api.
+        #[arg(long)]
+        release: bool,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Print the OpenAPI document (delegates to `api openapi`).
     Openapi {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -126,6 +139,18 @@ fn run(command: Cmd) -> Result<ExitCode> {
         }
         Cmd::Bench { args } => commands::bench(&paths, &args),
         Cmd::Lint => commands::lint(&paths),
+        Cmd::FuzzApi {
+            duration,
+            release,
+            args,
+        } => fuzz::run(
+            &paths,
+            &fuzz::Options {
+                duration,
+                release,
+                extra: args,
+            },
+        ),
         Cmd::Openapi { args } => commands::openapi(&paths, &args),
     }
 }
@@ -156,6 +181,43 @@ mod tests {
             Ok(Cmd::Test { args }) => args,
             _ => panic!("not parsed as test: {argv:?}"),
         }
+    }
+
+    #[test]
+    fn fuzz_api_takes_a_duration_and_passes_the_rest_to_schemathesis() {
+        let parse = |argv: &[&str]| {
+            let argv = keep_separator(argv.iter().map(|s| s.to_string()).collect());
+            match Cli::try_parse_from(&argv).map(|cli| cli.command) {
+                Ok(Cmd::FuzzApi {
+                    duration,
+                    release,
+                    args,
+                }) => (duration, release, args),
+                _ => panic!("not parsed as fuzz-api: {argv:?}"),
+            }
+        };
+        assert_eq!(parse(&["xtask", "fuzz-api"]), (600, false, vec![]));
+        assert_eq!(
+            parse(&[
+                "xtask",
+                "fuzz-api",
+                "--duration",
+                "60",
+                "--release",
+                "--",
+                "--seed",
+                "1"
+            ]),
+            (60, true, vec!["--seed".to_owned(), "1".to_owned()])
+        );
+        assert_eq!(
+            parse(&["xtask", "fuzz-api", "--", "--phases", "fuzzing"]),
+            (
+                600,
+                false,
+                vec!["--phases".to_owned(), "fuzzing".to_owned()]
+            )
+        );
     }
 
     #[test]

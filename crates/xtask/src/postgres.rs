@@ -88,6 +88,18 @@ pub fn create_database_if_missing(admin_url: &str, database: &str) -> Result<()>
     Ok(())
 }
 
+/// Drops `database` (disconnecting its sessions) if it exists.
+pub fn drop_database(admin_url: &str, database: &str) -> Result<()> {
+    psql(
+        admin_url,
+        &[format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            quote_ident(database)
+        )],
+    )?;
+    Ok(())
+}
+
 /// Drops `test_%` databases left behind by interrupted test runs (tests create one
 /// database each and normally drop it themselves).
 pub fn drop_test_databases(admin_url: &str) -> Result<()> {

@@ -137,8 +137,8 @@ async fn enroll_in(
             .get("email")
             .and_then(|e| e.as_str())
             .map(str::to_owned);
-        let prepared = serde_json::from_value::<ContactInput>(item.0)
-            .map_err(|e| e.to_string())
+        let prepared = crate::extract::from_value::<ContactInput>(item.0)
+            .map_err(|e| format!("{}: {}", e.field, e.message))
             .and_then(|input| {
                 normalise(&input).map_err(|errors| {
                     errors

@@ -32,11 +32,15 @@ use crate::state::AppState;
 use crate::validation::Checks;
 
 const DEFAULT_DAILY_LIMIT: i32 = 30;
-const MAX_DAILY_LIMIT: i64 = 10_000;
+pub(crate) const MAX_DAILY_LIMIT: i64 = 10_000;
 const DEFAULT_MIN_INTERVAL_SECONDS: i32 = 120;
 const DEFAULT_JITTER_SECONDS: i32 = 60;
 /// A day: spacing beyond that is a typo, not a sending strategy.
-const MAX_SPACING_SECONDS: i64 = 86_400;
+pub(crate) const MAX_SPACING_SECONDS: i64 = 86_400;
+/// Longest `from_name`, SMTP/IMAP username and password, in characters.
+pub(crate) const MAX_FROM_NAME_LEN: usize = 200;
+pub(crate) const MAX_USERNAME_LEN: usize = 320;
+pub(crate) const MAX_PASSWORD_LEN: usize = 1024;
 const DEFAULT_WARMUP_START_LIMIT: i32 = 5;
 const DEFAULT_WARMUP_DAILY_INCREASE: i32 = 2;
 const DEFAULT_TIMEZONE: &str = "UTC";
@@ -412,12 +416,14 @@ fn check_email(checks: &mut Checks, value: &str) {
     checks.email("email", value.trim());
 }
 
+/// Stored trimmed; checked as given, so that the limit is the one the client sees.
 fn check_from_name(checks: &mut Checks, value: &str) {
-    checks.single_line("from_name", value.trim(), 1, 200);
+    checks.single_line("from_name", value, 1, MAX_FROM_NAME_LEN);
+    checks.check(!value.trim().is_empty(), "from_name", "must not be blank");
 }
 
 fn check_host(checks: &mut Checks, prefix: &str, value: &str) {
-    checks.host(&format!("{prefix}.host"), value.trim());
+    checks.host(&format!("{prefix}.host"), value);
 }
 
 fn check_port(checks: &mut Checks, prefix: &str, value: u16) {
@@ -429,12 +435,17 @@ fn check_port(checks: &mut Checks, prefix: &str, value: u16) {
 }
 
 fn check_username(checks: &mut Checks, prefix: &str, value: &str) {
-    checks.single_line(&format!("{prefix}.username"), value, 1, 320);
+    checks.single_line(&format!("{prefix}.username"), value, 1, MAX_USERNAME_LEN);
 }
 
 fn check_password(checks: &mut Checks, prefix: &str, value: &Password) {
     // Control characters (CR, LF, NUL) cannot travel in SMTP AUTH or IMAP LOGIN.
-    checks.single_line(&format!("{prefix}.password"), value.expose(), 1, 1024);
+    checks.single_line(
+        &format!("{prefix}.password"),
+        value.expose(),
+        1,
+        MAX_PASSWORD_LEN,
+    );
 }
 
 fn check_limits(
@@ -856,9 +867,10 @@ fn merge(
         None => {}
     }
 
-    // Encrypted only once the request is known to be valid: a bad field is a 422 even on a
-    // server without encryption keys.
-    checks.finish().map_err(ApiError::Validation)?;
+    // What fails here depends on the stored settings (a 409; the request's own fields were
+    // checked before). Encrypted only once the request is known to fit: a bad field is a 4xx
+    // even on a server without encryption keys.
+    checks.finish().map_err(ApiError::ConflictingFields)?;
     if let Some(password) = new_smtp_password {
         let context = db::smtp_password_context(id);
         v.smtp_password_encrypted = Some(encrypt(cipher, password, &context)?);

@@ -25,7 +25,7 @@ pub struct Message {
     pub step_order: i32,
     pub variant_index: Option<i32>,
     /// queued, sending, sent, failed, bounced, unknown (no reply after the data was sent;
-    /// never retried automatically) or cancelled.
+    /// never retried automatically), cancelled or retrying (waiting for its next attempt).
     pub status: String,
     pub attempts: i32,
     pub subject: Option<String>,

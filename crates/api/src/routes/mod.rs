@@ -1,17 +1,17 @@
 //! `/api/v1` routes, each documented in the OpenAPI spec through paperclip.
 
-mod api_keys;
-mod contacts;
-mod contacts_import;
-mod enroll;
-mod enrollments;
-mod health;
-mod mailboxes;
-mod messages;
-mod sequences;
-mod stats;
-mod suppressions;
-mod workspaces;
+pub(crate) mod api_keys;
+pub(crate) mod contacts;
+pub(crate) mod contacts_import;
+pub(crate) mod enroll;
+pub(crate) mod enrollments;
+pub(crate) mod health;
+pub(crate) mod mailboxes;
+pub(crate) mod messages;
+pub(crate) mod sequences;
+pub(crate) mod stats;
+pub(crate) mod suppressions;
+pub(crate) mod workspaces;
 
 use paperclip::actix::web;
 

@@ -22,6 +22,30 @@ async fn malformed_json_is_400() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn a_body_must_be_an_object() -> anyhow::Result<()> {
+    let api = TestApi::start().await?;
+    let tenant = api.tenant("acme").await?;
+    // serde would read a struct from an array of its fields in order.
+    let (status, error) = api
+        .post("/api/v1/api-keys", &tenant.key, json!(["CRM sync"]))
+        .await?;
+    assert_field_error(status, &error, "body");
+    let (status, error) = api
+        .post(
+            "/api/v1/contacts",
+            &tenant.key,
+            json!({"contacts": [["x@example.com"]]}),
+        )
+        .await?;
+    assert_eq!(status, 200, "{error}");
+    assert_eq!(
+        error["rejected"][0]["reason"],
+        "item: must be a JSON object"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn fields_a_client_does_not_own_are_rejected() -> anyhow::Result<()> {
     let api = TestApi::start().await?;
     let tenant = api.tenant("acme").await?;

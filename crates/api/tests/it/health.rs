@@ -28,6 +28,13 @@ async fn unready_when_database_unreachable() -> anyhow::Result<()> {
     let running = tokio::spawn(app.run_until_stopped(shutdown.clone()));
 
     assert_unready_without_database(&base_url).await?;
+    // The seed's health check says the same, as documented.
+    let response = reqwest::get(format!("{base_url}/api/v1/health")).await?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.bytes().await?;
+    assert_eq!(status, 503);
+    crate::contract::contract().check("GET", "/api/v1/health", status, &headers, &body)?;
 
     shutdown.cancel();
     running.await??;
@@ -54,6 +61,11 @@ async fn seed_health_endpoint_answers() -> anyhow::Result<()> {
     )
     .await?;
     assert_eq!(body["status"], "ready");
+    let response = reqwest::get(format!("{base_url}/api/v1/health")).await?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let bytes = response.bytes().await?;
+    crate::contract::contract().check("GET", "/api/v1/health", status, &headers, &bytes)?;
 
     shutdown.cancel();
     running.await??;

@@ -14,7 +14,9 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use uuid::Uuid;
 
-use crate::support::{ENCRYPTION_KEYS, TestApi, assert_error, assert_field_error};
+use crate::support::{
+    ENCRYPTION_KEYS, TestApi, assert_conflicting_field, assert_error, assert_field_error,
+};
 
 const SMTP_PASSWORD: &str = "smtp-Pa55word-never-shown";
 const IMAP_PASSWORD: &str = "imap-Pa55word-never-shown";
@@ -420,6 +422,14 @@ async fn invalid_fields_are_422_naming_each() -> anyhow::Result<()> {
         ("status", json!({"status": "error"})),
         ("timezone", json!({"timezone": "Nowhere/Land"})),
         ("smtp.security", json!({"smtp": {"security": "ssl"}})),
+        ("id", json!({"id": Uuid::now_v7()})),
+    ];
+    for (field, body) in updates {
+        let (status, error) = api.put(&path, &tenant.key, body).await?;
+        assert_field_error(status, &error, field);
+    }
+    // Valid bodies that need settings this mailbox does not have: 409.
+    let conflicts = [
         ("smtp.password", json!({"smtp": {"username": "someone"}})),
         ("smtp.username", json!({"smtp": {"password": "pw"}})),
         (
@@ -427,11 +437,10 @@ async fn invalid_fields_are_422_naming_each() -> anyhow::Result<()> {
             json!({"imap": {"host": "imap.acme.example", "port": 993, "security": "tls", "username": "u"}}),
         ),
         ("imap.host", json!({"imap": {"port": 993}})),
-        ("id", json!({"id": Uuid::now_v7()})),
     ];
-    for (field, body) in updates {
+    for (field, body) in conflicts {
         let (status, error) = api.put(&path, &tenant.key, body).await?;
-        assert_field_error(status, &error, field);
+        assert_conflicting_field(status, &error, field);
     }
     let (_, unchanged) = api.get(&path, &tenant.key).await?;
     assert_eq!(unchanged, created, "rejected updates change nothing");

@@ -2,6 +2,7 @@
 
 mod api_keys;
 mod contacts;
+mod contract;
 mod enroll;
 mod enrollments;
 mod errors;

@@ -1,7 +1,7 @@
 use serde_json::{Value, json};
 
 use crate::fixtures;
-use crate::support::{TestApi, assert_error, assert_field_error};
+use crate::support::{TestApi, assert_conflicting_field, assert_error, assert_field_error};
 
 /// The seed README's example request, byte for byte.
 const SEED_EXAMPLE: &str = r#"{"name": "Welcome Sequence", "open_tracking_enabled": true, "click_tracking_enabled": true, "steps": [{"step_order": 0, "subject": "Welcome!", "content": "Hi {name}, welcome!", "wait_days": 0}]}"#;
@@ -243,7 +243,7 @@ async fn invalid_bodies_name_each_field() -> anyhow::Result<()> {
         .await?;
     assert_field_error(status, &error, "status");
 
-    // Mailboxes must be this workspace's.
+    // Mailboxes must be this workspace's: a valid body that does not fit the workspace.
     let (status, error) = api
         .post(
             "/api/v1/sequences",
@@ -251,7 +251,7 @@ async fn invalid_bodies_name_each_field() -> anyhow::Result<()> {
             json!({"name": "x", "mailbox_ids": [uuid::Uuid::now_v7()]}),
         )
         .await?;
-    assert_field_error(status, &error, "mailbox_ids[0]");
+    assert_conflicting_field(status, &error, "mailbox_ids[0]");
     Ok(())
 }
 
@@ -332,7 +332,35 @@ async fn update_changes_only_given_settings() -> anyhow::Result<()> {
             json!({"sending_window": {"end_time": "08:00"}}),
         )
         .await?;
+    // Before the stored start: the body alone is fine.
+    assert_conflicting_field(status, &error, "sending_window.end_time");
+    let (status, error) = api
+        .put(
+            &path,
+            &t.key,
+            json!({"sending_window": {"start_time": "10:00", "end_time": "08:00"}}),
+        )
+        .await?;
     assert_field_error(status, &error, "sending_window.end_time");
+    let (status, moved) = api
+        .put(
+            &path,
+            &t.key,
+            json!({"sending_window": {"start_time": "07:00"}}),
+        )
+        .await?;
+    assert_eq!(status, 200, "{moved}");
+    let (status, moved) = api
+        .put(
+            &path,
+            &t.key,
+            json!({"sending_window": {"end_time": "08:00"}}),
+        )
+        .await?;
+    assert_eq!(
+        status, 200,
+        "an end after the stored start, before the default one: {moved}"
+    );
     let (status, error) = api.put(&path, &t.key, json!({"steps": []})).await?;
     assert_field_error(status, &error, "steps");
     Ok(())
@@ -608,7 +636,7 @@ async fn steps_can_be_reordered_before_anyone_is_enrolled() -> anyhow::Result<()
             json!({"thread_with_previous": true}),
         )
         .await?;
-    assert_field_error(status, &error, "thread_with_previous");
+    assert_conflicting_field(status, &error, "thread_with_previous");
     // Keys are unique: one another step has is a conflict, a negative one invalid.
     let (status, error) = api
         .put(
@@ -617,7 +645,7 @@ async fn steps_can_be_reordered_before_anyone_is_enrolled() -> anyhow::Result<()
             json!({"step_order": 15}),
         )
         .await?;
-    assert_error(status, &error, 409, "conflict");
+    assert_conflicting_field(status, &error, "step_order");
     let (status, error) = api
         .post(
             &format!("{base}/steps"),
@@ -625,7 +653,7 @@ async fn steps_can_be_reordered_before_anyone_is_enrolled() -> anyhow::Result<()
             json!({"step_order": 10, "subject": "x", "content": "x"}),
         )
         .await?;
-    assert_error(status, &error, 409, "conflict");
+    assert_conflicting_field(status, &error, "step_order");
     let (status, error) = api
         .post(
             &format!("{base}/steps"),

@@ -5,6 +5,8 @@ use domain::testing::{TestDatabase, test_config_for};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use crate::contract;
+
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
 /// `security.encryption_keys` of every test server (unless a test changes it).
 pub const ENCRYPTION_KEYS: &str = "1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
@@ -63,16 +65,29 @@ impl TestApi {
     ) -> anyhow::Result<(u16, Value)> {
         let mut request = self
             .client
-            .request(method, format!("{}{path}", self.base_url));
+            .request(method.clone(), format!("{}{path}", self.base_url));
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
         if let Some(body) = body {
             request = request.json(body);
         }
+        self.send(method, path, request).await
+    }
+
+    /// Sends, checks the answer against the committed OpenAPI document (`contract`), and
+    /// returns the status and the JSON body (null when there is none).
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        request: reqwest::RequestBuilder,
+    ) -> anyhow::Result<(u16, Value)> {
         let response = request.send().await?;
         let status = response.status().as_u16();
+        let headers = response.headers().clone();
         let bytes = response.bytes().await?;
+        contract::contract().check(method.as_str(), path, status, &headers, &bytes)?;
         Ok((
             status,
             serde_json::from_slice(&bytes).unwrap_or(Value::Null),
@@ -89,19 +104,13 @@ impl TestApi {
     ) -> anyhow::Result<(u16, Value)> {
         let mut request = self
             .client
-            .request(method, format!("{}{path}", self.base_url))
+            .request(method.clone(), format!("{}{path}", self.base_url))
             .header("content-type", content_type)
             .body(body);
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
-        let response = request.send().await?;
-        let status = response.status().as_u16();
-        let bytes = response.bytes().await?;
-        Ok((
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        ))
+        self.send(method, path, request).await
     }
 
     pub async fn get(&self, path: &str, key: &str) -> anyhow::Result<(u16, Value)> {
@@ -164,6 +173,16 @@ pub fn assert_error(status: u16, body: &Value, expected_status: u16, code: &str)
 
 pub fn assert_field_error(status: u16, body: &Value, field: &str) {
     assert_error(status, body, 422, "validation_failed");
+    assert_names_field(body, field);
+}
+
+/// A 409 naming `field`: valid in itself, but it does not fit what is stored.
+pub fn assert_conflicting_field(status: u16, body: &Value, field: &str) {
+    assert_error(status, body, 409, "conflict");
+    assert_names_field(body, field);
+}
+
+fn assert_names_field(body: &Value, field: &str) {
     let fields: Vec<&str> = body["error"]["details"]
         .as_array()
         .map(|d| d.iter().filter_map(|e| e["field"].as_str()).collect())

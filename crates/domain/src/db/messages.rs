@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::schema::{contacts, enrollments, messages, steps};
 
-pub const STATUSES: [&str; 7] = [
+pub const STATUSES: [&str; 8] = [
     "queued",
     "sending",
     "sent",
@@ -16,6 +16,7 @@ pub const STATUSES: [&str; 7] = [
     "bounced",
     "unknown",
     "cancelled",
+    "retrying",
 ];
 
 /// A message as the API lists it, with its contact's address (select it from `messages`

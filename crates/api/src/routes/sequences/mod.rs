@@ -199,9 +199,11 @@ async fn update(
                 .and_then(parse_time)
                 .unwrap_or(current.window_end);
             if start >= end {
-                return Err(ApiError::invalid(
+                // Both times given were compared by the body's validation: one of them is
+                // stored.
+                return Err(ApiError::conflicting(
                     "sending_window.end_time",
-                    "must be after start_time",
+                    "must be after start_time (the window's stored times count)",
                 ));
             }
             let changes = SequenceChanges {
@@ -309,7 +311,7 @@ async fn check_mailboxes(
     if errors.is_empty() {
         Ok(())
     } else {
-        Err(ApiError::Validation(errors))
+        Err(ApiError::ConflictingFields(errors))
     }
 }
 

@@ -12,7 +12,15 @@ use crate::validation::Checks;
 
 pub const DAY_NAMES: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 pub const MAX_STEPS: usize = 50;
-const MAX_VARIANTS: usize = 10;
+pub const MAX_VARIANTS: usize = 10;
+/// Most mailboxes in a sequence's rotation pool.
+pub const MAX_MAILBOXES: usize = 100;
+/// Longest wait before a step, in each unit (a year).
+pub const MAX_WAIT_DAYS: i32 = 365;
+pub const MAX_WAIT_HOURS: i32 = 24 * 365;
+pub const MAX_WAIT_MINUTES: i32 = 60 * 24 * 365;
+/// A variant's weight is 1 to this.
+pub const MAX_VARIANT_WEIGHT: u32 = 1000;
 
 /// The seed's body (`name`, `open_tracking_enabled`, `click_tracking_enabled`, `steps[]`)
 /// plus the sending window, rotation pool and behaviour flags.
@@ -200,7 +208,7 @@ impl Validate for CreateSequence {
             check_tracking_domain(&mut checks, domain);
         }
         if let Some(window) = &self.sending_window {
-            window.check(&mut checks);
+            window.check(&mut checks, true);
         }
         checks.check(
             self.steps.len() <= MAX_STEPS,
@@ -218,9 +226,9 @@ impl Validate for CreateSequence {
             step.check(&mut checks, &format!("steps[{i}]"), Some(keys[i]) == first);
         }
         checks.check(
-            self.mailbox_ids.len() <= 100,
+            self.mailbox_ids.len() <= MAX_MAILBOXES,
             "mailbox_ids",
-            "at most 100 mailboxes",
+            format!("at most {MAX_MAILBOXES} mailboxes"),
         );
         checks.finish()
     }
@@ -236,10 +244,15 @@ impl Validate for UpdateSequence {
             check_tracking_domain(&mut checks, domain);
         }
         if let Some(window) = &self.sending_window {
-            window.check(&mut checks);
+            // A time given alone is compared with the stored other by the handler.
+            window.check(&mut checks, false);
         }
         if let Some(ids) = &self.mailbox_ids {
-            checks.check(ids.len() <= 100, "mailbox_ids", "at most 100 mailboxes");
+            checks.check(
+                ids.len() <= MAX_MAILBOXES,
+                "mailbox_ids",
+                format!("at most {MAX_MAILBOXES} mailboxes"),
+            );
         }
         checks.finish()
     }
@@ -319,7 +332,9 @@ impl StepInput {
 }
 
 impl SendingWindow {
-    fn check(&self, checks: &mut Checks) {
+    /// With `defaults`, a missing time is its default (creation); without, the times are
+    /// compared only when both are given (an update, where the stored ones count).
+    fn check(&self, checks: &mut Checks, defaults: bool) {
         if let Some(days) = &self.days {
             checks.check(
                 !days.is_empty(),
@@ -345,8 +360,14 @@ impl SendingWindow {
         if let Some(timezone) = &self.timezone {
             checks.timezone("sending_window.timezone", timezone);
         }
-        let start = start.flatten().unwrap_or(default_start());
-        let end = end.flatten().unwrap_or(default_end());
+        let (start, end) = match (start.flatten(), end.flatten()) {
+            (Some(start), Some(end)) => (start, end),
+            (start, end) if defaults => (
+                start.unwrap_or(default_start()),
+                end.unwrap_or(default_end()),
+            ),
+            _ => return,
+        };
         checks.check(
             start < end,
             "sending_window.end_time",
@@ -396,11 +417,22 @@ pub fn positions(keys: &[i32]) -> Vec<i32> {
         .collect()
 }
 
+/// The smallest `step_order` key.
+pub const MIN_STEP_ORDER: i32 = 0;
+
 fn check_step_order(checks: &mut Checks, field: &str, order: i32) {
-    checks.check(order >= 0, field, "must be 0 or more");
+    checks.check(
+        order >= MIN_STEP_ORDER,
+        field,
+        format!("must be {MIN_STEP_ORDER} or more"),
+    );
 }
 
+/// `HH:MM` (or `H:M`); chrono would also skip whitespace before each number.
 pub fn parse_time(value: &str) -> Option<NaiveTime> {
+    if !value.bytes().all(|b| b.is_ascii_digit() || b == b':') {
+        return None;
+    }
     NaiveTime::parse_from_str(value, "%H:%M").ok()
 }
 
@@ -422,7 +454,7 @@ fn join(prefix: &str, name: &str) -> String {
 
 fn check_tracking_domain(checks: &mut Checks, domain: &str) {
     let ok = !domain.is_empty()
-        && domain.len() <= 253
+        && domain.len() <= crate::validation::MAX_HOST_LEN
         && domain.contains('.')
         && domain
             .chars()
@@ -451,9 +483,9 @@ fn check_waits(
     minutes: Option<i32>,
 ) {
     for (name, value, max) in [
-        ("wait_days", days, 365),
-        ("wait_hours", hours, 24 * 365),
-        ("wait_minutes", minutes, 60 * 24 * 365),
+        ("wait_days", days, MAX_WAIT_DAYS),
+        ("wait_hours", hours, MAX_WAIT_HOURS),
+        ("wait_minutes", minutes, MAX_WAIT_MINUTES),
     ] {
         if let Some(value) = value {
             checks.check(
@@ -476,9 +508,9 @@ fn check_variants(checks: &mut Checks, prefix: &str, variants: &[Variant]) {
         check_template(checks, &format!("{at}.subject"), &variant.subject, true);
         check_template(checks, &format!("{at}.content"), &variant.content, false);
         checks.check(
-            (1..=1000).contains(&variant.weight),
+            (1..=MAX_VARIANT_WEIGHT).contains(&variant.weight),
             format!("{at}.weight"),
-            "must be between 1 and 1000",
+            format!("must be between 1 and {MAX_VARIANT_WEIGHT}"),
         );
     }
 }

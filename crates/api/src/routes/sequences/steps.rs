@@ -56,9 +56,11 @@ async fn add(
             });
             key_free(&live, None, key)?;
             let position = position_of(&live, None, key);
+            // The body was checked as a later step; as the new first step, the first step's
+            // rules apply too, and failing them is because of the steps already there.
             let mut checks = Checks::default();
             body.check(&mut checks, "", position == 1);
-            checks.finish().map_err(ApiError::Validation)?;
+            checks.finish().map_err(ApiError::ConflictingFields)?;
             let last = live.last().map_or(0, |s| s.step_order);
             if position <= last {
                 domain::db::steps::shift_positions(tx, id, position, 1).await?;
@@ -85,10 +87,10 @@ fn key_free(
         .iter()
         .find(|s| Some(s.id) != except && s.order_key == key)
     {
-        Some(taken) => Err(ApiError::Conflict(format!(
-            "step_order {key} is already the key of step {}",
-            taken.id
-        ))),
+        Some(taken) => Err(ApiError::conflicting(
+            "step_order",
+            format!("{key} is already the step_order of step {}", taken.id),
+        )),
         None => Ok(()),
     }
 }
@@ -200,7 +202,7 @@ async fn move_step(
     let live = domain::db::steps::live_for(conn, &[sequence_id]).await?;
     let last = live.last().map_or(1, |s| s.step_order);
     if position > last {
-        return Err(ApiError::invalid(
+        return Err(ApiError::conflicting(
             "step_order",
             format!("must be at most {last}"),
         ));
@@ -226,17 +228,17 @@ async fn ensure_first_step(
         return Ok(());
     };
     if first.subject.trim().is_empty() {
-        return Err(ApiError::invalid(
+        return Err(ApiError::conflicting(
             "subject",
             format!(
-                "step {} would become the first step and needs a subject",
-                first.step_order
+                "the step with step_order {} would become the first step and needs a subject",
+                first.order_key
             ),
         ));
     }
     if first.thread_with_previous {
         if explicit_thread == Some((first.id, true)) {
-            return Err(ApiError::invalid(
+            return Err(ApiError::conflicting(
                 "thread_with_previous",
                 "the first step has no thread to reply in",
             ));
