@@ -94,6 +94,13 @@ fn with_database(
         // The fuzzer is one client sending as fast as it can; 429s would only slow it.
         ("SEQ_API__RATE_LIMIT_PER_SECOND", "1000000".to_owned()),
         ("SEQ_API__RATE_LIMIT_BURST", "1000000".to_owned()),
+        // The hooks point every mailbox at 127.0.0.1:9, where nothing listens; without this
+        // the outbound guard would refuse those hosts (a 422 the document cannot predict,
+        // as it depends on this setting).
+        (
+            "SEQ_SECURITY__ALLOWED_PRIVATE_NETWORKS",
+            "[\"127.0.0.0/8\"]".to_owned(),
+        ),
         ("SEQ_TELEMETRY__LOG_FORMAT", "pretty".to_owned()),
         ("NO_COLOR", "1".to_owned()),
     ];

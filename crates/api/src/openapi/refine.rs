@@ -650,7 +650,15 @@ fn reasons_or_null() -> Vec<Value> {
 }
 
 fn mailboxes(doc: &mut Value) -> Result<()> {
-    let host = json!({"pattern": patterns::HOST, "maxLength": MAX_HOST_LEN});
+    let host = json!({
+        "pattern": patterns::HOST,
+        "maxLength": MAX_HOST_LEN,
+        "description": "The platform connects to public addresses only: an IP address in a \
+            loopback, private, link-local, shared, multicast, documentation or other \
+            non-public range (or an IPv4-mapped form of one) is refused (422), and a name that \
+            resolves to one fails its check (`refused: resolves to a private address`), \
+            unless the operator allows the network (`security.allowed_private_networks`).",
+    });
     let port = json!({"minimum": 1});
     let username =
         json!({"minLength": 1, "maxLength": MAX_USERNAME_LEN, "pattern": patterns::SINGLE_LINE});

@@ -11,6 +11,8 @@
 //!   401 for authenticated ones and 429 for those under the per-key rate limit, 404 for those
 //!   with path ids (a malformed id is an id that does not exist), 413 for those with a body,
 //!   414 and 500 for all. Statuses that depend on the operation (409, 503) are in `refine`.
+//! - **query strings**: `extract::Query` refuses a control character in any query value, so
+//!   every free string parameter has the single-line pattern.
 //! - **links**: from each `201` of a create to the operations on the created resource
 //!   (`/sequences` to `/sequences/{id}` and `/sequences/{id}/activate`, ...), the id taken
 //!   from `$response.body#/id`, so that stateful clients and fuzzers can follow them.
@@ -62,6 +64,7 @@ pub fn apply(doc: &mut Value) -> Result<()> {
             op["operationId"] = json!(id);
             nullable_when_optional(op);
             bounded_int32(op);
+            single_line_queries(op);
             error_responses(op);
         }
     }
@@ -69,6 +72,23 @@ pub fn apply(doc: &mut Value) -> Result<()> {
         links(doc, path)?;
     }
     Ok(())
+}
+
+/// Query parameters are text on one line (`extract::Query`): a string parameter without a
+/// pattern or an enum of its own gets the single-line one.
+fn single_line_queries(op: &mut Value) {
+    for parameter in op["parameters"].as_array_mut().into_iter().flatten() {
+        if parameter["in"] != "query" {
+            continue;
+        }
+        let schema = &mut parameter["schema"];
+        if schema["type"] == "string"
+            && schema.get("pattern").is_none()
+            && schema.get("enum").is_none()
+        {
+            schema["pattern"] = json!(super::refine::patterns::SINGLE_LINE);
+        }
+    }
 }
 
 /// Marks the properties left out of `required` as nullable, in `schema` and below it.

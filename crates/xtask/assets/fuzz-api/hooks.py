@@ -116,20 +116,25 @@ def _steps(steps):
     step without a subject sent in the thread."""
     if not isinstance(steps, list) or not all(isinstance(s, dict) for s in steps):
         return
+    # As the API numbers them: keys given are kept (made unique here), steps without one
+    # come after the largest, in list order.
     seen = set()
-    for index, step in enumerate(steps):
+    for step in steps:
         order = step.get("step_order")
-        if not isinstance(order, int) or isinstance(order, bool):
-            order = index + 1
-        while order in seen:
-            order += 1
-        if "step_order" in step and isinstance(step["step_order"], int):
+        if isinstance(order, int) and not isinstance(order, bool):
+            while order in seen:
+                order += 1
             step["step_order"] = order
-        seen.add(order)
-    orders = [
-        s["step_order"] if isinstance(s.get("step_order"), int) else i + 1
-        for i, s in enumerate(steps)
-    ]
+            seen.add(order)
+    following = max(seen) + 1 if seen else 1
+    orders = []
+    for step in steps:
+        order = step.get("step_order")
+        if isinstance(order, int) and not isinstance(order, bool):
+            orders.append(order)
+        else:
+            orders.append(following)
+            following += 1
     if not orders:
         return
     first = orders.index(min(orders))
