@@ -54,7 +54,7 @@ pub enum ApiError {
     #[error("{0}")]
     Conflict(String),
     /// A request valid in itself whose fields do not fit the stored state (a mailbox id the
-    /// workspace does not have, a position beyond the last step, ...): 409 naming each field,
+    /// workspace does not have, a `step_order` another step has, ...): 409 naming each field,
     /// since 422 means the request is invalid whatever the state.
     #[error("conflicts with the current state")]
     ConflictingFields(Vec<FieldError>),

@@ -200,6 +200,35 @@ mod tests {
         Ok(())
     }
 
+    /// OpenAPI has no `null` for a keyword: a value written into a missing key by mistake
+    /// (serde_json's `IndexMut` inserts `null`) makes the document invalid for tools.
+    /// `null` belongs only in values: enums, examples and defaults.
+    #[test]
+    fn no_keyword_of_the_document_is_null() -> anyhow::Result<()> {
+        fn walk(value: &Value, path: &str, in_value: bool, found: &mut Vec<String>) {
+            match value {
+                Value::Null if !in_value => found.push(path.to_owned()),
+                Value::Array(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        walk(item, &format!("{path}/{i}"), in_value, found);
+                    }
+                }
+                Value::Object(map) => {
+                    for (key, item) in map {
+                        let value_keyword = in_value
+                            || matches!(key.as_str(), "enum" | "example" | "examples" | "default");
+                        walk(item, &format!("{path}/{key}"), value_keyword, found);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut found = Vec::new();
+        walk(&document()?, "", false, &mut found);
+        assert!(found.is_empty(), "null keywords at {found:?}");
+        Ok(())
+    }
+
     #[test]
     fn unknown_swagger_files_are_recognised() {
         assert!(is_unknown_swagger_file("/swagger/../../etc/passwd"));

@@ -842,13 +842,13 @@ fn operations(doc: &mut Value) -> Result<()> {
         ("archiveSequence", "Already archived"),
         (
             "createSequenceStep",
-            "Archived, at the step limit, a position beyond the last step \
-            plus one, or a first step without a subject or threaded",
+            "Archived, at the step limit, a `step_order` another step has, \
+            or a first step without a subject or threaded",
         ),
         (
             "updateSequenceStep",
-            "Archived, moved while contacts are enrolled or beyond the last \
-            step, or it would leave a first step without a subject or threaded",
+            "Archived, a `step_order` another step has, moved while contacts \
+            are enrolled, or it would leave a first step without a subject or threaded",
         ),
         (
             "deleteSequenceStep",

@@ -77,7 +77,8 @@ pub fn apply(doc: &mut Value) -> Result<()> {
 /// Query parameters are text on one line (`extract::Query`): a string parameter without a
 /// pattern or an enum of its own gets the single-line one.
 fn single_line_queries(op: &mut Value) {
-    for parameter in op["parameters"].as_array_mut().into_iter().flatten() {
+    let parameters = op.get_mut("parameters").and_then(Value::as_array_mut);
+    for parameter in parameters.into_iter().flatten() {
         if parameter["in"] != "query" {
             continue;
         }
