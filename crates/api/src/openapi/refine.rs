@@ -19,8 +19,8 @@ use crate::routes::mailboxes::{
     MAX_DAILY_LIMIT, MAX_FROM_NAME_LEN, MAX_PASSWORD_LEN, MAX_SPACING_SECONDS, MAX_USERNAME_LEN,
 };
 use crate::routes::sequences::model::{
-    DAY_NAMES, MAX_MAILBOXES, MAX_STEPS, MAX_VARIANT_WEIGHT, MAX_VARIANTS, MAX_WAIT_DAYS,
-    MAX_WAIT_HOURS, MAX_WAIT_MINUTES, MIN_STEP_ORDER,
+    DAY_NAMES, MAX_MAILBOXES, MAX_STEP_ORDER, MAX_STEPS, MAX_VARIANT_WEIGHT, MAX_VARIANTS,
+    MAX_WAIT_DAYS, MAX_WAIT_HOURS, MAX_WAIT_MINUTES, MIN_STEP_ORDER,
 };
 use crate::validation::{
     MAX_ATTRIBUTE_KEY_LEN, MAX_ATTRIBUTE_NUMBER, MAX_ATTRIBUTE_VALUE_LEN, MAX_ATTRIBUTES,
@@ -387,7 +387,7 @@ fn sequences(doc: &mut Value) -> Result<()> {
     replace(doc, "SendingWindow", "timezone", schema_ref("Timezone"))?;
 
     // step_order is a client's ordering key: 0 or more, unique within the sequence.
-    let step_order = json!({"minimum": MIN_STEP_ORDER});
+    let step_order = json!({"minimum": MIN_STEP_ORDER, "maximum": MAX_STEP_ORDER});
     constrain(doc, "StepInput", "step_order", step_order.clone())?;
     constrain(doc, "UpdateStep", "step_order", step_order)?;
     let max_template = domain::templates::MAX_TEMPLATE_BYTES;

@@ -843,3 +843,33 @@ async fn variables_no_contact_can_fill_are_warned_about_not_refused() -> anyhow:
     assert_eq!(warned(&step), vec![("content".into(), "coupon".into())]);
     Ok(())
 }
+
+#[tokio::test]
+async fn step_order_keys_leave_room_for_steps_given_without_one() -> anyhow::Result<()> {
+    let api = TestApi::start().await?;
+    let t = api.tenant("acme").await?;
+    let steps = |top: i64| {
+        json!({"name": "top", "steps": [
+            {"step_order": top, "subject": "A", "content": "a"},
+            {"subject": "B", "content": "b"},
+            {"subject": "C", "content": "c"},
+        ]})
+    };
+    let (status, seq) = api
+        .post("/api/v1/sequences", &t.key, steps(1_000_000_000))
+        .await?;
+    assert_eq!(status, 201, "{seq}");
+    assert_eq!(
+        step_subjects(&seq),
+        vec![
+            (1_000_000_000, "A".into()),
+            (1_000_000_001, "B".into()),
+            (1_000_000_002, "C".into())
+        ]
+    );
+    let (status, error) = api
+        .post("/api/v1/sequences", &t.key, steps(i64::from(i32::MAX)))
+        .await?;
+    assert_field_error(status, &error, "steps[0].step_order");
+    Ok(())
+}

@@ -46,6 +46,8 @@ TEMPLATE_FIELDS = ("subject", "content")
 BUILT_INS = {"email", "first_name", "last_name", "full_name", "company", "title"}
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 TIME = re.compile(r"^([0-9]{1,2}):([0-9]{1,2})$")
+# crates/api/src/routes/sequences/model.rs MAX_STEP_ORDER
+MAX_STEP_ORDER = 1_000_000_000
 
 
 def _no_braces(value):
@@ -122,10 +124,15 @@ def _steps(steps):
     for step in steps:
         order = step.get("step_order")
         if isinstance(order, int) and not isinstance(order, bool):
-            while order in seen:
-                order += 1
-            step["step_order"] = order
-            seen.add(order)
+            unique = order
+            while unique in seen:
+                unique += 1
+            if unique > MAX_STEP_ORDER:
+                unique = order
+                while unique in seen:
+                    unique -= 1
+            step["step_order"] = unique
+            seen.add(unique)
     following = max(seen) + 1 if seen else 1
     orders = []
     for step in steps:

@@ -419,12 +419,15 @@ pub fn positions(keys: &[i32]) -> Vec<i32> {
 
 /// The smallest `step_order` key.
 pub const MIN_STEP_ORDER: i32 = 0;
+/// The largest `step_order` key a client may give: far enough below `i32::MAX` that the
+/// steps given without one always have room after it.
+pub const MAX_STEP_ORDER: i32 = 1_000_000_000;
 
 fn check_step_order(checks: &mut Checks, field: &str, order: i32) {
     checks.check(
-        order >= MIN_STEP_ORDER,
+        (MIN_STEP_ORDER..=MAX_STEP_ORDER).contains(&order),
         field,
-        format!("must be {MIN_STEP_ORDER} or more"),
+        format!("must be between {MIN_STEP_ORDER} and {MAX_STEP_ORDER}"),
     );
 }
 
