@@ -23,6 +23,11 @@ impl Delivery {
             .and_then(|subject| Ok((subject, compose::compose(email, &self.signer)?)));
         let (subject, mut message) = match built {
             Ok(built) => built,
+            Err(error @ compose::ComposeError::MissingVariable { .. }) => {
+                return Outcome::Held {
+                    reason: error.to_string(),
+                };
+            }
             Err(error) => {
                 return Outcome::Failed {
                     reason: error_chain(&error),

@@ -85,14 +85,8 @@ pub fn prepare(message: &ClaimedMessage, thread: &[ThreadEmail], context: &Conte
         Ok(server) => server,
         Err(outcome) => return Verdict::Skip(outcome),
     };
-    let email = email(message, thread, context);
-    if let Some(name) = crate::compose::missing_variable(&email) {
-        return Verdict::Skip(Outcome::Held {
-            reason: format!("missing_variable: {name}"),
-        });
-    }
     Verdict::Send(Box::new(Prepared {
-        email,
+        email: email(message, thread, context),
         envelope,
         server,
     }))

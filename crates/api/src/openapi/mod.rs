@@ -103,6 +103,18 @@ pub fn is_unknown_swagger_file(path: &str) -> bool {
     })
 }
 
+/// The document's paths, as owned keys (so the document can be changed while going through
+/// them).
+fn path_names(doc: &Value) -> anyhow::Result<Vec<String>> {
+    use anyhow::Context as _;
+    Ok(doc["paths"]
+        .as_object()
+        .context("no paths")?
+        .keys()
+        .cloned()
+        .collect())
+}
+
 /// A reference to a component schema.
 fn schema_ref(name: &str) -> Value {
     json!({ "$ref": format!("#/components/schemas/{name}") })

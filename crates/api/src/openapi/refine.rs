@@ -922,12 +922,7 @@ fn operations(doc: &mut Value) -> Result<()> {
     }
 
     // Query parameters: page size, cursor, status filters.
-    let paths: Vec<String> = doc["paths"]
-        .as_object()
-        .context("no paths")?
-        .keys()
-        .cloned()
-        .collect();
+    let paths = super::path_names(doc)?;
     for path in paths {
         let Some(get) = doc["paths"][&path].get_mut("get") else {
             continue;

@@ -39,12 +39,7 @@ pub fn apply(doc: &mut Value) -> Result<()> {
         bounded_int32(schema.1);
     }
     add_error_schemas(doc)?;
-    let paths: Vec<String> = doc["paths"]
-        .as_object()
-        .context("no paths")?
-        .keys()
-        .cloned()
-        .collect();
+    let paths = super::path_names(doc)?;
     for path in &paths {
         let methods: Vec<String> = doc["paths"][path]
             .as_object()

@@ -100,6 +100,9 @@ pub enum ComposeError {
     InvalidUnsubscribeMailto,
     #[error("the message could not be built")]
     Build(#[from] lettre::error::Error),
+    /// A variable without a fallback has no value for this contact: the message is held.
+    #[error("missing_variable: {name}")]
+    MissingVariable { name: String },
 }
 
 /// The email of `email`, ready for SMTP.
@@ -114,6 +117,7 @@ pub fn compose(email: &Email, signer: &TokenSigner) -> Result<Message, ComposeEr
 
     let subject = render_subject(email, seed)?;
     let content = parse(&email.content, "content")?;
+    complete(&content, email, seed)?;
     let html_source = body::looks_like_html(&email.content);
     let (mut text, mut html) = body::render(&content, email, seed, html_source);
     if email.tracking.click {
@@ -185,37 +189,29 @@ fn parse(source: &str, part: &'static str) -> Result<Template, ComposeError> {
     Template::parse(source).map_err(|source| ComposeError::Template { part, source })
 }
 
-/// The first template variable `email` would leave empty (no value, no fallback), in its
-/// subject, then its body, with the spintax choices composing makes. `None` also when a
-/// template does not parse: composing reports that.
-pub fn missing_variable(email: &Email) -> Option<String> {
-    let seed = seed_from_uuid(email.message_id);
-    let (subject, subject_seed) = match &email.thread {
-        None => (email.subject.as_str(), seed),
-        Some(thread) => (
-            thread.first_subject.as_str(),
-            seed_from_uuid(thread.first_message_id),
-        ),
-    };
-    [(subject, subject_seed), (email.content.as_str(), seed)]
-        .into_iter()
-        .find_map(|(source, seed)| {
-            Template::parse(source)
-                .ok()?
-                .missing_variable(&email.contact, seed)
-        })
-}
-
 fn render_subject(email: &Email, seed: u64) -> Result<String, ComposeError> {
     match &email.thread {
-        None => Ok(headers::normalise(
-            &parse(&email.subject, "subject")?.render(&email.contact, seed),
-        )),
+        None => {
+            let subject = parse(&email.subject, "subject")?;
+            complete(&subject, email, seed)?;
+            Ok(headers::normalise(&subject.render(&email.contact, seed)))
+        }
         Some(thread) => {
-            let first = parse(&thread.first_subject, "first subject")?
-                .render(&email.contact, seed_from_uuid(thread.first_message_id));
+            let first_seed = seed_from_uuid(thread.first_message_id);
+            let first = parse(&thread.first_subject, "first subject")?;
+            complete(&first, email, first_seed)?;
+            let first = first.render(&email.contact, first_seed);
             Ok(headers::reply_subject(&headers::normalise(&first)))
         }
+    }
+}
+
+/// `Err` naming the first variable without a fallback that rendering `template` with `seed`
+/// would leave empty: an email never goes out with a hole in it.
+fn complete(template: &Template, email: &Email, seed: u64) -> Result<(), ComposeError> {
+    match template.missing_variable(&email.contact, seed) {
+        Some(name) => Err(ComposeError::MissingVariable { name }),
+        None => Ok(()),
     }
 }
 

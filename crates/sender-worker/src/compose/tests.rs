@@ -377,3 +377,31 @@ fn bad_addresses_and_urls_are_typed_errors() {
         })
     ));
 }
+
+#[test]
+fn a_variable_without_a_value_or_fallback_holds_the_email() {
+    let missing = |email: &Email| match compose(email, &signer()) {
+        Err(ComposeError::MissingVariable { name }) => Some(name),
+        Err(other) => panic!("{other}"),
+        Ok(_) => None,
+    };
+    assert_eq!(
+        missing(&email()),
+        None,
+        "{{company|our team}} has a fallback"
+    );
+    let mut no_name = email();
+    no_name.contact.first_name = None;
+    assert_eq!(missing(&no_name).as_deref(), Some("first_name"), "subject");
+    let mut body = email();
+    body.content = "About {{company}}".to_owned();
+    assert_eq!(missing(&body).as_deref(), Some("company"), "body");
+    assert_eq!(
+        ComposeError::MissingVariable {
+            name: "company".into()
+        }
+        .to_string(),
+        "missing_variable: company",
+        "the reason the enrollment pauses with"
+    );
+}
