@@ -422,3 +422,16 @@ fn allowed_private_networks_must_be_cidr_ranges() {
         Ok(())
     });
 }
+
+#[test]
+fn a_uri_limit_the_http_layer_cannot_parse_names_its_key() {
+    jail(|jail| {
+        jail.set_env("SEQ_API__MAX_URI_BYTES", "100000");
+        let error = load_in_jail(None).err().ok_or("expected an error")?;
+        assert_eq!(error.key(), Some("api.max_uri_bytes"));
+        let message = error.to_string();
+        assert!(message.contains("SEQ_API__MAX_URI_BYTES"), "{message}");
+        assert!(message.contains("65534"), "{message}");
+        Ok(())
+    });
+}
