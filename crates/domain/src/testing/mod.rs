@@ -102,7 +102,7 @@ pub fn quick_inbox_watcher(config: &mut Config) {
     watcher.backoff_max_ms = 1000;
     watcher.connect_timeout_ms = 5000;
     watcher.command_timeout_ms = 10_000;
-    config.scheduler.outbox_poll_interval_ms = 50;
+    config.outbox.poll_interval_ms = 50;
 }
 
 /// A PostgreSQL URL on a local port where nothing listens.

@@ -37,7 +37,7 @@ impl Platform {
         let mut config = test_config_for(&db)?;
         config.api.admin_token = ADMIN_TOKEN.to_owned().into();
         config.scheduler.poll_interval_ms = 100;
-        config.scheduler.outbox_poll_interval_ms = 50;
+        config.outbox.poll_interval_ms = 50;
         config.sender_worker.connect_timeout_ms = 10_000;
         config.sender_worker.command_timeout_ms = 10_000;
         config.sender_worker.data_timeout_ms = 10_000;
