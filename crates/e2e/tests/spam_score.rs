@@ -8,14 +8,12 @@
 mod platform;
 
 use std::path::PathBuf;
-use std::process::Stdio;
 
 use domain::config::{DkimAlgorithm, DkimKeyConfig};
 use domain::testing::greenmail::{received, smtp_addr};
-use domain::testing::poll_until;
+use domain::testing::{pipe_through, poll_until};
 use reqwest::Method;
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt as _;
 use uuid::Uuid;
 
 use crate::platform::{Platform, WAIT};
@@ -79,21 +77,13 @@ struct Hit {
 /// own; the rules that fired and the whole report.
 async fn score(program: &str, email: &str) -> anyhow::Result<(Vec<Hit>, String)> {
     let home = tempfile::tempdir()?;
-    let mut child = tokio::process::Command::new(program)
-        .args(["-L", "-t"])
-        .env("HOME", home.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let mut stdin = child
-        .stdin
-        .take()
-        .ok_or_else(|| anyhow::anyhow!("no stdin"))?;
-    stdin.write_all(email.as_bytes()).await?;
-    drop(stdin);
-    let output = child.wait_with_output().await?;
+    let output = pipe_through(
+        tokio::process::Command::new(program)
+            .args(["-L", "-t"])
+            .env("HOME", home.path()),
+        email.as_bytes(),
+    )
+    .await?;
     // The report keeps the email's CRLF line ends; its own lines end in LF.
     let report = String::from_utf8_lossy(&output.stdout).replace("\r\n", "\n");
     anyhow::ensure!(

@@ -7,10 +7,9 @@
 //! must fail, so the verifier is not one that passes everything.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use domain::config::{DkimAlgorithm, DkimKeyConfig};
-use tokio::io::AsyncWriteExt as _;
+use domain::testing::pipe_through;
 use uuid::Uuid;
 
 use crate::world::{SmtpSink, Step, World};
@@ -49,21 +48,13 @@ fn python() -> anyhow::Result<String> {
 /// `acme.test`: `Ok(true)` on pass, `Ok(false)` on fail (its log printed).
 async fn dkimpy_verifies(email: &str, record: &str) -> anyhow::Result<bool> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/dkimpy_verify.py");
-    let mut child = tokio::process::Command::new(python()?)
-        .arg(script)
-        .arg(format!("{SELECTOR}._domainkey.acme.test={record}"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let mut stdin = child
-        .stdin
-        .take()
-        .ok_or_else(|| anyhow::anyhow!("no stdin"))?;
-    stdin.write_all(email.as_bytes()).await?;
-    drop(stdin);
-    let output = child.wait_with_output().await?;
+    let output = pipe_through(
+        tokio::process::Command::new(python()?)
+            .arg(script)
+            .arg(format!("{SELECTOR}._domainkey.acme.test={record}")),
+        email.as_bytes(),
+    )
+    .await?;
     let said = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
