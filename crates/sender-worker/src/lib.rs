@@ -111,6 +111,11 @@ impl Application {
         tracing::info!(admin_port = self.admin_port, worker.id = %self.worker.worker_id,
                        "sender-worker running");
         let settings = &self.base.config.sender_worker;
+        if settings.hello_name().is_none() {
+            // Looked up now rather than within the first connection's timeout (the resolver
+            // may ask DNS); the result is kept for the process.
+            tokio::spawn(domain::mail::hello::host_fqdn());
+        }
         // The relay outlives the consumer by a little, so outcomes recorded last get out.
         let relay_stop = CancellationToken::new();
         let relay = tokio::spawn(

@@ -193,9 +193,17 @@ pub struct WorkerServiceConfig {
     pub reaper_interval_ms: u64,
     /// DKIM keys by signing domain: an email whose From domain has a key is signed.
     pub dkim: Vec<DkimKeyConfig>,
+    /// The name SMTP's EHLO gives (a FQDN or an address literal); empty: the host's FQDN,
+    /// else the address literal of each connection (`crate::mail::hello`).
+    pub hello_name: String,
 }
 
 impl WorkerServiceConfig {
+    /// The configured EHLO name, `None` when empty.
+    pub fn hello_name(&self) -> Option<&str> {
+        Some(self.hello_name.trim()).filter(|name| !name.is_empty())
+    }
+
     /// The longest a healthy send can hold its message: connect, three commands, the data.
     pub fn longest_send_ms(&self) -> u64 {
         self.connect_timeout_ms

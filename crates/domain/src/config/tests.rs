@@ -496,11 +496,59 @@ fn a_bad_value_under_an_old_outbox_name_names_that_key_and_its_source() {
 }
 
 #[test]
+fn hello_name_must_be_a_fqdn_or_an_address_literal() {
+    jail(|jail| {
+        jail.create_file("ehlo.toml", "[sender_worker]\nhello_name = \"vm\"\n")?;
+        let error = load_in_jail(Some("ehlo.toml"))
+            .err()
+            .ok_or("a short name accepted")?;
+        assert_eq!(error.key(), Some("sender_worker.hello_name"));
+        let message = error.to_string();
+        assert!(message.contains("ehlo.toml"), "{message}");
+        assert!(message.contains("fully qualified"), "{message}");
+
+        jail.set_env("SEQ_SENDER_WORKER__HELLO_NAME", "10.0.0");
+        let message = load_in_jail(None)
+            .err()
+            .ok_or("a bad literal accepted")?
+            .to_string();
+        assert!(
+            message.contains("SEQ_SENDER_WORKER__HELLO_NAME"),
+            "{message}"
+        );
+
+        // Brackets need quotes in a variable: figment reads `[...]` as a list.
+        jail.set_env("SEQ_SENDER_WORKER__HELLO_NAME", "\"[IPv6:2001:db8::25]\"");
+        let config = load_in_jail(None).map_err(|e| e.to_string())?;
+        assert_eq!(
+            config.sender_worker.hello_name(),
+            Some("[IPv6:2001:db8::25]")
+        );
+        jail.set_env("SEQ_SENDER_WORKER__HELLO_NAME", "192.0.2.25");
+        let config = load_in_jail(None).map_err(|e| e.to_string())?;
+        assert_eq!(config.sender_worker.hello_name(), Some("192.0.2.25"));
+        jail.set_env("SEQ_SENDER_WORKER__HELLO_NAME", "mail.example.com");
+        let config = load_in_jail(None).map_err(|e| e.to_string())?;
+        assert_eq!(config.sender_worker.hello_name(), Some("mail.example.com"));
+        Ok(())
+    });
+}
+
+#[test]
 fn defaults_use_no_deprecated_name() {
     jail(|_jail| {
         let config = load_in_jail(None).map_err(|e| e.to_string())?;
         assert!(config.deprecations.is_empty(), "{:?}", config.deprecations);
         assert_eq!(config.outbox.retention_seconds, 0);
+        Ok(())
+    });
+}
+
+#[test]
+fn hello_name_is_unset_by_default() {
+    jail(|_| {
+        let config = load_in_jail(None).map_err(|e| e.to_string())?;
+        assert_eq!(config.sender_worker.hello_name(), None);
         Ok(())
     });
 }

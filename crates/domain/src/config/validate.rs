@@ -249,6 +249,11 @@ pub(super) fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigE
             );
         }
     }
+    if let Some(name) = config.sender_worker.hello_name()
+        && let Err(message) = crate::mail::hello::parse(name)
+    {
+        return fail("sender_worker.hello_name", message);
+    }
     if config.scheduler.retry_backoff_seconds.contains(&0) {
         return fail(
             "scheduler.retry_backoff_seconds",

@@ -7,6 +7,7 @@
 //! Kafka runs a [`PrivateKafka`] of its own (jars through `SEQ_TEST_KAFKA_LIBS`).
 
 mod database;
+mod filter;
 pub mod greenmail;
 mod http;
 mod private_kafka;
@@ -23,6 +24,7 @@ use uuid::Uuid;
 use crate::config::Config;
 
 pub use database::{TestDatabase, admin_database_url};
+pub use filter::pipe_through;
 pub use http::{assert_healthy_and_ready, assert_unready_without_database, get_json};
 pub use private_kafka::PrivateKafka;
 pub use topic_reader::{ConsumedRecord, count_records, read_topic};
