@@ -169,7 +169,11 @@ impl PrivateKafka {
             .arg("-cp")
             .arg(&self.classpath)
             .arg("kafka.tools.StorageTool")
-            .args(["format", "-t", &cluster_id, "-c"])
+            // `--cluster-id=ID` in one argument: an id starting with `-` (one in 64) would
+            // otherwise be read as an option and the format refused.
+            .arg("format")
+            .arg(format!("--cluster-id={cluster_id}"))
+            .arg("-c")
             .arg(&config)
             .stdin(Stdio::null())
             .output()
