@@ -13,8 +13,9 @@
 //!   suppresses the address.
 //!
 //! Each mailbox is read by exactly one replica at a time, through a lease in PostgreSQL
-//! ([`supervisor`]); replicas scale out and take over from each other. Reading is
-//! incremental by UIDVALIDITY and UID, with the position stored in the same transaction as
+//! ([`supervisor`]); replicas scale out and take over from each other. The folders read are
+//! INBOX and the server's Junk folder, or those configured ([`folders`]). Reading is
+//! incremental by UIDVALIDITY and UID per folder, with the folder's position stored in the same transaction as
 //! the events' outbox rows ([`watch`]), so a restart neither misses nor repeats an email;
 //! event ids are derived from the email itself ([`matching`]), so an email read again (a
 //! renumbered folder) yields no second event. IMAP IDLE where the server offers it, polling
@@ -27,6 +28,7 @@
 //! `inbox_watcher_uidvalidity_changes_total`, `inbox_watcher_lease_round_failures_total`.
 
 pub mod classify;
+pub mod folders;
 pub mod matching;
 pub mod reader;
 pub mod supervisor;
