@@ -1,6 +1,6 @@
 //! The inbox watcher's statements: leases on mailboxes (exactly one replica reads each), the
-//! read position per folder of a mailbox, the watch's status as the API shows it, and finding the sent
-//! message an inbound email is about.
+//! read position per folder of a mailbox, the watch's status as the API shows it, and
+//! finding the sent message an inbound email is about.
 //!
 //! Every write of a replica is fenced by its lease: progress is saved only while the row
 //! still names this replica as owner with an unexpired lease, so a replica that stalled past

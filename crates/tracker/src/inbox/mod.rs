@@ -15,11 +15,12 @@
 //! Each mailbox is read by exactly one replica at a time, through a lease in PostgreSQL
 //! ([`supervisor`]); replicas scale out and take over from each other. The folders read are
 //! INBOX and the server's Junk folder, or those configured ([`folders`]). Reading is
-//! incremental by UIDVALIDITY and UID per folder, with the folder's position stored in the same transaction as
-//! the events' outbox rows ([`watch`]), so a restart neither misses nor repeats an email;
-//! event ids are derived from the email itself ([`matching`]), so an email read again (a
-//! renumbered folder) yields no second event. IMAP IDLE where the server offers it, polling
-//! otherwise ([`reader`]). Emails are fetched with BODY.PEEK: the owner's unread mail stays
+//! incremental by UIDVALIDITY and UID per folder, with the folder's position stored in the
+//! same transaction as the events' outbox rows ([`watch`]), so a restart neither misses nor
+//! repeats an email; event ids are derived from the email itself ([`matching`]), so an email
+//! read again (a renumbered folder, or the same report in INBOX and Junk) yields no second
+//! event. IMAP IDLE where the server offers it, polling otherwise ([`reader`]). Folders are
+//! opened with EXAMINE and emails fetched with BODY.PEEK: the owner's unread mail stays
 //! unread.
 //!
 //! Metrics: `inbox_watcher_mailboxes` (watched by this replica), `inbox_watcher_failures_total

@@ -5,8 +5,9 @@
 //! recorded on the watch (the API shows it), counted, and followed by a growing pause.
 //!
 //! Each batch of fetched emails is recorded in one transaction: the events' outbox rows and
-//! the folder's new position together, fenced by the mailbox's lease. A crash before the commit reads the batch
-//! again; after it, never again. So a restart neither misses nor repeats an email.
+//! the folder's new position together, fenced by the mailbox's lease. A crash before the
+//! commit reads the batch again; after it, never again. So a restart neither misses nor
+//! repeats an email.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -83,8 +83,11 @@ async fn bounces_and_auto_replies_filed_into_junk_become_events_read_once_per_fo
     )
     .await?;
     let events = world.wait_events(4).await?;
-    assert!(events.iter().any(|e| matches!(&e.body,
-        EmailEvent::Bounced { message, hard: false, .. } if message.message_id == later.message_id)));
+    let soft_bounce = |e: &&domain::kafka::Envelope<EmailEvent>| {
+        matches!(&e.body, EmailEvent::Bounced { message, hard: false, .. }
+                 if message.message_id == later.message_id)
+    };
+    assert!(events.iter().any(|e| soft_bounce(&e)));
     world
         .wait_positions(seller.mailbox_id, "the third Junk email read", |rows| {
             last_uid(rows, "Junk") == Some(3) && last_uid(rows, "INBOX") == Some(1)
