@@ -1,7 +1,7 @@
 //! What comes back to a sequence's emails, end to end: the real scheduler dispatches step 1,
 //! the real sender worker sends it through GreenMail to the prospect, the prospect's answer
 //! (or their server's automatic reply, or a bounce report) lands in the seller's GreenMail
-//! inbox, the real inbox watcher reads it over IMAP, and the scheduler acts on its event
+//! inbox (or its Junk folder), the real inbox watcher reads it over IMAP, and the scheduler acts on its event
 //! (through Kafka) before step 2 is due.
 
 use std::net::TcpListener;
@@ -13,7 +13,9 @@ use domain::clock::{Clock, SystemClock};
 use domain::config::Config;
 use domain::db::mailboxes::imap_password_context;
 use domain::kafka::{TopicNames, ensure_topics};
-use domain::testing::greenmail::{deliver, imap_addr, received, smtp_addr};
+use domain::testing::greenmail::{
+    create_folder, deliver, file_into, imap_addr, received, smtp_addr,
+};
 use domain::testing::{TestDatabase, poll_until, quick_inbox_watcher, test_config_for};
 use secrecy::SecretString;
 use tokio::task::JoinHandle;
@@ -143,6 +145,10 @@ impl Flow {
         ] {
             db.exec(&sql).await?;
         }
+
+        // Like most real accounts, the seller's has a Junk folder (found by its name: GreenMail
+        // has no SPECIAL-USE), which the watcher reads too.
+        create_folder(&seller, "Junk").await?;
 
         let shutdown = CancellationToken::new();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -515,5 +521,39 @@ async fn a_bounce_report_suppresses_the_address() -> anyhow::Result<()> {
         0,
         "a bounce report is not an automatic answer"
     );
+    flow.stop().await
+}
+
+#[tokio::test]
+async fn a_bounce_report_filed_into_junk_suppresses_the_address_and_counts_once()
+-> anyhow::Result<()> {
+    let flow = Flow::start().await?;
+    let step = flow.step_one_sent().await?;
+
+    // The seller's server took the report for spam.
+    let report = bounce_report(&flow, &step);
+    file_into(&flow.seller, "Junk", &report).await?;
+    let row = flow.wait_status("bounced").await?;
+    assert_eq!(row.stop_reason.as_deref(), Some("hard_bounce"));
+    assert_eq!(
+        flow.count(&format!(
+            "SELECT count(*) AS n FROM suppressions WHERE email = '{}' AND reason = 'bounced'",
+            flow.prospect
+        ))
+        .await?,
+        1
+    );
+
+    // A copy of the same report in INBOX, then the prospect's reply: events of one
+    // enrollment are applied in order, so once the reply is recorded the copy was too.
+    deliver("mailer-daemon@mx.prospect.test", &flow.seller, &report).await?;
+    deliver(&flow.prospect, &flow.seller, &personal_reply(&flow, &step)).await?;
+    flow.wait_event("replied").await?;
+    assert_eq!(
+        flow.count(&flow.events_query("bounced")).await?,
+        1,
+        "the report found in Junk and in INBOX is one bounce"
+    );
+    assert!(flow.message_of_step(2).await?.is_none());
     flow.stop().await
 }

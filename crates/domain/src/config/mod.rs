@@ -244,8 +244,11 @@ pub enum DkimAlgorithm {
 #[serde(deny_unknown_fields)]
 pub struct InboxWatcherConfig {
     pub admin_bind: SocketAddr,
-    /// The folder incoming mail arrives in.
+    /// The folder incoming mail arrives in (watched with IDLE where offered).
     pub folder: String,
+    /// The folders read in every mailbox, instead of discovering them (`folder` and the
+    /// server's Junk folder); empty means discover. See the inbox watcher's `folders` module.
+    pub folders: Vec<String>,
     /// How long a replica's claim on a mailbox lasts without renewal; after it, another
     /// replica takes the mailbox over.
     pub lease_seconds: u64,

@@ -324,6 +324,23 @@ fn tracker_client_ip_policy_is_one_of_four() {
 }
 
 #[test]
+fn inbox_watcher_folders_default_to_discovery_and_must_be_names() {
+    jail(|jail| {
+        let config = load_in_jail(None).map_err(|e| e.to_string())?;
+        assert!(config.inbox_watcher.folders.is_empty());
+        jail.set_env("SEQ_INBOX_WATCHER__FOLDERS", "[\"INBOX\", \"Spam\"]");
+        let config = load_in_jail(None).map_err(|e| e.to_string())?;
+        assert_eq!(config.inbox_watcher.folders, ["INBOX", "Spam"]);
+        for bad in ["[\"INBOX\", \" \"]", "[\"Spam\", \"Spam\"]"] {
+            jail.set_env("SEQ_INBOX_WATCHER__FOLDERS", bad);
+            let error = load_in_jail(None).err().ok_or("expected an error")?;
+            assert_eq!(error.key(), Some("inbox_watcher.folders"), "{bad}");
+        }
+        Ok(())
+    });
+}
+
+#[test]
 fn sender_lease_must_outlast_the_smtp_timeouts() {
     jail(|jail| {
         jail.set_env("SEQ_SENDER_WORKER__LEASE_SECONDS", "60");

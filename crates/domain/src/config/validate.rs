@@ -237,6 +237,18 @@ pub(super) fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigE
     if watcher.folder.trim().is_empty() {
         return fail("inbox_watcher.folder", "must name a folder".to_owned());
     }
+    for (index, folder) in watcher.folders.iter().enumerate() {
+        let key = "inbox_watcher.folders";
+        if folder.trim().is_empty() {
+            return fail(key, format!("entry {index} must name a folder"));
+        }
+        if folder.chars().any(char::is_control) {
+            return fail(key, format!("entry {index} contains a control character"));
+        }
+        if watcher.folders[..index].contains(folder) {
+            return fail(key, format!("`{folder}` is listed twice"));
+        }
+    }
     for (index, key) in config.sender_worker.dkim.iter().enumerate() {
         let at = format!("sender_worker.dkim[{index}]");
         if key.domain.trim().is_empty() || key.selector.trim().is_empty() {

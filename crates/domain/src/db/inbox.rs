@@ -1,6 +1,6 @@
 //! The inbox watcher's statements: leases on mailboxes (exactly one replica reads each), the
-//! read position per mailbox, the watch's status as the API shows it, and finding the sent
-//! message an inbound email is about.
+//! read position per folder of a mailbox, the watch's status as the API shows it, and
+//! finding the sent message an inbound email is about.
 //!
 //! Every write of a replica is fenced by its lease: progress is saved only while the row
 //! still names this replica as owner with an unexpired lease, so a replica that stalled past
@@ -130,7 +130,8 @@ pub async fn release(
     .await
 }
 
-/// A mailbox to read, with its IMAP settings (password still encrypted) and read position.
+/// A mailbox to read, with its IMAP settings (password still encrypted); its read positions
+/// are per folder ([`positions`]).
 #[derive(Debug, Clone, QueryableByName)]
 pub struct WatchedMailbox {
     #[diesel(sql_type = SqlUuid)]
@@ -149,10 +150,6 @@ pub struct WatchedMailbox {
     pub imap_username: String,
     #[diesel(sql_type = Bytea)]
     pub imap_password_encrypted: Vec<u8>,
-    #[diesel(sql_type = Nullable<BigInt>)]
-    pub uid_validity: Option<i64>,
-    #[diesel(sql_type = BigInt)]
-    pub last_uid: i64,
     /// When this mailbox first sent an email (nothing before it can answer us).
     #[diesel(sql_type = Nullable<Timestamptz>)]
     pub first_sent_at: Option<DateTime<Utc>>,
@@ -167,7 +164,7 @@ pub async fn load(
     diesel::sql_query(format!(
         "SELECT m.id AS mailbox_id, m.workspace_id, m.email, m.imap_host, m.imap_port, \
                 COALESCE(m.imap_security, 'tls') AS imap_security, m.imap_username, \
-                m.imap_password_encrypted, w.uid_validity, w.last_uid, \
+                m.imap_password_encrypted, \
                 (SELECT min(s.sent_at) FROM messages s WHERE s.mailbox_id = m.id) AS first_sent_at \
            FROM inbox_watches w JOIN mailboxes m ON m.id = w.mailbox_id \
           WHERE w.mailbox_id = $1 AND w.owner = $2 AND w.lease_expires_at > now() AND {WATCHABLE}"
@@ -179,27 +176,67 @@ pub async fn load(
     .optional()
 }
 
-/// Moves the read position, if `owner` still holds the lease: false when it does not (the
-/// caller's transaction must then roll back what it wrote with it).
+/// How far one folder of a mailbox has been read.
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+pub struct FolderPosition {
+    #[diesel(sql_type = Text)]
+    pub folder: String,
+    #[diesel(sql_type = BigInt)]
+    pub uid_validity: i64,
+    #[diesel(sql_type = BigInt)]
+    pub last_uid: i64,
+}
+
+/// The read positions of the mailbox's folders (none for a folder never read).
+pub async fn positions(
+    conn: &mut AsyncPgConnection,
+    mailbox_id: Uuid,
+) -> QueryResult<Vec<FolderPosition>> {
+    diesel::sql_query(
+        "SELECT folder, uid_validity, last_uid FROM inbox_folder_positions \
+          WHERE mailbox_id = $1 ORDER BY folder",
+    )
+    .bind::<SqlUuid, _>(mailbox_id)
+    .load(conn)
+    .await
+}
+
+/// Moves the read position of one folder, if `owner` still holds the mailbox's lease: false
+/// when it does not (the caller's transaction must then roll back what it wrote with it).
+/// The lease check locks the watch row, so a takeover waits for this transaction.
 pub async fn advance(
     conn: &mut AsyncPgConnection,
     mailbox_id: Uuid,
     owner: &str,
+    folder: &str,
     uid_validity: i64,
     last_uid: i64,
 ) -> QueryResult<bool> {
-    diesel::sql_query(
-        "UPDATE inbox_watches \
-            SET uid_validity = $3, last_uid = $4, last_checked_at = now() \
+    let ours = diesel::sql_query(
+        "UPDATE inbox_watches SET last_checked_at = now() \
           WHERE mailbox_id = $1 AND owner = $2 AND lease_expires_at > now()",
     )
     .bind::<SqlUuid, _>(mailbox_id)
     .bind::<Text, _>(owner)
+    .execute(conn)
+    .await?
+        == 1;
+    if !ours {
+        return Ok(false);
+    }
+    diesel::sql_query(
+        "INSERT INTO inbox_folder_positions (mailbox_id, folder, uid_validity, last_uid) \
+         VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (mailbox_id, folder) DO UPDATE \
+            SET uid_validity = EXCLUDED.uid_validity, last_uid = EXCLUDED.last_uid",
+    )
+    .bind::<SqlUuid, _>(mailbox_id)
+    .bind::<Text, _>(folder)
     .bind::<BigInt, _>(uid_validity)
     .bind::<BigInt, _>(last_uid)
     .execute(conn)
-    .await
-    .map(|n| n == 1)
+    .await?;
+    Ok(true)
 }
 
 /// The watch's state: `connecting` (kept as `error` while a failing mailbox is retried, so

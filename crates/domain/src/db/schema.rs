@@ -269,12 +269,21 @@ diesel::table! {
         mailbox_id -> Uuid,
         owner -> Nullable<Text>,
         lease_expires_at -> Nullable<Timestamptz>,
-        uid_validity -> Nullable<Int8>,
-        last_uid -> Int8,
         status -> Text,
         last_error -> Nullable<Text>,
         consecutive_failures -> Int4,
         last_checked_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    inbox_folder_positions (mailbox_id, folder) {
+        mailbox_id -> Uuid,
+        folder -> Text,
+        uid_validity -> Int8,
+        last_uid -> Int8,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
     }
@@ -296,6 +305,7 @@ diesel::joinable!(events -> messages (message_id));
 diesel::joinable!(mailbox_daily_usage -> mailboxes (mailbox_id));
 diesel::joinable!(step_stats -> steps (step_id));
 diesel::joinable!(inbox_watches -> mailboxes (mailbox_id));
+diesel::joinable!(inbox_folder_positions -> inbox_watches (mailbox_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     workspaces,
@@ -315,4 +325,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     step_stats,
     sequence_stats,
     inbox_watches,
+    inbox_folder_positions,
 );

@@ -60,3 +60,59 @@ pub async fn received(address: &str) -> anyhow::Result<Vec<String>> {
         })
         .unwrap_or_default())
 }
+
+/// Files `raw` into `folder` of `address`'s account over IMAP (created when missing), unread,
+/// as a server's spam filter files a message into Junk.
+pub async fn file_into(address: &str, folder: &str, raw: &str) -> anyhow::Result<()> {
+    let mut session = imap_session(address).await?;
+    ensure_folder(&mut session, folder).await?;
+    session.append(folder, None, None, raw.as_bytes()).await?;
+    let _ = session.logout().await;
+    Ok(())
+}
+
+/// Creates `folder` in `address`'s account unless it exists (a user's Junk folder).
+pub async fn create_folder(address: &str, folder: &str) -> anyhow::Result<()> {
+    let mut session = imap_session(address).await?;
+    ensure_folder(&mut session, folder).await?;
+    let _ = session.logout().await;
+    Ok(())
+}
+
+async fn ensure_folder(
+    session: &mut crate::mail::imap::Session,
+    folder: &str,
+) -> anyhow::Result<()> {
+    use futures::TryStreamExt as _;
+    let names: Vec<_> = session
+        .list(Some(""), Some("\"*\""))
+        .await?
+        .try_collect()
+        .await?;
+    if !names.iter().any(|n| n.name() == folder) {
+        session.create(folder).await?;
+    }
+    Ok(())
+}
+
+/// A logged-in IMAP session of `address` (any password: authentication is disabled).
+pub async fn imap_session(address: &str) -> anyhow::Result<crate::mail::imap::Session> {
+    use crate::mail::{Login, Security, Server};
+    let imap = imap_addr()?;
+    let server = Server {
+        host: imap.ip().to_string(),
+        port: imap.port(),
+        security: Security::None,
+    };
+    let login = Login {
+        username: address.to_owned(),
+        password: secrecy::SecretString::from("any"),
+    };
+    Ok(crate::mail::imap::connect(
+        &super::test_outbound_guard(),
+        &server,
+        &login,
+        std::time::Duration::from_secs(30),
+    )
+    .await?)
+}

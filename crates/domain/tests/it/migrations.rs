@@ -117,3 +117,84 @@ async fn migrate_subcommand_runs_against_the_database() -> anyhow::Result<()> {
     assert_eq!(tables, 0);
     Ok(())
 }
+
+/// Reverts the newest migrations one by one until `name` (a migration directory) is reverted.
+async fn revert_through(db: &TestDatabase, name: &str) -> anyhow::Result<()> {
+    let known = migrations::known()?;
+    let version = known
+        .iter()
+        .find(|(_, n)| n == name)
+        .map(|(v, _)| v.clone())
+        .ok_or_else(|| anyhow::anyhow!("no migration {name}"))?;
+    for _ in 0..known.len() {
+        if migrations::revert(&db.url, false).await?.contains(&version) {
+            return Ok(());
+        }
+    }
+    anyhow::bail!("{name} was never reverted")
+}
+
+#[tokio::test]
+async fn inbox_read_positions_become_inbox_folder_positions_and_back() -> anyhow::Result<()> {
+    const FOLDERS: &str = "2026-12-06-000072_inbox_watch_folders";
+    let db = TestDatabase::create_empty().await?;
+    migrations::run_pending(&db.url).await?;
+    revert_through(&db, FOLDERS).await?;
+    let (workspace, read, unread) = (
+        uuid::Uuid::now_v7(),
+        uuid::Uuid::now_v7(),
+        uuid::Uuid::now_v7(),
+    );
+    db.exec(&format!(
+        "INSERT INTO workspaces (id, name) VALUES ('{workspace}', 'test')"
+    ))
+    .await?;
+    for id in [read, unread] {
+        db.exec(&format!(
+            "INSERT INTO mailboxes (id, workspace_id, email, smtp_host, smtp_port) \
+             VALUES ('{id}', '{workspace}', 'seller-{id}@example.test', 'smtp.test', 25)"
+        ))
+        .await?;
+    }
+    db.exec(&format!(
+        "INSERT INTO inbox_watches (mailbox_id, uid_validity, last_uid) \
+         VALUES ('{read}', 7, 42), ('{unread}', NULL, 0)"
+    ))
+    .await?;
+
+    migrations::run_pending(&db.url).await?;
+    let positions = |sql: String| {
+        let db = &db;
+        async move {
+            #[derive(diesel::QueryableByName)]
+            struct Row {
+                #[diesel(sql_type = diesel::sql_types::Text)]
+                line: String,
+            }
+            let mut conn = db.connect().await?;
+            let rows: Vec<Row> = diesel::sql_query(sql).load(&mut conn).await?;
+            anyhow::Ok(rows.into_iter().map(|r| r.line).collect::<Vec<_>>())
+        }
+    };
+    assert_eq!(
+        positions(
+            "SELECT format('%s %s %s %s', mailbox_id, folder, uid_validity, last_uid) AS line \
+               FROM inbox_folder_positions"
+                .to_owned()
+        )
+        .await?,
+        [format!("{read} INBOX 7 42")],
+        "only a mailbox that was read has a position, INBOX's"
+    );
+
+    revert_through(&db, FOLDERS).await?;
+    assert_eq!(
+        positions(format!(
+            "SELECT format('%s %s', uid_validity, last_uid) AS line FROM inbox_watches \
+              ORDER BY mailbox_id = '{unread}'"
+        ))
+        .await?,
+        ["7 42", " 0"]
+    );
+    Ok(())
+}

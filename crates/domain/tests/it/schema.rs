@@ -65,6 +65,7 @@ async fn schema_rs_matches_the_migrated_database() -> anyhow::Result<()> {
         step_stats,
         sequence_stats,
         inbox_watches,
+        inbox_folder_positions,
     );
     // Same tables, same column counts: together with the SELECT above, the same columns.
     assert_eq!(in_schema_rs, in_database);

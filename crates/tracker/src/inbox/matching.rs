@@ -11,6 +11,11 @@
 //! Event ids are derived from what was seen (kind, our message, the inbound Message-ID, or
 //! the folder position when it has none), so reading the same email again, after a restart
 //! or a UIDVALIDITY change, produces the same event id, which the scheduler stores once.
+//! The folder is deliberately not part of an id derived from the Message-ID: the same report
+//! found in INBOX and in Junk (a copy, or moved there by the owner or a filter after it was
+//! read) is one event, counted once. An email without a Message-ID is named by its position,
+//! which includes the folder (UIDs of two folders may be equal); such an email found in two
+//! folders yields two events, as nothing says they are the same.
 
 use chrono::{DateTime, Utc};
 use diesel_async::AsyncPgConnection;
@@ -29,8 +34,9 @@ const SENDER_CANDIDATES: i64 = 50;
 
 /// Where an inbound email sits: enough to name it when it has no Message-ID.
 #[derive(Debug, Clone, Copy)]
-pub struct Position {
+pub struct Position<'a> {
     pub mailbox_id: Uuid,
+    pub folder: &'a str,
     pub uid_validity: u32,
     pub uid: u32,
 }
@@ -39,7 +45,7 @@ pub struct Position {
 pub async fn events_for(
     conn: &mut AsyncPgConnection,
     mailbox: &WatchedMailbox,
-    position: Position,
+    position: Position<'_>,
     received_at: DateTime<Utc>,
     email: &classify::Inbound,
 ) -> Result<Vec<Envelope<EmailEvent>>, diesel::result::Error> {
@@ -245,13 +251,18 @@ pub fn event_id(
     message_id: Uuid,
     inbound_message_id: Option<&str>,
     recipient: &str,
-    position: Position,
+    position: Position<'_>,
 ) -> Uuid {
     let seen = match inbound_message_id {
         Some(header) => format!("header:{header}"),
-        None => format!(
+        // INBOX keeps the form its ids had before other folders were read.
+        None if super::folders::is_inbox(position.folder) => format!(
             "position:{}:{}:{}",
             position.mailbox_id, position.uid_validity, position.uid
+        ),
+        None => format!(
+            "position:{}:{}:{}:{}",
+            position.mailbox_id, position.folder, position.uid_validity, position.uid
         ),
     };
     Uuid::new_v5(
@@ -279,9 +290,14 @@ fn envelope(
 mod tests {
     use super::*;
 
-    fn position(uid: u32) -> Position {
+    fn position(uid: u32) -> Position<'static> {
+        in_folder("INBOX", uid)
+    }
+
+    fn in_folder(folder: &str, uid: u32) -> Position<'_> {
         Position {
             mailbox_id: Uuid::from_u128(1),
+            folder,
             uid_validity: 7,
             uid,
         }
@@ -310,6 +326,34 @@ mod tests {
             event_id("bounced", message, None, "a@x", position(1)),
             event_id("bounced", message, None, "b@x", position(1))
         );
+    }
+
+    #[test]
+    fn the_same_report_in_two_folders_is_one_event_unless_only_its_position_names_it() {
+        let message = Uuid::from_u128(42);
+        let report = |folder, uid| {
+            event_id(
+                "bounced",
+                message,
+                Some("<dsn@mx>"),
+                "a@x",
+                in_folder(folder, uid),
+            )
+        };
+        assert_eq!(report("INBOX", 3), report("Junk", 3));
+        assert_eq!(report("INBOX", 3), report("Spam", 9));
+        let unnamed =
+            |folder, uid| event_id("bounced", message, None, "a@x", in_folder(folder, uid));
+        assert_ne!(unnamed("INBOX", 3), unnamed("Junk", 3));
+        assert_ne!(unnamed("Junk", 3), unnamed("Spam", 3));
+        assert_eq!(unnamed("Junk", 3), unnamed("Junk", 3));
+        // INBOX ids are what they were before folders were part of positions.
+        let before = Uuid::new_v5(
+            &EVENT_NAMESPACE,
+            format!("bounced|{message}|a@x|position:{}:7:3", Uuid::from_u128(1)).as_bytes(),
+        );
+        assert_eq!(unnamed("INBOX", 3), before);
+        assert_eq!(unnamed("inbox", 3), before);
     }
 
     #[test]

@@ -13,12 +13,14 @@
 //!   suppresses the address.
 //!
 //! Each mailbox is read by exactly one replica at a time, through a lease in PostgreSQL
-//! ([`supervisor`]); replicas scale out and take over from each other. Reading is
-//! incremental by UIDVALIDITY and UID, with the position stored in the same transaction as
-//! the events' outbox rows ([`watch`]), so a restart neither misses nor repeats an email;
-//! event ids are derived from the email itself ([`matching`]), so an email read again (a
-//! renumbered folder) yields no second event. IMAP IDLE where the server offers it, polling
-//! otherwise ([`reader`]). Emails are fetched with BODY.PEEK: the owner's unread mail stays
+//! ([`supervisor`]); replicas scale out and take over from each other. The folders read are
+//! INBOX and the server's Junk folder, or those configured ([`folders`]). Reading is
+//! incremental by UIDVALIDITY and UID per folder, with the folder's position stored in the
+//! same transaction as the events' outbox rows ([`watch`]), so a restart neither misses nor
+//! repeats an email; event ids are derived from the email itself ([`matching`]), so an email
+//! read again (a renumbered folder, or the same report in INBOX and Junk) yields no second
+//! event. IMAP IDLE where the server offers it, polling otherwise ([`reader`]). Folders are
+//! opened with EXAMINE and emails fetched with BODY.PEEK: the owner's unread mail stays
 //! unread.
 //!
 //! Metrics: `inbox_watcher_mailboxes` (watched by this replica), `inbox_watcher_failures_total
@@ -27,6 +29,7 @@
 //! `inbox_watcher_uidvalidity_changes_total`, `inbox_watcher_lease_round_failures_total`.
 
 pub mod classify;
+pub mod folders;
 pub mod matching;
 pub mod reader;
 pub mod supervisor;

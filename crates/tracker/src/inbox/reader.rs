@@ -1,5 +1,6 @@
-//! The IMAP side of watching one mailbox: log in, open the folder read-only, find the UIDs to read,
-//! fetch them without marking them read, and wait for more (IDLE, or a pause then NOOP).
+//! The IMAP side of watching one mailbox: log in, list its folders, open one read-only at a
+//! time, find the UIDs to read, fetch them without marking them read, and wait for more
+//! (IDLE on the open folder, or a pause then NOOP).
 //! Every command runs under the configured timeout; errors are plain text, redacted by the
 //! caller before they are stored.
 
@@ -13,6 +14,8 @@ use domain::mail::{Login, Server};
 use domain::outbound::OutboundGuard;
 use futures::TryStreamExt as _;
 use tokio_util::sync::CancellationToken;
+
+use super::folders::Listed;
 
 /// The selected folder's identity: UIDs are comparable only under one UIDVALIDITY.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,18 +49,21 @@ pub struct Reader {
     session: Option<Session>,
     settings: InboxWatcherConfig,
     idle: bool,
+    special_use: bool,
+    /// The folder EXAMINE opened last, and what it said.
+    examined: Option<(String, Selected)>,
 }
 
 impl Reader {
-    /// Connects through `guard`, logs in and opens the folder read-only; also finds out
-    /// whether the server offers IDLE. `ConnectError::Refused` when the guard refused the
-    /// host (nothing was connected).
+    /// Connects through `guard` and logs in; also finds out whether the server offers IDLE
+    /// and SPECIAL-USE. `ConnectError::Refused` when the guard refused the host (nothing was
+    /// connected).
     pub async fn open(
         guard: &OutboundGuard,
         server: &Server,
         login: &Login,
         settings: &InboxWatcherConfig,
-    ) -> Result<(Self, Selected), ConnectError> {
+    ) -> Result<Self, ConnectError> {
         let connect_timeout = Duration::from_millis(settings.connect_timeout_ms);
         let connecting = imap::connect(guard, server, login, connect_timeout);
         let mut session = tokio::time::timeout(connect_timeout, connecting)
@@ -69,33 +75,82 @@ impl Reader {
                 )
             })??;
         let command = Duration::from_millis(settings.command_timeout_ms);
-        let idle = if settings.use_idle {
-            let capabilities = within(command, "CAPABILITY", session.capabilities()).await?;
-            capabilities.has_str("IDLE")
-        } else {
-            false
+        let capabilities = within(command, "CAPABILITY", session.capabilities()).await?;
+        Ok(Self {
+            session: Some(session),
+            settings: settings.clone(),
+            idle: settings.use_idle && capabilities.has_str("IDLE"),
+            special_use: capabilities.has_str("SPECIAL-USE"),
+            examined: None,
+        })
+    }
+
+    /// Whether the server announced SPECIAL-USE (RFC 6154).
+    pub fn special_use(&self) -> bool {
+        self.special_use
+    }
+
+    /// Every folder of the account, with its special use where the server tells it: with
+    /// SPECIAL-USE, `LIST "" "*" RETURN (SPECIAL-USE)` (a plain LIST if the server rejects
+    /// the return option); otherwise a plain LIST, whose answer some servers mark anyway.
+    pub async fn list(&mut self) -> Result<Vec<Listed>, String> {
+        if self.special_use {
+            match self.run_list("\"*\" RETURN (SPECIAL-USE)").await {
+                Ok(listed) => return Ok(listed),
+                Err(error) => {
+                    tracing::debug!(%error, "LIST RETURN (SPECIAL-USE) failed; plain LIST");
+                }
+            }
+        }
+        self.run_list("\"*\"").await
+    }
+
+    async fn run_list(&mut self, pattern: &str) -> Result<Vec<Listed>, String> {
+        let timeout = self.command_timeout();
+        let session = self.session()?;
+        let listing = async {
+            let stream = session
+                .list(Some(""), Some(pattern))
+                .await
+                .map_err(|e| format!("LIST failed: {e}"))?;
+            stream
+                .try_collect::<Vec<_>>()
+                .await
+                .map_err(|e| format!("LIST failed: {e}"))
         };
-        // EXAMINE opens the folder read-only: the watcher can never change the owner's mail
-        // (no \Seen, no \Recent taken from their own client).
-        let folder = within(command, "EXAMINE", session.examine(&settings.folder)).await?;
-        let uid_validity = folder.uid_validity.ok_or_else(|| {
-            format!(
-                "the server gave no UIDVALIDITY for {}, so read positions cannot be kept",
-                settings.folder
-            )
+        let names = tokio::time::timeout(timeout, listing)
+            .await
+            .map_err(|_| format!("LIST got no answer within {} ms", timeout.as_millis()))??;
+        self.drain_unsolicited();
+        Ok(names
+            .iter()
+            .map(|n| Listed::new(n.name(), n.delimiter(), n.attributes()))
+            .collect())
+    }
+
+    /// Opens `folder` read-only with EXAMINE, unless it is the one open already: the watcher
+    /// can never change the owner's mail (no \Seen, no \Recent taken from their own client).
+    pub async fn examine(&mut self, folder: &str) -> Result<Selected, String> {
+        if let Some((open, selected)) = &self.examined
+            && open == folder
+        {
+            return Ok(*selected);
+        }
+        self.examined = None;
+        let timeout = self.command_timeout();
+        let opened = within(timeout, "EXAMINE", self.session()?.examine(folder))
+            .await
+            .map_err(|e| format!("{e} (folder {folder})"))?;
+        self.drain_unsolicited();
+        let uid_validity = opened.uid_validity.ok_or_else(|| {
+            format!("the server gave no UIDVALIDITY for {folder}, so read positions cannot be kept")
         })?;
         let selected = Selected {
             uid_validity,
-            uid_next: folder.uid_next,
+            uid_next: opened.uid_next,
         };
-        Ok((
-            Self {
-                session: Some(session),
-                settings: settings.clone(),
-                idle,
-            },
-            selected,
-        ))
+        self.examined = Some((folder.to_owned(), selected));
+        Ok(selected)
     }
 
     pub fn uses_idle(&self) -> bool {
@@ -214,11 +269,16 @@ impl Reader {
         Ok(answers)
     }
 
-    /// Waits until the server reports a change (IDLE) or the poll interval passed (then a
-    /// NOOP lets the server tell about new messages), or until `cancel`.
-    pub async fn wait(&mut self, cancel: &CancellationToken) -> Result<Woken, String> {
+    /// Waits until the server reports a change in the open folder (IDLE, for at most
+    /// `idle_for`) or the poll interval passed (then a NOOP lets the server tell about new
+    /// messages), or until `cancel`.
+    pub async fn wait(
+        &mut self,
+        cancel: &CancellationToken,
+        idle_for: Duration,
+    ) -> Result<Woken, String> {
         if self.idle {
-            return self.wait_idle(cancel).await;
+            return self.wait_idle(cancel, idle_for).await;
         }
         let pause = Duration::from_millis(self.settings.poll_interval_ms);
         tokio::select! {
@@ -231,9 +291,12 @@ impl Reader {
         Ok(Woken::Look)
     }
 
-    async fn wait_idle(&mut self, cancel: &CancellationToken) -> Result<Woken, String> {
+    async fn wait_idle(
+        &mut self,
+        cancel: &CancellationToken,
+        idle_for: Duration,
+    ) -> Result<Woken, String> {
         let command = self.command_timeout();
-        let idle_for = Duration::from_secs(self.settings.idle_timeout_seconds);
         let session = self
             .session
             .take()

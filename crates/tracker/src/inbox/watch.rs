@@ -1,19 +1,22 @@
-//! Watching one mailbox while this replica holds its lease: connect, catch up from the stored
-//! position, then wait for new mail and catch up again, until cancelled. A failure is
+//! Watching one mailbox while this replica holds its lease: connect, choose its folders
+//! ([`folders`]), catch each up from its stored position, then wait for new mail (IDLE on the
+//! first folder, bounded by `poll_interval_ms` when there are others) and catch up again,
+//! until cancelled. One connection per mailbox, opening one folder at a time. A failure is
 //! recorded on the watch (the API shows it), counted, and followed by a growing pause.
 //!
 //! Each batch of fetched emails is recorded in one transaction: the events' outbox rows and
-//! the new position together, fenced by the lease. A crash before the commit reads the batch
-//! again; after it, never again. So a restart neither misses nor repeats an email.
+//! the folder's new position together, fenced by the mailbox's lease. A crash before the
+//! commit reads the batch again; after it, never again. So a restart neither misses nor
+//! repeats an email.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{Days, Utc};
 use diesel_async::AsyncConnection as _;
 use domain::crypto::SecretCipher;
 use domain::db::PgPool;
-use domain::db::inbox::{self, WatchedMailbox};
+use domain::db::inbox::{self, FolderPosition, WatchedMailbox};
 use domain::db::mailboxes::imap_password_context;
 use domain::db::outbox::{self, NewOutboxRecord};
 use domain::mail::imap::ConnectError;
@@ -24,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::classify;
+use super::folders;
 use super::matching::{self, Position};
 use super::reader::{Fetched, Reader, Selected, Woken};
 use domain::config::InboxWatcherConfig;
@@ -131,6 +135,7 @@ async fn session(
     let Some(mailbox) = inbox::load(&mut conn, mailbox_id, &shared.owner).await? else {
         return Ok(Ended::NotOurs);
     };
+    let positions = inbox::positions(&mut conn, mailbox_id).await?;
     inbox::set_status(&mut conn, mailbox_id, &shared.owner, "connecting").await?;
     drop(conn);
     let (server, login) = connection(shared, &mailbox)?;
@@ -138,7 +143,7 @@ async fn session(
         () = cancel.cancelled() => return Ok(Ended::Cancelled),
         opened = Reader::open(&shared.outbound, &server, &login, &shared.settings) => opened,
     };
-    let (mut reader, selected) = opened.map_err(|error| match error {
+    let mut reader = opened.map_err(|error| match error {
         ConnectError::Refused => Failure::Refused(format!(
             "IMAP server {}:{}: {}",
             server.host,
@@ -152,7 +157,7 @@ async fn session(
         &mailbox,
         &login,
         &mut reader,
-        selected,
+        &positions,
         cancel,
         failures,
     )
@@ -161,84 +166,189 @@ async fn session(
     result
 }
 
+/// One folder being read: where it stands.
+#[derive(Debug, Clone)]
+struct Folder {
+    name: String,
+    /// The UIDVALIDITY `last_uid` counts under; `None` before the folder was first read.
+    uid_validity: Option<u32>,
+    last_uid: u32,
+}
+
+impl Folder {
+    fn new(name: String, positions: &[FolderPosition]) -> Self {
+        let stored = positions.iter().find(|p| p.folder == name);
+        Self {
+            uid_validity: stored.and_then(|p| u32::try_from(p.uid_validity).ok()),
+            last_uid: stored.map_or(0, |p| u32::try_from(p.last_uid).unwrap_or(u32::MAX)),
+            name,
+        }
+    }
+}
+
+/// The folders this connection reads (see [`folders`](super::folders)), the first waited on;
+/// those in `reading` keep where they stand, the others start from their stored `positions`.
+async fn folders(
+    shared: &Shared,
+    mailbox: &WatchedMailbox,
+    reader: &mut Reader,
+    positions: &[FolderPosition],
+    reading: &[Folder],
+) -> Result<Vec<Folder>, String> {
+    let listed = reader.list().await?;
+    let settings = &shared.settings;
+    let chosen = folders::choose(
+        &settings.folder,
+        &settings.folders,
+        reader.special_use(),
+        &listed,
+    );
+    if !chosen.missing.is_empty() {
+        tracing::warn!(mailbox.id = %mailbox.mailbox_id, missing = ?chosen.missing,
+                       "configured folders the mailbox lacks are skipped");
+    }
+    if chosen.read.is_empty() {
+        return Err(format!(
+            "none of the folders in inbox_watcher.folders exists in this mailbox ({})",
+            chosen.missing.join(", ")
+        ));
+    }
+    if reading.iter().map(|f| &f.name).ne(chosen.read.iter()) {
+        tracing::info!(mailbox.id = %mailbox.mailbox_id, folders = ?chosen.read,
+                       "reading folders");
+    }
+    Ok(chosen
+        .read
+        .into_iter()
+        .map(|name| match reading.iter().find(|f| f.name == name) {
+            Some(folder) => folder.clone(),
+            None => Folder::new(name, positions),
+        })
+        .collect())
+}
+
 async fn watch(
     shared: &Shared,
     mailbox: &WatchedMailbox,
     login: &Login,
     reader: &mut Reader,
-    selected: Selected,
+    positions: &[FolderPosition],
     cancel: &CancellationToken,
     failures: &mut u32,
 ) -> Result<Ended, Failure> {
     let imap_error = |e: String| Failure::Mailbox(mail::redact(&e, Some(login)));
-    let mut last_uid = match start(shared, mailbox, reader, selected)
+    let mut folders = folders(shared, mailbox, reader, positions, &[])
         .await
-        .map_err(imap_error)?
-    {
-        Start::After(uid) => uid,
-        Start::Scan { uids, baseline } => {
-            let Some(last) = read(shared, mailbox, reader, selected, &uids, 0).await? else {
-                return Ok(Ended::NotOurs);
-            };
-            // Later messages are read from the baseline on, even if none was found by date.
-            let last = last.max(baseline);
-            if (uids.is_empty() || last > uids.last().copied().unwrap_or(0))
-                && !save(shared, mailbox, selected, last, &[]).await?
-            {
-                return Ok(Ended::NotOurs);
-            }
-            last
-        }
-    };
+        .map_err(imap_error)?;
+    let mut listed_at = Instant::now();
     let waiting = if reader.uses_idle() {
         "idle"
     } else {
         "polling"
     };
+    // IDLE watches one folder: with others to read, it ends in time to look at them.
+    let idle_timeout = Duration::from_secs(shared.settings.idle_timeout_seconds);
     loop {
-        let uids = reader.uids_after(last_uid).await.map_err(imap_error)?;
-        let Some(last) = read(shared, mailbox, reader, selected, &uids, last_uid).await? else {
-            return Ok(Ended::NotOurs);
-        };
-        last_uid = last;
+        // A Junk folder created while connected is found at the next listing.
+        if listed_at.elapsed() >= idle_timeout {
+            folders = self::folders(shared, mailbox, reader, positions, &folders)
+                .await
+                .map_err(imap_error)?;
+            listed_at = Instant::now();
+        }
+        for folder in &mut folders {
+            if !look(shared, mailbox, login, reader, folder).await? {
+                return Ok(Ended::NotOurs);
+            }
+        }
+        if let Some(first) = folders.first() {
+            reader.examine(&first.name).await.map_err(imap_error)?;
+        }
         let mut conn = shared.pool.get().await?;
         if !inbox::set_status(&mut conn, mailbox.mailbox_id, &shared.owner, waiting).await? {
             return Ok(Ended::NotOurs);
         }
         drop(conn);
         *failures = 0;
-        if reader.wait(cancel).await.map_err(imap_error)? == Woken::Cancelled {
+        let idle_for = if folders.len() > 1 {
+            idle_timeout.min(Duration::from_millis(shared.settings.poll_interval_ms))
+        } else {
+            idle_timeout
+        };
+        if reader.wait(cancel, idle_for).await.map_err(imap_error)? == Woken::Cancelled {
             return Ok(Ended::Cancelled);
         }
     }
 }
 
-/// Where reading starts.
-enum Start {
-    /// Past this UID (the stored position, under the same UIDVALIDITY).
-    After(u32),
-    /// A first read, or the folder was renumbered: these UIDs (found by date), then on from
-    /// `baseline` (the highest UID when the scan began).
-    Scan { uids: Vec<u32>, baseline: u32 },
+/// Opens `folder` and reads what is new in it, recording each batch with its position.
+/// False when the lease is no longer ours.
+async fn look(
+    shared: &Shared,
+    mailbox: &WatchedMailbox,
+    login: &Login,
+    reader: &mut Reader,
+    folder: &mut Folder,
+) -> Result<bool, Failure> {
+    let imap_error = |e: String| Failure::Mailbox(mail::redact(&e, Some(login)));
+    let selected = reader.examine(&folder.name).await.map_err(imap_error)?;
+    if folder.uid_validity != Some(selected.uid_validity) {
+        let Scan { uids, baseline } = scan(shared, mailbox, reader, folder, selected)
+            .await
+            .map_err(imap_error)?;
+        let Some(last) = read(shared, mailbox, reader, &folder.name, selected, &uids, 0).await?
+        else {
+            return Ok(false);
+        };
+        // Later messages are read from the baseline on, even if none was found by date.
+        let last = last.max(baseline);
+        if (uids.is_empty() || last > uids.last().copied().unwrap_or(0))
+            && !save(shared, mailbox, &folder.name, selected, last, &[]).await?
+        {
+            return Ok(false);
+        }
+        folder.uid_validity = Some(selected.uid_validity);
+        folder.last_uid = last;
+    }
+    let uids = reader
+        .uids_after(folder.last_uid)
+        .await
+        .map_err(imap_error)?;
+    let Some(last) = read(
+        shared,
+        mailbox,
+        reader,
+        &folder.name,
+        selected,
+        &uids,
+        folder.last_uid,
+    )
+    .await?
+    else {
+        return Ok(false);
+    };
+    folder.last_uid = last;
+    Ok(true)
 }
 
-async fn start(
+/// A first read of a folder, or a renumbered one: these UIDs (found by date), then on from
+/// `baseline` (the highest UID when the scan began).
+struct Scan {
+    uids: Vec<u32>,
+    baseline: u32,
+}
+
+async fn scan(
     shared: &Shared,
     mailbox: &WatchedMailbox,
     reader: &mut Reader,
+    folder: &Folder,
     selected: Selected,
-) -> Result<Start, String> {
-    let stored = mailbox
-        .uid_validity
-        .filter(|v| *v == i64::from(selected.uid_validity));
-    if stored.is_some() {
-        return Ok(Start::After(
-            u32::try_from(mailbox.last_uid).unwrap_or(u32::MAX),
-        ));
-    }
-    if mailbox.uid_validity.is_some() {
-        tracing::warn!(mailbox.id = %mailbox.mailbox_id, "the folder's UIDVALIDITY changed; \
-                       reading it again by date (events already recorded are not repeated)");
+) -> Result<Scan, String> {
+    if folder.uid_validity.is_some() {
+        tracing::warn!(mailbox.id = %mailbox.mailbox_id, folder = %folder.name,
+                       "the folder's UIDVALIDITY changed; reading it again by date \
+                        (events already recorded are not repeated)");
         metrics::counter!("inbox_watcher_uidvalidity_changes_total").increment(1);
     }
     let baseline = match selected.uid_next {
@@ -247,7 +357,7 @@ async fn start(
     };
     // Nothing received before this mailbox first sent can answer us.
     let Some(first_sent) = mailbox.first_sent_at else {
-        return Ok(Start::Scan {
+        return Ok(Scan {
             uids: Vec::new(),
             baseline,
         });
@@ -262,16 +372,17 @@ async fn start(
         .checked_sub_days(Days::new(1))
         .unwrap_or_else(|| first_sent.date_naive());
     let uids = reader.uids_since(since).await?;
-    Ok(Start::Scan { uids, baseline })
+    Ok(Scan { uids, baseline })
 }
 
-/// Reads `uids` in batches, recording each batch's events with the position after it.
-/// Returns the position after all of them (at least `from`), or `None` when the lease is no
-/// longer ours.
+/// Reads `uids` of `folder` in batches, recording each batch's events with the position
+/// after it. Returns the position after all of them (at least `from`), or `None` when the
+/// lease is no longer ours.
 async fn read(
     shared: &Shared,
     mailbox: &WatchedMailbox,
     reader: &mut Reader,
+    folder: &str,
     selected: Selected,
     uids: &[u32],
     from: u32,
@@ -282,9 +393,9 @@ async fn read(
     let mut last = from;
     for chunk in uids.chunks(batch) {
         let fetched = reader.fetch(chunk).await.map_err(Failure::Mailbox)?;
-        let records = events(shared, mailbox, selected, &fetched).await?;
+        let records = events(shared, mailbox, folder, selected, &fetched).await?;
         last = last.max(chunk.last().copied().unwrap_or(last));
-        if !save(shared, mailbox, selected, last, &records).await? {
+        if !save(shared, mailbox, folder, selected, last, &records).await? {
             return Ok(None);
         }
     }
@@ -295,6 +406,7 @@ async fn read(
 async fn events(
     shared: &Shared,
     mailbox: &WatchedMailbox,
+    folder: &str,
     selected: Selected,
     fetched: &[Fetched],
 ) -> Result<Vec<NewOutboxRecord>, Failure> {
@@ -312,6 +424,7 @@ async fn events(
         metrics::counter!("inbox_watcher_emails_total", "kind" => kind).increment(1);
         let position = Position {
             mailbox_id: mailbox.mailbox_id,
+            folder,
             uid_validity: selected.uid_validity,
             uid: email.uid,
         };
@@ -319,7 +432,7 @@ async fn events(
         let found =
             matching::events_for(&mut conn, mailbox, position, received_at, &classified).await?;
         for envelope in found {
-            tracing::info!(mailbox.id = %mailbox.mailbox_id, uid = email.uid,
+            tracing::info!(mailbox.id = %mailbox.mailbox_id, folder, uid = email.uid,
                            enrollment.id = %envelope_enrollment(&envelope), kind,
                            "inbound email matched a sent message");
             let record = NewOutboxRecord::from_envelope(
@@ -361,11 +474,12 @@ impl From<diesel::result::Error> for SaveError {
     }
 }
 
-/// Records `records` and the position `last_uid` in one transaction, if the lease is still
-/// ours; false when it is not (nothing is written then).
+/// Records `records` and the position `last_uid` of `folder` in one transaction, if the
+/// lease is still ours; false when it is not (nothing is written then).
 async fn save(
     shared: &Shared,
     mailbox: &WatchedMailbox,
+    folder: &str,
     selected: Selected,
     last_uid: u32,
     records: &[NewOutboxRecord],
@@ -377,6 +491,7 @@ async fn save(
                 tx,
                 mailbox.mailbox_id,
                 &shared.owner,
+                folder,
                 i64::from(selected.uid_validity),
                 i64::from(last_uid),
             )

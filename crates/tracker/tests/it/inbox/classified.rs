@@ -119,11 +119,7 @@ async fn mail_that_arrived_before_the_watcher_is_read_once_and_other_mail_is_ign
 
     // Another replica reads on from the stored position: nothing again.
     let second = world.watcher().await?;
-    world
-        .wait_watch(seller.mailbox_id, "the second replica watching", |row| {
-            watching(row) && row.owner.as_deref() == Some(second.owner.as_str())
-        })
-        .await?;
+    world.wait_watched_by(seller.mailbox_id, &second).await?;
     deliver(
         &sent.contact,
         &seller.address,
@@ -283,8 +279,8 @@ async fn a_renumbered_folder_is_read_again_without_new_events_for_old_mail() -> 
     world
         .db
         .exec(&format!(
-            "UPDATE inbox_watches SET uid_validity = 1, last_uid = 999 \
-              WHERE mailbox_id = '{}'",
+            "UPDATE inbox_folder_positions SET uid_validity = 1, last_uid = 999 \
+              WHERE mailbox_id = '{}' AND folder = 'INBOX'",
             seller.mailbox_id
         ))
         .await?;

@@ -3,6 +3,7 @@
 
 mod classified;
 mod failures;
+mod junk;
 mod leases;
 mod restart;
 mod world;

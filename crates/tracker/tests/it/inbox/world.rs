@@ -43,14 +43,30 @@ pub struct Sent {
     pub subject: String,
 }
 
-/// The state of a mailbox's watch row.
-#[derive(Debug, Clone, PartialEq, Eq, diesel::Queryable)]
+/// The state of a mailbox's watch row, with INBOX's position (0 before it was read).
+#[derive(Debug, Clone, PartialEq, Eq, diesel::QueryableByName)]
 pub struct WatchRow {
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
     pub owner: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Text)]
     pub status: String,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
     pub last_uid: i64,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
     pub last_error: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
     pub consecutive_failures: i32,
+}
+
+/// One folder's read position.
+#[derive(Debug, Clone, PartialEq, Eq, diesel::QueryableByName)]
+pub struct PositionRow {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub folder: String,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub uid_validity: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub last_uid: i64,
 }
 
 impl InboxWorld {
@@ -196,22 +212,62 @@ impl InboxWorld {
     }
 
     pub async fn watch_row(&self, mailbox_id: Uuid) -> anyhow::Result<Option<WatchRow>> {
-        use diesel::prelude::*;
+        use diesel::OptionalExtension as _;
         use diesel_async::RunQueryDsl;
-        use domain::db::schema::inbox_watches::dsl;
         let mut conn = self.db.connect().await?;
-        Ok(dsl::inbox_watches
-            .filter(dsl::mailbox_id.eq(mailbox_id))
-            .select((
-                dsl::owner,
-                dsl::status,
-                dsl::last_uid,
-                dsl::last_error,
-                dsl::consecutive_failures,
-            ))
-            .first::<WatchRow>(&mut conn)
-            .await
-            .optional()?)
+        Ok(diesel::sql_query(
+            "SELECT w.owner, w.status, COALESCE(p.last_uid, 0) AS last_uid, w.last_error, \
+                    w.consecutive_failures \
+               FROM inbox_watches w \
+               LEFT JOIN inbox_folder_positions p \
+                 ON p.mailbox_id = w.mailbox_id AND p.folder = 'INBOX' \
+              WHERE w.mailbox_id = $1",
+        )
+        .bind::<diesel::sql_types::Uuid, _>(mailbox_id)
+        .get_result::<WatchRow>(&mut conn)
+        .await
+        .optional()?)
+    }
+
+    /// The mailbox's read positions, by folder name.
+    pub async fn positions(&self, mailbox_id: Uuid) -> anyhow::Result<Vec<PositionRow>> {
+        use diesel_async::RunQueryDsl;
+        let mut conn = self.db.connect().await?;
+        Ok(diesel::sql_query(
+            "SELECT folder, uid_validity, last_uid FROM inbox_folder_positions \
+              WHERE mailbox_id = $1 ORDER BY folder",
+        )
+        .bind::<diesel::sql_types::Uuid, _>(mailbox_id)
+        .load(&mut conn)
+        .await?)
+    }
+
+    /// Waits until the mailbox's read positions satisfy `check`.
+    pub async fn wait_positions(
+        &self,
+        mailbox_id: Uuid,
+        what: &str,
+        check: impl Fn(&[PositionRow]) -> bool,
+    ) -> anyhow::Result<Vec<PositionRow>> {
+        poll_until(WAIT, what, || async {
+            self.positions(mailbox_id)
+                .await
+                .ok()
+                .filter(|rows| check(rows))
+        })
+        .await
+    }
+
+    /// Waits until `watcher` holds the mailbox and waits for its mail.
+    pub async fn wait_watched_by(
+        &self,
+        mailbox_id: Uuid,
+        watcher: &Watcher,
+    ) -> anyhow::Result<WatchRow> {
+        self.wait_watch(mailbox_id, "the mailbox watched by this replica", |row| {
+            watching(row) && row.owner.as_deref() == Some(watcher.owner.as_str())
+        })
+        .await
     }
 
     /// Waits until the mailbox's watch row satisfies `check`.
@@ -270,7 +326,7 @@ impl Watcher {
     }
 }
 
-pub use domain::testing::greenmail::{deliver, imap_addr as greenmail_imap};
+pub use domain::testing::greenmail::{deliver, file_into, imap_addr as greenmail_imap};
 
 /// The prospect's answer to `sent`, threaded by In-Reply-To and References.
 pub fn reply(sent: &Sent, seller: &Seller, body: &str) -> String {
@@ -290,26 +346,14 @@ pub fn reply(sent: &Sent, seller: &Seller, body: &str) -> String {
 
 /// The UIDs of `address`'s GreenMail inbox that are marked read (\\Seen).
 pub async fn seen_uids(address: &str) -> anyhow::Result<Vec<u32>> {
-    use domain::mail::{Login, Security, Server};
+    seen_uids_in(address, "INBOX").await
+}
+
+/// The UIDs of `folder` in `address`'s GreenMail account that are marked read (\\Seen).
+pub async fn seen_uids_in(address: &str, folder: &str) -> anyhow::Result<Vec<u32>> {
     use futures::TryStreamExt as _;
-    let imap = greenmail_imap()?;
-    let server = Server {
-        host: imap.ip().to_string(),
-        port: imap.port(),
-        security: Security::None,
-    };
-    let login = Login {
-        username: address.to_owned(),
-        password: SecretString::from("any"),
-    };
-    let mut session = domain::mail::imap::connect(
-        &domain::testing::test_outbound_guard(),
-        &server,
-        &login,
-        WAIT,
-    )
-    .await?;
-    session.examine("INBOX").await?;
+    let mut session = domain::testing::greenmail::imap_session(address).await?;
+    session.examine(folder).await?;
     let fetched: Vec<_> = session
         .uid_fetch("1:*", "(UID FLAGS)")
         .await?
