@@ -39,8 +39,8 @@ pub struct CreateSequence {
     /// `track_url_text_links` is set.
     #[serde(default)]
     pub click_tracking_enabled: bool,
-    /// Track links whose visible text is a URL or a domain (`<a href="https://x.example">
-    /// https://x.example</a>`, bare URLs) too, when click tracking is on (default false: spam
+    /// Track links whose visible text is a URL or a domain (a link reading `x.example` or
+    /// `https://x.example`) and bare URLs too, when click tracking is on (default false: spam
     /// filters score a tracker URL behind a visible URL as a spoofed link).
     pub track_url_text_links: Option<bool>,
     #[serde(default)]
@@ -74,8 +74,8 @@ pub struct UpdateSequence {
     /// is a URL or a domain, and a bare URL, are left as they are unless
     /// `track_url_text_links` is set.
     pub click_tracking_enabled: Option<bool>,
-    /// Track links whose visible text is a URL or a domain (`<a href="https://x.example">
-    /// https://x.example</a>`, bare URLs) too, when click tracking is on (false: spam
+    /// Track links whose visible text is a URL or a domain (a link reading `x.example` or
+    /// `https://x.example`) and bare URLs too, when click tracking is on (false: spam
     /// filters score a tracker URL behind a visible URL as a spoofed link).
     pub track_url_text_links: Option<bool>,
     pub stop_on_reply: Option<bool>,
@@ -170,8 +170,8 @@ pub struct Sequence {
     /// is a URL or a domain, and a bare URL, are left as they are unless
     /// `track_url_text_links` is set.
     pub click_tracking_enabled: bool,
-    /// Track links whose visible text is a URL or a domain (`<a href="https://x.example">
-    /// https://x.example</a>`, bare URLs) too, when click tracking is on (false: spam
+    /// Track links whose visible text is a URL or a domain (a link reading `x.example` or
+    /// `https://x.example`) and bare URLs too, when click tracking is on (false: spam
     /// filters score a tracker URL behind a visible URL as a spoofed link).
     pub track_url_text_links: bool,
     pub stop_on_reply: bool,
