@@ -320,9 +320,10 @@ async fn populate(
     let step = Uuid::now_v7();
     let statements = [
         "INSERT INTO workspaces (id, name) VALUES ($1, 'bench')",
+        // The body's links are bare URLs: forced, so they are still tracked as measured before.
         "INSERT INTO sequences (id, workspace_id, name, status, open_tracking_enabled, \
-                                click_tracking_enabled, unsubscribe_link) \
-         VALUES ($2, $1, 'bench', 'active', true, true, true)",
+                                click_tracking_enabled, track_url_text_links, unsubscribe_link) \
+         VALUES ($2, $1, 'bench', 'active', true, true, true, true)",
         "INSERT INTO steps (id, sequence_id, step_order, order_key, subject, content) \
          VALUES ($3, $2, 1, 1, $8, $9)",
         "INSERT INTO mailboxes (id, workspace_id, email, display_name, smtp_host, smtp_port, \

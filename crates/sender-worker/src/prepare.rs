@@ -124,6 +124,7 @@ fn email(message: &ClaimedMessage, thread: &[ThreadEmail], context: &Context) ->
         tracking: Tracking {
             open: message.open_tracking,
             click: message.click_tracking,
+            url_text_links: message.track_url_text_links,
             base_url: tracking_base_url(message, context.tracker_url),
             unsubscribe_link: message.unsubscribe_link,
             unsubscribe_mailto: message.unsubscribe_mailto.clone(),

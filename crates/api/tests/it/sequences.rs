@@ -141,6 +141,10 @@ async fn seed_example_creates_a_draft_with_step_ids_and_defaults() -> anyhow::Re
     assert_eq!(seq["name"], "Cold Outreach Q1");
     assert_eq!(seq["status"], "draft");
     assert_eq!(seq["open_tracking_enabled"], true);
+    assert_eq!(
+        seq["track_url_text_links"], false,
+        "links showing a URL stay untracked by default"
+    );
     assert_eq!(seq["stop_on_reply"], true);
     assert_eq!(seq["unsubscribe_link"], true);
     assert_eq!(
@@ -324,6 +328,19 @@ async fn update_changes_only_given_settings() -> anyhow::Result<()> {
     assert_eq!(updated["open_tracking_enabled"], true, "untouched");
     assert_eq!(updated["sending_window"]["end_time"], "18:30");
     assert_eq!(updated["sending_window"]["start_time"], "09:00");
+
+    let (status, forced) = api
+        .put(&path, &t.key, json!({"track_url_text_links": true}))
+        .await?;
+    assert_eq!(status, 200, "{forced}");
+    assert_eq!(forced["track_url_text_links"], true);
+    assert_eq!(forced["name"], "Renamed", "untouched");
+    let (_, fetched) = api.get(&path, &t.key).await?;
+    assert_eq!(fetched["track_url_text_links"], true, "stored");
+    let (status, error) = api
+        .put(&path, &t.key, json!({"track_url_text_links": "yes"}))
+        .await?;
+    assert_field_error(status, &error, "track_url_text_links");
 
     let (status, error) = api
         .put(

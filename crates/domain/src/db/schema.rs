@@ -90,6 +90,7 @@ diesel::table! {
         status -> Text,
         open_tracking_enabled -> Bool,
         click_tracking_enabled -> Bool,
+        track_url_text_links -> Bool,
         stop_on_reply -> Bool,
         stop_on_auto_reply -> Bool,
         unsubscribe_link -> Bool,

@@ -81,6 +81,10 @@ pub struct ClaimedMessage {
     pub open_tracking: bool,
     #[diesel(sql_type = Bool)]
     pub click_tracking: bool,
+    /// Click tracking also rewrites links whose visible text is a URL (spam filters score
+    /// those as spoofed links, so by default they are left as they are).
+    #[diesel(sql_type = Bool)]
+    pub track_url_text_links: bool,
     #[diesel(sql_type = Bool)]
     pub unsubscribe_link: bool,
     #[diesel(sql_type = Nullable<Text>)]
@@ -111,7 +115,8 @@ const CLAIMED_COLUMNS: &str = "\
     mb.status AS mailbox_status, mb.smtp_host, mb.smtp_port, mb.smtp_security, \
     mb.smtp_username, mb.smtp_password_encrypted, \
     q.status AS sequence_status, q.open_tracking_enabled AS open_tracking, \
-    q.click_tracking_enabled AS click_tracking, q.unsubscribe_link, q.tracking_domain, \
+    q.click_tracking_enabled AS click_tracking, q.track_url_text_links, \
+    q.unsubscribe_link, q.tracking_domain, \
     w.tracking_base_url AS workspace_tracking_base_url, \
     nullif(btrim(w.settings ->> 'unsubscribe_mailto'), '') AS unsubscribe_mailto";
 

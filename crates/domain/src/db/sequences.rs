@@ -18,6 +18,8 @@ pub struct Sequence {
     pub status: String,
     pub open_tracking_enabled: bool,
     pub click_tracking_enabled: bool,
+    /// Click tracking also rewrites links whose visible text is a URL or a domain.
+    pub track_url_text_links: bool,
     pub stop_on_reply: bool,
     pub stop_on_auto_reply: bool,
     pub unsubscribe_link: bool,
@@ -40,6 +42,8 @@ pub struct NewSequence<'a> {
     pub name: &'a str,
     pub open_tracking_enabled: bool,
     pub click_tracking_enabled: bool,
+    /// Click tracking also rewrites links whose visible text is a URL or a domain.
+    pub track_url_text_links: bool,
     pub stop_on_reply: bool,
     pub stop_on_auto_reply: bool,
     pub unsubscribe_link: bool,
@@ -59,6 +63,7 @@ pub struct SequenceChanges<'a> {
     pub name: Option<&'a str>,
     pub open_tracking_enabled: Option<bool>,
     pub click_tracking_enabled: Option<bool>,
+    pub track_url_text_links: Option<bool>,
     pub stop_on_reply: Option<bool>,
     pub stop_on_auto_reply: Option<bool>,
     pub unsubscribe_link: Option<bool>,

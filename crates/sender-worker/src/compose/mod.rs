@@ -6,13 +6,22 @@
 //! Bodies: a step's content is plain text or HTML (the API accepts both). HTML content,
 //! recognised by its tags ([`body::looks_like_html`]), is rendered with
 //! `Template::render_html`, which escapes contact values but keeps the author's markup; its
-//! text part is derived from that HTML. Plain-text content is rendered with
-//! `Template::render` for the text part and escaped, linkified and split into paragraphs
-//! (blank lines) and `<br>` (single line breaks) for the HTML part.
+//! text part is laid out from that HTML after click tracking ([`text_part`]: blank lines
+//! between blocks, list items as lines, links as `text (url)`). Plain-text content is
+//! rendered with `Template::render` for the text part and escaped, linkified and split into
+//! paragraphs (blank lines) and `<br>` (single line breaks) for the HTML part. The HTML part
+//! is always a complete UTF-8 document ([`document`]).
+//!
+//! Click tracking leaves a link whose visible text is a URL or a domain as it is, and bare
+//! URLs unlinked, in both parts, unless the sequence sets `track_url_text_links`: then bare
+//! URLs are linked and every `http(s)` link is tracked, in both parts.
 
 mod body;
+mod document;
 mod headers;
+mod html;
 mod links;
+mod text_part;
 
 #[cfg(test)]
 mod tests;
@@ -71,6 +80,10 @@ pub struct Thread {
 pub struct Tracking {
     pub open: bool,
     pub click: bool,
+    /// Click tracking also rewrites links whose visible text is a URL or a domain, and links
+    /// bare URLs to track them; otherwise those are left as written (filters score a tracker
+    /// URL behind a visible URL as a spoofed link).
+    pub url_text_links: bool,
     /// Where the tracker serves `/o/`, `/c/` and `/u/`, e.g. `https://track.example.com`.
     pub base_url: String,
     /// A short unsubscribe link at the end of both bodies. The `List-Unsubscribe` headers are
@@ -118,11 +131,32 @@ pub fn compose(email: &Email, signer: &TokenSigner) -> Result<Message, ComposeEr
     let subject = render_subject(email, seed)?;
     let content = parse(&email.content, "content")?;
     complete(&content, email, seed)?;
-    let html_source = body::looks_like_html(&email.content);
-    let (mut text, mut html) = body::render(&content, email, seed, html_source);
+    let click = |url: &str| tokens.click(url);
+    let url_text_links = email.tracking.url_text_links;
+    let (mut text, html) = if body::looks_like_html(&email.content) {
+        let mut html = content.render_html(&email.contact, seed);
+        if email.tracking.click {
+            if url_text_links {
+                html = links::linkify_html(&html);
+            }
+            html = links::rewrite_html(&html, url_text_links, click);
+        }
+        // From the tracked HTML, so both parts link to the same (tracked or not) URLs.
+        (text_part::html_to_text(&html), html)
+    } else {
+        let mut text = content.render(&email.contact, seed);
+        // Every link of this HTML shows its URL: tracked only when the sequence says so.
+        let mut html = body::text_to_html(&text);
+        if email.tracking.click {
+            if url_text_links {
+                text = links::rewrite_text(&text, click);
+            }
+            html = links::rewrite_html(&html, url_text_links, click);
+        }
+        (text, html)
+    };
+    let mut html = document::document(&html);
     if email.tracking.click {
-        text = links::rewrite_text(&text, |url| tokens.click(url));
-        html = links::rewrite_html(&html, |url| tokens.click(url));
         // A link no person sees: what follows it is a scanner, and the tracker says so.
         let trap = tokens.url("c", &tokens.action(Kind::Trap));
         html = body::append_html(&html, &body::trap_link(&trap));

@@ -43,6 +43,7 @@ fn email() -> Email {
         tracking: Tracking {
             open: false,
             click: false,
+            url_text_links: false,
             base_url: format!("{BASE}/"),
             unsubscribe_link: false,
             unsubscribe_mailto: None,
@@ -184,27 +185,165 @@ fn list_unsubscribe_headers_are_always_set() -> Result<(), ComposeError> {
     Ok(())
 }
 
+/// The URLs of the click tokens in `raw`, text part first.
+fn clicked_urls(raw: &str) -> Vec<String> {
+    tokens(raw, "c")
+        .into_iter()
+        .filter_map(|action| match action {
+            TrackingAction::Click { url, .. } => Some(url),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The text part, its quoted-printable undone by [`raw`].
+fn text_part(raw: &str) -> String {
+    let after = raw
+        .split_once("Content-Type: text/plain; charset=utf-8")
+        .map(|(_, after)| after)
+        .unwrap_or_default();
+    let body = after
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    body.split("\r\n--")
+        .next()
+        .unwrap_or_default()
+        .replace("\r\n", "\n")
+}
+
 #[test]
-fn click_tracking_rewrites_http_links_in_both_parts() -> Result<(), ComposeError> {
+fn click_tracking_leaves_the_bare_urls_of_plain_text_unless_forced() -> Result<(), ComposeError> {
     let mut email = email();
     email.tracking.click = true;
     let raw = raw(&email)?;
-    let clicks = tokens(&raw, "c");
+    // A bare URL shows itself: linked to itself in the HTML part, untracked in both parts.
+    assert!(clicked_urls(&raw).is_empty(), "{raw}");
+    assert!(
+        raw.contains("<a href=\"https://example.com/pricing?a=1&amp;b=2\">https://example.com/pricing?a=1&amp;b=2</a>"),
+        "{raw}"
+    );
+    assert!(text_part(&raw).contains("see https://example.com/pricing?a=1&b=2."));
+
+    email.tracking.url_text_links = true;
+    let raw = self::raw(&email)?;
     // Text part, then the href in the HTML part; the link's label keeps the original URL.
-    assert_eq!(clicks.len(), 2, "{raw}");
-    for click in clicks {
-        match click {
-            TrackingAction::Click {
-                url, message_id, ..
-            } => {
-                assert_eq!(url, "https://example.com/pricing?a=1&b=2");
-                assert_eq!(message_id, email.message_id);
-            }
-            other => panic!("{other:?}"),
-        }
+    assert_eq!(
+        clicked_urls(&raw),
+        [
+            "https://example.com/pricing?a=1&b=2",
+            "https://example.com/pricing?a=1&b=2"
+        ],
+        "{raw}"
+    );
+    for click in tokens(&raw, "c") {
+        assert_eq!(click.message_id(), email.message_id);
     }
     assert!(!raw.contains("href=\"https://example.com"), "{raw}");
+    assert!(
+        raw.contains(">https://example.com/pricing?a=1&amp;b=2</a>"),
+        "{raw}"
+    );
     assert!(raw.contains("mailto:x@y.z"));
+    Ok(())
+}
+
+#[test]
+fn links_showing_a_url_stay_untracked_unless_the_sequence_forces_them() -> Result<(), ComposeError>
+{
+    let mut email = email();
+    email.content = "<p><a href=\"https://docs.example.com\">https://docs.example.com</a>, <a href=\"https://example.com/pricing\">pricing</a> and https://bare.example/x.</p>".to_owned();
+    email.tracking.click = true;
+    let raw = raw(&email)?;
+    assert_eq!(
+        clicked_urls(&raw),
+        ["https://example.com/pricing", "https://example.com/pricing"],
+        "{raw}"
+    );
+    assert!(
+        raw.contains("<a href=\"https://docs.example.com\">https://docs.example.com</a>"),
+        "{raw}"
+    );
+    assert!(!raw.contains("href=\"https://bare.example"), "{raw}");
+    let text = text_part(&raw);
+    assert!(
+        text.starts_with("https://docs.example.com, pricing (https://track.example.com/c/"),
+        "{text}"
+    );
+    assert!(text.contains(") and https://bare.example/x.\n"), "{text}");
+
+    email.tracking.url_text_links = true;
+    let raw = self::raw(&email)?;
+    let urls = clicked_urls(&raw);
+    let expected = [
+        "https://docs.example.com",
+        "https://example.com/pricing",
+        "https://bare.example/x",
+    ];
+    assert_eq!(urls, [expected, expected].concat(), "{raw}");
+    assert!(raw.contains(">https://bare.example/x</a>."), "{raw}");
+    let text = text_part(&raw);
+    assert!(
+        text.starts_with("https://docs.example.com (https://track.example.com/c/"),
+        "{text}"
+    );
+    Ok(())
+}
+
+#[test]
+fn the_html_part_is_a_complete_utf8_document() -> Result<(), ComposeError> {
+    let mut email = email();
+    email.tracking.open = true;
+    email.tracking.unsubscribe_link = true;
+    let raw = raw(&email)?;
+    let html = raw
+        .split_once("Content-Type: text/html; charset=utf-8")
+        .map(|(_, html)| html)
+        .unwrap_or_default();
+    let body = html
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    assert!(
+        body.starts_with("<!DOCTYPE html>\r\n<html>\r\n<head>\r\n<meta charset=\"utf-8\">"),
+        "{body}"
+    );
+    let (head, rest) = body.split_once("<body>").unwrap_or_default();
+    assert!(head.contains("</head>"), "{head}");
+    let (inside, after) = rest.split_once("</body>").unwrap_or_default();
+    assert!(inside.contains("<p>Bye from our team</p>"), "{inside}");
+    assert!(
+        inside.contains(">Unsubscribe</a>") && inside.contains("/o/"),
+        "{inside}"
+    );
+    assert!(after.starts_with("\r\n</html>"), "{after}");
+
+    // Content that is a document keeps its markup, gains the charset, and the additions go
+    // inside its body.
+    email.content =
+        "<html><head><title>Hi</title></head><body style=\"margin:0\"><p>Hi {{first_name}}</p></body></html>"
+            .to_owned();
+    let raw = self::raw(&email)?;
+    assert!(
+        raw.contains("<html><head>\r\n<meta charset=\"utf-8\"><title>Hi</title></head><body style=\"margin:0\"><p>Hi Ada</p>"),
+        "{raw}"
+    );
+    assert!(!raw.contains("<!DOCTYPE"), "{raw}");
+    let pixel = raw.find("/o/").unwrap_or(usize::MAX);
+    let body_end = raw.find("</body></html>").unwrap_or_default();
+    assert!(pixel < body_end, "{raw}");
+    Ok(())
+}
+
+#[test]
+fn the_text_part_of_html_keeps_its_structure() -> Result<(), ComposeError> {
+    let mut email = email();
+    email.content = "<p>Hi {{first_name}},</p><p>Our plans:</p><ul><li>Basic</li><li>Pro &amp; more</li></ul><p>See <a href=\"https://example.com/pricing\">pricing</a><br>or https://docs.example.com.</p>".to_owned();
+    let raw = raw(&email)?;
+    assert_eq!(
+        text_part(&raw),
+        "Hi Ada,\n\nOur plans:\n\n- Basic\n- Pro & more\n\nSee pricing (https://example.com/pricing)\nor https://docs.example.com.\n"
+    );
     Ok(())
 }
 

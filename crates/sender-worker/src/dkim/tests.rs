@@ -81,6 +81,7 @@ fn email(from: &str) -> Email {
         tracking: Tracking {
             open: true,
             click: true,
+            url_text_links: false,
             base_url: "https://track.example.com".to_owned(),
             unsubscribe_link: true,
             unsubscribe_mailto: Some("unsubscribe@sender.example".to_owned()),

@@ -51,6 +51,7 @@ fn message() -> ClaimedMessage {
         sequence_status: "active".to_owned(),
         open_tracking: true,
         click_tracking: true,
+        track_url_text_links: false,
         unsubscribe_link: true,
         tracking_domain: None,
         workspace_tracking_base_url: None,

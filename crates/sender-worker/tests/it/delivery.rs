@@ -1,5 +1,6 @@
-//! Emails sent through the worker and read back from GreenMail: headers, both MIME parts,
-//! tracking links and pixel, unsubscribe headers, threading, the `sent` events, and that
+//! Emails sent through the worker and read back from GreenMail: headers, both MIME parts (a
+//! complete HTML document, a text part laid out from it), tracking links (links showing a URL
+//! left alone unless the sequence forces them) and pixel, unsubscribe headers, threading, the `sent` events, and that
 //! neither a duplicated job nor a hostile subject gets a second recipient.
 
 use domain::testing::read_topic;
@@ -11,7 +12,7 @@ use crate::world::{Step, WAIT, World, greenmail_smtp, received, wait_received};
 
 const FIRST: Step = Step {
     subject: "{Quick question|A question} for {company}",
-    content: "Hi {{first_name|there}},\n\nSee https://example.com/pricing?plan=pro for details.",
+    content: "<p>Hi {{first_name|there}},</p><p>See <a href=\"https://example.com/pricing?plan=pro\">our plans</a> for details:</p><ul><li>Docs: <a href=\"https://docs.example.com\">https://docs.example.com</a></li><li>Status: https://status.example.com</li></ul>",
     thread_with_previous: false,
 };
 const FOLLOW_UP: Step = Step {
@@ -130,14 +131,38 @@ async fn a_sequence_reads_back_tracked_unsubscribable_and_threaded() -> anyhow::
         }]
     );
 
-    // Both parts, personalised; the link goes through the tracker, the pixel is in the HTML.
+    // Both parts, personalised: the HTML part a complete document, the text part laid out
+    // from it. The labelled link goes through the tracker in both; the link showing its URL
+    // and the bare URL are left as written; the pixel is in the HTML's body.
     let (text, html) = parts(&mail)?;
+    let text = text.replace("\r\n", "\n");
+    let html = html.replace("\r\n", "\n");
     assert!(
-        text.contains("Hi Jane,") && html.contains("Hi Jane,"),
-        "{text}\n{html}"
+        html.starts_with("<!DOCTYPE html>\n<html>\n<head>\n<meta charset=\"utf-8\">")
+            && html.contains("</head>\n<body>\n<p>Hi Jane,</p>")
+            && html.trim_end().ends_with("</body>\n</html>"),
+        "{html}"
+    );
+    assert!(
+        text.starts_with("Hi Jane,\n\nSee our plans (https://track.test/c/"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            ") for details:\n\n- Docs: https://docs.example.com\n- Status: https://status.example.com\n"
+        ),
+        "{text}"
     );
     assert!(
         !html.contains("href=\"https://example.com/pricing"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<a href=\"https://docs.example.com\">https://docs.example.com</a>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("Status: https://status.example.com</li>"),
         "{html}"
     );
     let clicks = tokens(&world, &html, "c")?;
@@ -150,8 +175,10 @@ async fn a_sequence_reads_back_tracked_unsubscribable_and_threaded() -> anyhow::
             url: "https://example.com/pricing?plan=pro".to_owned(),
         }]
     );
-    assert_eq!(tokens(&world, &text, "c")?.len(), 1, "{text}");
+    assert_eq!(tokens(&world, &text, "c")?, clicks, "{text}");
     assert_eq!(tokens(&world, &html, "o")?.len(), 1, "one open pixel");
+    let pixel = html.find("https://track.test/o/").unwrap_or(usize::MAX);
+    assert!(pixel < html.find("</body>").unwrap_or_default(), "{html}");
     assert!(
         !tokens(&world, &html, "u")?.is_empty(),
         "an unsubscribe link in the body"
@@ -191,6 +218,51 @@ async fn a_sequence_reads_back_tracked_unsubscribable_and_threaded() -> anyhow::
     let (text, _) = parts(&reply)?;
     assert!(text.contains("Hi Jane, just following up."), "{text}");
 
+    worker.stop().await
+}
+
+#[tokio::test]
+async fn a_sequence_forcing_it_tracks_links_that_show_a_url_in_both_parts() -> anyhow::Result<()> {
+    let world = World::new(greenmail_smtp()?, &[FIRST]).await?;
+    world
+        .exec(&format!(
+            "UPDATE sequences SET track_url_text_links = true WHERE id = '{}'",
+            world.sequence_id
+        ))
+        .await?;
+    let to = contact_address();
+    let enrollment = world.enroll(&to, Some("Jane")).await?;
+    let first = world.queue(enrollment, 1).await?;
+    world.publish_job(first).await?;
+    let worker = world.start_worker()?;
+    world.wait_for(first, &["sent"]).await?;
+    let emails = wait_received(&to, 1).await?;
+    let mail = parse(&emails[0])?;
+    let (text, html) = parts(&mail)?;
+
+    let urls = |body: &str| -> anyhow::Result<Vec<String>> {
+        Ok(tokens(&world, body, "c")?
+            .into_iter()
+            .filter_map(|action| match action {
+                TrackingAction::Click { url, .. } => Some(url),
+                _ => None,
+            })
+            .collect())
+    };
+    let expected = [
+        "https://example.com/pricing?plan=pro",
+        "https://docs.example.com",
+        "https://status.example.com",
+    ];
+    assert_eq!(urls(&html)?, expected, "{html}");
+    assert_eq!(urls(&text)?, expected, "{text}");
+    // The bare URL became a link showing it; the visible URLs stay in the text part.
+    assert!(html.contains(">https://status.example.com</a>"), "{html}");
+    assert!(!html.contains("href=\"https://docs.example.com"), "{html}");
+    assert!(
+        text.contains("Status: https://status.example.com (https://track.test/c/"),
+        "{text}"
+    );
     worker.stop().await
 }
 

@@ -63,6 +63,7 @@ pub async fn many(
             status: s.status,
             open_tracking_enabled: s.open_tracking_enabled,
             click_tracking_enabled: s.click_tracking_enabled,
+            track_url_text_links: s.track_url_text_links,
             stop_on_reply: s.stop_on_reply,
             stop_on_auto_reply: s.stop_on_auto_reply,
             unsubscribe_link: s.unsubscribe_link,

@@ -28,10 +28,21 @@ pub const MAX_VARIANT_WEIGHT: u32 = 1000;
 #[serde(deny_unknown_fields)]
 pub struct CreateSequence {
     pub name: String,
+    /// Add an invisible 1x1 image (the open pixel) to the HTML part; opens are counted when
+    /// it loads (default false). Its cost: on a short email the pixel alone makes
+    /// SpamAssassin's `HTML_IMAGE_ONLY_*` rules fire (0.6 to 2.8 points, more the shorter the
+    /// text), so enable it knowingly.
     #[serde(default)]
     pub open_tracking_enabled: bool,
+    /// Route `http(s)` links through the tracker to count clicks (default false). A link
+    /// whose visible text is a URL or a domain, and a bare URL, are left as they are unless
+    /// `track_url_text_links` is set.
     #[serde(default)]
     pub click_tracking_enabled: bool,
+    /// Track links whose visible text is a URL or a domain (a link reading `x.example` or
+    /// `https://x.example`) and bare URLs too, when click tracking is on (default false: spam
+    /// filters score a tracker URL behind a visible URL as a spoofed link).
+    pub track_url_text_links: Option<bool>,
     #[serde(default)]
     pub steps: Vec<StepInput>,
     /// Stop a contact's sequence when they reply (default true).
@@ -54,8 +65,19 @@ pub struct CreateSequence {
 #[serde(deny_unknown_fields)]
 pub struct UpdateSequence {
     pub name: Option<String>,
+    /// Add an invisible 1x1 image (the open pixel) to the HTML part; opens are counted when
+    /// it loads. Its cost: on a short email the pixel alone makes SpamAssassin's
+    /// `HTML_IMAGE_ONLY_*` rules fire (0.6 to 2.8 points, more the shorter the text), so
+    /// enable it knowingly.
     pub open_tracking_enabled: Option<bool>,
+    /// Route `http(s)` links through the tracker to count clicks. A link whose visible text
+    /// is a URL or a domain, and a bare URL, are left as they are unless
+    /// `track_url_text_links` is set.
     pub click_tracking_enabled: Option<bool>,
+    /// Track links whose visible text is a URL or a domain (a link reading `x.example` or
+    /// `https://x.example`) and bare URLs too, when click tracking is on (false: spam
+    /// filters score a tracker URL behind a visible URL as a spoofed link).
+    pub track_url_text_links: Option<bool>,
     pub stop_on_reply: Option<bool>,
     pub stop_on_auto_reply: Option<bool>,
     pub unsubscribe_link: Option<bool>,
@@ -139,8 +161,19 @@ pub struct Sequence {
     pub name: String,
     /// draft, active, paused or archived.
     pub status: String,
+    /// Add an invisible 1x1 image (the open pixel) to the HTML part; opens are counted when
+    /// it loads. Its cost: on a short email the pixel alone makes SpamAssassin's
+    /// `HTML_IMAGE_ONLY_*` rules fire (0.6 to 2.8 points, more the shorter the text), so
+    /// enable it knowingly.
     pub open_tracking_enabled: bool,
+    /// Route `http(s)` links through the tracker to count clicks. A link whose visible text
+    /// is a URL or a domain, and a bare URL, are left as they are unless
+    /// `track_url_text_links` is set.
     pub click_tracking_enabled: bool,
+    /// Track links whose visible text is a URL or a domain (a link reading `x.example` or
+    /// `https://x.example`) and bare URLs too, when click tracking is on (false: spam
+    /// filters score a tracker URL behind a visible URL as a spoofed link).
+    pub track_url_text_links: bool,
     pub stop_on_reply: bool,
     pub stop_on_auto_reply: bool,
     pub unsubscribe_link: bool,

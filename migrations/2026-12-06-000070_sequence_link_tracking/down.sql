@@ -1,0 +1,1 @@
+ALTER TABLE sequences DROP COLUMN track_url_text_links;
