@@ -10,6 +10,7 @@
 //! the host name the tenant gave.
 
 pub mod imap;
+pub mod mailbox_check;
 pub mod smtp;
 
 use std::fmt;
