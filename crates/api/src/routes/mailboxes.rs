@@ -1108,7 +1108,9 @@ async fn get(
 /// Partial update: omitted fields keep their values (an omitted password keeps the stored
 /// one); `null` removes `from_name`, `imap` or `smtp.username` (with its password). Setting
 /// `status` (active, paused, disabled) clears `status_reason`; changing any SMTP or IMAP
-/// setting of a mailbox in `error` makes it `active` again.
+/// setting of a mailbox in `error` makes it `active` again. `{"status": "active"}` resumes a
+/// paused mailbox, also one the reputation guard paused (`max_bounce_rate`,
+/// `max_complaint_rate`): its messages that waited are sent.
 #[api_v2_operation(tags(Mailboxes))]
 async fn update(
     caller: Caller,
@@ -1192,7 +1194,8 @@ async fn delete(
 /// resolves to an address that is not public is not connected to: its check fails with
 /// `refused: resolves to a private address`. A failure moves an `active` mailbox to `error`
 /// (with `status_reason`); a success moves an `error` mailbox back to `active`; `paused` and
-/// `disabled` stay as they are.
+/// `disabled` stay as they are. A mailbox in `error` is also re-checked automatically, with a
+/// growing wait (`next_check_at`, `check_failures`); a verify starts that schedule over.
 #[api_v2_operation(tags(Mailboxes))]
 async fn verify(
     caller: Caller,
