@@ -2,7 +2,8 @@
 //! and against the scripted server (one that refuses, then accepts; one that never answers
 //! while a person changes the mailbox). Time is a `ManualClock` moved past each
 //! `next_check_at`; rounds are run by hand (`Rechecker::run_once`), as the worker's loop
-//! runs them every `reaper_interval_ms`.
+//! runs them every `reaper_interval_ms`. Last, a message that found its mailbox paused waits
+//! for it, and goes out once it is resumed.
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -13,12 +14,13 @@ use chrono::{DateTime, TimeDelta, Utc};
 use diesel::sql_types::{Int4, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
 use domain::clock::ManualClock;
-use domain::testing::poll_until;
+use domain::db::{dispatch, mailbox_health, progress};
+use domain::testing::{poll_until, read_topic};
 use sender_worker::Application;
 use sender_worker::recheck::{Rechecker, Round};
 
 use crate::fake_smtp::{Act, FakeSmtp};
-use crate::world::{Step, World, greenmail_smtp};
+use crate::world::{Step, WAIT, World, greenmail_smtp, received, wait_received};
 
 const STEP: Step = Step {
     subject: "Hello",
@@ -222,4 +224,58 @@ async fn a_persons_change_during_a_recheck_wins() -> anyhow::Result<()> {
     assert_eq!(after.next_check_at, None);
     assert_eq!(after.check_failures, 0);
     Ok(())
+}
+
+#[tokio::test]
+async fn a_paused_mailboxs_message_waits_and_goes_out_once_it_is_resumed() -> anyhow::Result<()> {
+    let world = World::new(greenmail_smtp()?, &[STEP]).await?;
+    world
+        .exec(&format!(
+            "UPDATE mailboxes SET status = 'paused', status_reason = 'bounce rate 3/50 over 5%' \
+              WHERE id = '{}'",
+            world.mailbox_id
+        ))
+        .await?;
+    let to = format!("waiting-{}@example.org", uuid::Uuid::now_v7().simple());
+    let enrollment = world.enroll(&to, None).await?;
+    let message = world.queue(enrollment, 1).await?;
+    world.publish_job(message).await?;
+    let worker = world.start_worker()?;
+
+    // Not sent: the scheduler is asked to decide.
+    let requests = read_topic(&world.config.kafka, &world.topics.email_retries, 1, WAIT).await?;
+    let request = requests[0].payload_json()?;
+    assert_eq!(request["payload"]["message_id"], message.to_string());
+    assert_eq!(request["payload"]["error"], "the mailbox is paused");
+    assert!(received(&to).await?.is_empty());
+
+    // What the scheduler does with a request whose mailbox cannot send: the message waits,
+    // its attempt not counted, and no later time makes it due.
+    let mut conn = world.conn().await?;
+    assert!(!mailbox_health::is_active_locked(&mut conn, world.mailbox_id).await?);
+    assert!(progress::wait_for_mailbox(&mut conn, message, 1, "the mailbox is paused").await?);
+    let far = Utc::now() + TimeDelta::days(30);
+    assert!(
+        dispatch::requeue_due_retries(&mut conn, far, 10)
+            .await?
+            .is_empty()
+    );
+    let waiting = world.message(message).await?;
+    assert_eq!((waiting.status.as_str(), waiting.attempts), ("retrying", 0));
+
+    // Resumed (the API's PUT {"status": "active"}): due at once, sent as attempt 1.
+    world
+        .exec(&format!(
+            "UPDATE mailboxes SET status = 'active', status_reason = NULL WHERE id = '{}'",
+            world.mailbox_id
+        ))
+        .await?;
+    let due = dispatch::requeue_due_retries(&mut conn, Utc::now(), 10).await?;
+    assert_eq!(due.len(), 1);
+    assert_eq!((due[0].id, due[0].attempts), (message, 1));
+    world.publish_job(message).await?;
+    let sent = world.wait_for(message, &["sent"]).await?;
+    assert_eq!(sent.attempts, 1);
+    assert_eq!(wait_received(&to, 1).await?.len(), 1);
+    worker.stop().await
 }
