@@ -284,7 +284,7 @@ impl Flow {
 fn fast_config(db: &TestDatabase) -> anyhow::Result<Config> {
     let mut config = test_config_for(db)?;
     config.scheduler.poll_interval_ms = 100;
-    config.scheduler.outbox_poll_interval_ms = 50;
+    config.outbox.poll_interval_ms = 50;
     config.tracker.public_url = "https://track.test".to_owned();
     config.sender_worker.connect_timeout_ms = 10_000;
     config.sender_worker.command_timeout_ms = 10_000;

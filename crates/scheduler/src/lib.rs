@@ -95,7 +95,7 @@ impl Application {
         let relay = OutboxRelay::from_config(
             self.base.pool.clone(),
             Producer::new(&config.kafka)?,
-            settings,
+            &config.outbox,
         );
         tasks.spawn(relay.run(shutdown.clone()));
 

@@ -12,7 +12,7 @@
 //! Run with `cargo xtask bench -p sender-worker --bench send` (it provides
 //! `SEQ_BENCH_SMTP_SINK`); docs/benchmarks.md records the figures. Settings of the worker can
 //! be changed through the usual environment variables, which are passed on to it:
-//! `SEQ_SENDER_WORKER__*`, `SEQ_SCHEDULER__OUTBOX_*` and `SEQ_DATABASE__MAX_CONNECTIONS`.
+//! `SEQ_SENDER_WORKER__*`, `SEQ_OUTBOX__*` and `SEQ_DATABASE__MAX_CONNECTIONS`.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
@@ -25,9 +25,9 @@ use domain::config::Config;
 use domain::events::{EmailJob, SendJob};
 use domain::kafka::{Envelope, Producer, TopicNames, ensure_topics};
 use domain::testing::process_stats::{
-    clock_ticks, env_number, peak_memory_kib, process_cpu_ticks, service_env,
+    OUTBOX_ROWS_WRITTEN, clock_ticks, env_number, peak_memory_kib, process_cpu_ticks, service_env,
 };
-use domain::testing::{TestDatabase, test_config_for};
+use domain::testing::{TestDatabase, count_records, test_config_for};
 use uuid::Uuid;
 
 const MAILBOXES: i64 = 200;
@@ -98,7 +98,7 @@ async fn main() -> anyhow::Result<()> {
     // sending started, so polling steals little CPU).
     let deadline = started + Duration::from_secs(900);
     let (t0, sent_at_t0, cpu_t0, pg_t0) = loop {
-        let sent = count(&mut conn, "SELECT coalesce(max(id), 0) AS n FROM outbox").await?;
+        let sent = count(&mut conn, OUTBOX_ROWS_WRITTEN).await?;
         if sent > 0 {
             let cpu = process_cpu_ticks(pid)?;
             let pg = postgres_cpu_ticks(&mut conn).await?;
@@ -111,7 +111,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
     let (t1, cpu_t1, pg_t1, peak_kib) = loop {
-        let sent = count(&mut conn, "SELECT coalesce(max(id), 0) AS n FROM outbox").await?;
+        let sent = count(&mut conn, OUTBOX_ROWS_WRITTEN).await?;
         if sent >= emails {
             let pending = count(
                 &mut conn,
@@ -143,11 +143,8 @@ async fn main() -> anyhow::Result<()> {
         sent == emails && by_status.len() == 1,
         "expected {emails} messages sent and nothing else, found {by_status:?}"
     );
-    let published = count(
-        &mut conn,
-        "SELECT count(*) AS n FROM outbox WHERE status = 'published'",
-    )
-    .await?;
+    // Published rows are deleted: what Kafka holds is what was published.
+    let published = count_records(&config.kafka, &topics.email_events).await?;
     anyhow::ensure!(
         published == emails,
         "{published} sent events published, expected {emails}"
@@ -222,12 +219,12 @@ impl Settings {
                 worker.messages_per_connection.to_string(),
             ),
             outbox_batch_size: or(
-                "SEQ_SCHEDULER__OUTBOX_BATCH_SIZE",
-                config.scheduler.outbox_batch_size.to_string(),
+                "SEQ_OUTBOX__BATCH_SIZE",
+                config.outbox.batch_size.to_string(),
             ),
             outbox_poll_interval_ms: or(
-                "SEQ_SCHEDULER__OUTBOX_POLL_INTERVAL_MS",
-                config.scheduler.outbox_poll_interval_ms.to_string(),
+                "SEQ_OUTBOX__POLL_INTERVAL_MS",
+                config.outbox.poll_interval_ms.to_string(),
             ),
             max_connections: or("SEQ_DATABASE__MAX_CONNECTIONS", "8".to_owned()),
         }
@@ -264,7 +261,7 @@ fn start_worker(config: &Config, settings: &Settings) -> anyhow::Result<tokio::p
         .env("SEQ_TRACKER__PUBLIC_URL", "https://track.acme.example")
         .env("SEQ_TELEMETRY__LOG_FILTER", "warn");
     for (key, value) in std::env::vars() {
-        if key.starts_with("SEQ_SENDER_WORKER__") || key.starts_with("SEQ_SCHEDULER__OUTBOX_") {
+        if key.starts_with("SEQ_SENDER_WORKER__") || key.starts_with("SEQ_OUTBOX__") {
             command.env(key, value);
         }
     }

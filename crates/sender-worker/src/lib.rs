@@ -129,13 +129,18 @@ impl Application {
         tracing::info!(admin_port = self.admin_port, worker.id = %self.worker.worker_id,
                        "sender-worker running");
         let settings = &self.base.config.sender_worker;
+        if settings.hello_name().is_none() {
+            // Looked up now rather than within the first connection's timeout (the resolver
+            // may ask DNS); the result is kept for the process.
+            tokio::spawn(domain::mail::hello::host_fqdn());
+        }
         // The relay outlives the consumer by a little, so outcomes recorded last get out.
         let relay_stop = CancellationToken::new();
         let relay = tokio::spawn(
             OutboxRelay::from_config(
                 self.base.pool.clone(),
                 self.producer.clone(),
-                &self.base.config.scheduler,
+                &self.base.config.outbox,
             )
             .run(relay_stop.clone()),
         );

@@ -1,6 +1,7 @@
-//! The public tracking service. Emails carry links to it with a signed token
-//! ([`domain::tracking_token`]) that names the workspace, enrollment and message, so it serves
-//! every request without a database lookup:
+//! The public tracking service. Emails carry links to it with a sealed token
+//! ([`domain::tracking_token`]: encrypted and authenticated, or signed in emails sent before
+//! tokens were encrypted) that names the workspace, enrollment and message, so it serves every
+//! request without a database lookup:
 //!
 //! - `GET /o/{token}` (optionally `.gif`): the open pixel, a 43-byte GIF, never cached;
 //! - `GET /c/{token}`: a 302 to the link the token carries (http(s) only); a trap token (a

@@ -1,4 +1,4 @@
-//! The public endpoints. Everything a request needs is in its signed token: no database
+//! The public endpoints. Everything a request needs is in its token: no database
 //! lookup on the request path. A token that does not verify, or of the wrong kind for its
 //! route, is a 404 without a Location header, so the tracker is never an open redirect.
 

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 
 use crate::infra::{self, Component, Infra};
 use crate::paths::Paths;
-use crate::{apt, cargo, deploy_tools, postgres, process};
+use crate::{apt, cargo, deploy_tools, mail_checkers, postgres, process};
 
 const LEFT_RUNNING: &str = "infrastructure left running; `cargo xtask down` stops it";
 
@@ -23,6 +23,13 @@ pub fn infra(paths: &Paths) -> Result<ExitCode> {
         println!("export {name}={}", shell_quote(&value));
     }
     println!("export SEQ_TEST_SMTP_SINK={}", shell_quote(&sink));
+    let python_dkim = mail_checkers::python_dkim()?;
+    println!("export SEQ_TEST_PYTHON_DKIM={}", shell_quote(&python_dkim));
+    let spamassassin = mail_checkers::spamassassin()?;
+    println!(
+        "export SEQ_TEST_SPAMASSASSIN={}",
+        shell_quote(&spamassassin)
+    );
     eprintln!("{LEFT_RUNNING}");
     Ok(ExitCode::SUCCESS)
 }
@@ -31,6 +38,7 @@ pub fn test(paths: &Paths, args: &[String]) -> Result<ExitCode> {
     let mut extra = Vec::new();
     if runs_package(args, "sender-worker") {
         extra.push(("SEQ_TEST_SMTP_SINK", smtp_sink()?));
+        extra.push(("SEQ_TEST_PYTHON_DKIM", mail_checkers::python_dkim()?));
     }
     if runs_package(args, "xtask") {
         extra.extend(deploy_tools::test_env(paths)?);
@@ -40,6 +48,7 @@ pub fn test(paths: &Paths, args: &[String]) -> Result<ExitCode> {
             &["curl", "jq"],
             "the README's examples, which an e2e test runs",
         )?;
+        extra.push(("SEQ_TEST_SPAMASSASSIN", mail_checkers::spamassassin()?));
     }
     let infra = provision_for_tests(paths)?;
     // Only on our own cluster: on a shared server another run's databases may be live.

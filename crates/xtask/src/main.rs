@@ -11,6 +11,7 @@ mod interrupt;
 mod java;
 mod kafka;
 mod mail;
+mod mail_checkers;
 mod maven;
 mod paths;
 mod postgres;
@@ -50,7 +51,9 @@ enum Cmd {
     /// Start only the infrastructure and print `export` lines for running tests by hand.
     Infra,
     /// Run `cargo test --workspace ARGS...` against the local infrastructure; tests of the
-    /// sender-worker also get Postfix's smtp-sink, installed if missing, in SEQ_TEST_SMTP_SINK.
+    /// sender-worker also get Postfix's smtp-sink in SEQ_TEST_SMTP_SINK and a Python with
+    /// dkimpy in SEQ_TEST_PYTHON_DKIM, those of e2e SpamAssassin in SEQ_TEST_SPAMASSASSIN
+    /// (Debian packages, installed if missing).
     Test {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,

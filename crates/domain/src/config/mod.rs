@@ -2,6 +2,7 @@
 //! environment variables, then `DATABASE_URL` / `KAFKA_BROKERS`. Validated after extraction;
 //! every error names the key and the place its value came from.
 
+mod deprecated;
 mod env_alias;
 mod validate;
 
@@ -30,10 +31,14 @@ pub struct Config {
     pub api: ApiConfig,
     pub tracker: TrackerConfig,
     pub scheduler: SchedulerConfig,
+    pub outbox: OutboxConfig,
     pub sender_worker: WorkerServiceConfig,
     pub inbox_watcher: InboxWatcherConfig,
     pub security: SecurityConfig,
     pub shutdown: ShutdownConfig,
+    /// Settings given under a deprecated name, one warning each, logged once telemetry runs.
+    #[serde(skip)]
+    pub deprecations: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -194,9 +199,17 @@ pub struct WorkerServiceConfig {
     pub mailbox_recheck_max_seconds: u64,
     /// DKIM keys by signing domain: an email whose From domain has a key is signed.
     pub dkim: Vec<DkimKeyConfig>,
+    /// The name SMTP's EHLO gives (a FQDN or an address literal); empty: the host's FQDN,
+    /// else the address literal of each connection (`crate::mail::hello`).
+    pub hello_name: String,
 }
 
 impl WorkerServiceConfig {
+    /// The configured EHLO name, `None` when empty.
+    pub fn hello_name(&self) -> Option<&str> {
+        Some(self.hello_name.trim()).filter(|name| !name.is_empty())
+    }
+
     /// The longest a healthy send can hold its message: connect, three commands, the data.
     pub fn longest_send_ms(&self) -> u64 {
         self.connect_timeout_ms
@@ -284,10 +297,26 @@ pub struct SchedulerConfig {
     pub dispatch_concurrency: u32,
     /// Wait before each retry of a transiently failed send; its length is the number of retries.
     pub retry_backoff_seconds: Vec<u64>,
+    /// Deprecated name of `outbox.batch_size`, honoured while that key is not set.
+    #[serde(default)]
+    pub outbox_batch_size: Option<u32>,
+    /// Deprecated name of `outbox.poll_interval_ms`, honoured while that key is not set.
+    #[serde(default)]
+    pub outbox_poll_interval_ms: Option<u64>,
+}
+
+/// The outbox relay that every service writing Kafka records through the outbox runs (the
+/// scheduler, the sender worker and the inbox watcher).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxConfig {
     /// Outbox rows published per relay transaction.
-    pub outbox_batch_size: u32,
+    pub batch_size: u32,
     /// Pause between relay rounds that found nothing pending.
-    pub outbox_poll_interval_ms: u64,
+    pub poll_interval_ms: u64,
+    /// How long published rows are kept (for debugging); 0 deletes each row in the
+    /// transaction that saw Kafka acknowledge it.
+    pub retention_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -354,7 +383,8 @@ impl Config {
 
     /// Extracts and validates; separate from [`figment`] so tests can layer their own values.
     pub fn from_figment(figment: &Figment) -> Result<Self, ConfigError> {
-        let config: Config = figment.extract().map_err(ConfigError::from_figment)?;
+        let mut config: Config = figment.extract().map_err(ConfigError::from_figment)?;
+        deprecated::apply(&mut config, figment)?;
         validate::validate(&config, figment)?;
         Ok(config)
     }

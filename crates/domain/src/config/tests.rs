@@ -436,3 +436,120 @@ fn a_uri_limit_the_http_layer_cannot_parse_names_its_key() {
         Ok(())
     });
 }
+
+#[test]
+fn outbox_settings_under_their_old_scheduler_names_still_apply_with_a_warning() {
+    jail(|jail| {
+        jail.create_file(
+            "old.toml",
+            "[scheduler]\noutbox_batch_size = 250\noutbox_poll_interval_ms = 75\n",
+        )?;
+        let config = load_in_jail(Some("old.toml")).map_err(|e| e.to_string())?;
+        assert_eq!(config.outbox.batch_size, 250);
+        assert_eq!(config.outbox.poll_interval_ms, 75);
+        assert_eq!(config.deprecations.len(), 2, "{:?}", config.deprecations);
+        assert!(
+            config.deprecations[0].contains("`scheduler.outbox_batch_size` (from file")
+                && config.deprecations[0].contains("use `outbox.batch_size`"),
+            "{:?}",
+            config.deprecations
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn an_outbox_setting_under_its_new_name_wins_over_the_old_one() {
+    jail(|jail| {
+        jail.set_env("SEQ_SCHEDULER__OUTBOX_BATCH_SIZE", "250");
+        jail.set_env("SEQ_OUTBOX__BATCH_SIZE", "500");
+        let config = load_in_jail(None).map_err(|e| e.to_string())?;
+        assert_eq!(config.outbox.batch_size, 500);
+        let warning = config.deprecations.join("; ");
+        assert!(
+            warning.contains(
+                "`scheduler.outbox_batch_size` (from environment variable \
+                 SEQ_SCHEDULER__OUTBOX_BATCH_SIZE) is deprecated and ignored"
+            ),
+            "{warning}"
+        );
+        assert!(
+            warning.contains("environment variable SEQ_OUTBOX__BATCH_SIZE"),
+            "{warning}"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn a_bad_value_under_an_old_outbox_name_names_that_key_and_its_source() {
+    jail(|jail| {
+        jail.set_env("SEQ_SCHEDULER__OUTBOX_BATCH_SIZE", "0");
+        let error = load_in_jail(None).err().ok_or("expected an error")?;
+        assert_eq!(error.key(), Some("scheduler.outbox_batch_size"));
+        let message = error.to_string();
+        assert!(
+            message.contains("environment variable SEQ_SCHEDULER__OUTBOX_BATCH_SIZE"),
+            "{message}"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn hello_name_must_be_a_fqdn_or_an_address_literal() {
+    jail(|jail| {
+        jail.create_file("ehlo.toml", "[sender_worker]\nhello_name = \"vm\"\n")?;
+        let error = load_in_jail(Some("ehlo.toml"))
+            .err()
+            .ok_or("a short name accepted")?;
+        assert_eq!(error.key(), Some("sender_worker.hello_name"));
+        let message = error.to_string();
+        assert!(message.contains("ehlo.toml"), "{message}");
+        assert!(message.contains("fully qualified"), "{message}");
+
+        jail.set_env("SEQ_SENDER_WORKER__HELLO_NAME", "10.0.0");
+        let message = load_in_jail(None)
+            .err()
+            .ok_or("a bad literal accepted")?
+            .to_string();
+        assert!(
+            message.contains("SEQ_SENDER_WORKER__HELLO_NAME"),
+            "{message}"
+        );
+
+        // Brackets need quotes in a variable: figment reads `[...]` as a list.
+        jail.set_env("SEQ_SENDER_WORKER__HELLO_NAME", "\"[IPv6:2001:db8::25]\"");
+        let config = load_in_jail(None).map_err(|e| e.to_string())?;
+        assert_eq!(
+            config.sender_worker.hello_name(),
+            Some("[IPv6:2001:db8::25]")
+        );
+        jail.set_env("SEQ_SENDER_WORKER__HELLO_NAME", "192.0.2.25");
+        let config = load_in_jail(None).map_err(|e| e.to_string())?;
+        assert_eq!(config.sender_worker.hello_name(), Some("192.0.2.25"));
+        jail.set_env("SEQ_SENDER_WORKER__HELLO_NAME", "mail.example.com");
+        let config = load_in_jail(None).map_err(|e| e.to_string())?;
+        assert_eq!(config.sender_worker.hello_name(), Some("mail.example.com"));
+        Ok(())
+    });
+}
+
+#[test]
+fn defaults_use_no_deprecated_name() {
+    jail(|_jail| {
+        let config = load_in_jail(None).map_err(|e| e.to_string())?;
+        assert!(config.deprecations.is_empty(), "{:?}", config.deprecations);
+        assert_eq!(config.outbox.retention_seconds, 0);
+        Ok(())
+    });
+}
+
+#[test]
+fn hello_name_is_unset_by_default() {
+    jail(|_| {
+        let config = load_in_jail(None).map_err(|e| e.to_string())?;
+        assert_eq!(config.sender_worker.hello_name(), None);
+        Ok(())
+    });
+}

@@ -86,10 +86,7 @@ pub(super) fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigE
             "scheduler.poll_interval_ms",
             config.scheduler.poll_interval_ms,
         ),
-        (
-            "scheduler.outbox_poll_interval_ms",
-            config.scheduler.outbox_poll_interval_ms,
-        ),
+        ("outbox.poll_interval_ms", config.outbox.poll_interval_ms),
         (
             "scheduler.batch_size",
             u64::from(config.scheduler.batch_size),
@@ -98,10 +95,7 @@ pub(super) fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigE
             "scheduler.dispatch_concurrency",
             u64::from(config.scheduler.dispatch_concurrency),
         ),
-        (
-            "scheduler.outbox_batch_size",
-            u64::from(config.scheduler.outbox_batch_size),
-        ),
+        ("outbox.batch_size", u64::from(config.outbox.batch_size)),
         (
             "sender_worker.batch_size",
             u64::from(config.sender_worker.batch_size),
@@ -191,11 +185,11 @@ pub(super) fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigE
             return fail(key, "must be greater than 0".to_owned());
         }
     }
-    if config.scheduler.batch_size > 10_000 || config.scheduler.outbox_batch_size > 10_000 {
+    if config.scheduler.batch_size > 10_000 || config.outbox.batch_size > 10_000 {
         let key = if config.scheduler.batch_size > 10_000 {
             "scheduler.batch_size"
         } else {
-            "scheduler.outbox_batch_size"
+            "outbox.batch_size"
         };
         return fail(key, "must be at most 10000".to_owned());
     }
@@ -266,6 +260,11 @@ pub(super) fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigE
                 "needs exactly one of private_key and private_key_file".to_owned(),
             );
         }
+    }
+    if let Some(name) = config.sender_worker.hello_name()
+        && let Err(message) = crate::mail::hello::parse(name)
+    {
+        return fail("sender_worker.hello_name", message);
     }
     if config.scheduler.retry_backoff_seconds.contains(&0) {
         return fail(
@@ -395,7 +394,7 @@ fn is_topic_safe(name: &str, allow_empty: bool) -> bool {
 }
 
 /// Human name of the source that set `key`: the file path or the exact environment variable.
-fn source_of(figment: &Figment, key: &str) -> String {
+pub(super) fn source_of(figment: &Figment, key: &str) -> String {
     figment
         .find_metadata(key)
         .map_or_else(|| "built-in defaults".to_owned(), |m| source_name(m, key))

@@ -155,6 +155,39 @@ pub async fn mark_published(conn: &mut AsyncPgConnection, ids: &[i64]) -> QueryR
     .await
 }
 
+/// Deletes acknowledged rows (the relay's default: nothing is kept once Kafka has a record);
+/// returns how many went. Only pending rows are deleted, so a row is never removed unsent.
+pub async fn delete_published(conn: &mut AsyncPgConnection, ids: &[i64]) -> QueryResult<usize> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    diesel::sql_query("DELETE FROM outbox WHERE id = ANY($1) AND status = 'pending'")
+        .bind::<Array<BigInt>, _>(ids)
+        .execute(conn)
+        .await
+}
+
+/// Deletes up to `limit` rows published before `cutoff` (those kept by
+/// `outbox.retention_seconds`, or left by a release that kept every row), oldest first, over
+/// the partial index `outbox_published_idx`.
+pub async fn purge_published(
+    conn: &mut AsyncPgConnection,
+    cutoff: DateTime<Utc>,
+    limit: i64,
+) -> QueryResult<usize> {
+    diesel::sql_query(
+        "DELETE FROM outbox WHERE id IN ( \
+             SELECT id FROM outbox \
+              WHERE status = 'published' AND published_at < $1 \
+              ORDER BY published_at \
+              LIMIT $2)",
+    )
+    .bind::<diesel::sql_types::Timestamptz, _>(cutoff)
+    .bind::<BigInt, _>(limit)
+    .execute(conn)
+    .await
+}
+
 /// Counts a failed publish attempt of pending rows; they stay pending and are tried again.
 pub async fn record_failure(
     conn: &mut AsyncPgConnection,

@@ -9,6 +9,7 @@
 //! choice), and TLS is negotiated over that connection, with the certificate checked against
 //! the host name the tenant gave.
 
+pub mod hello;
 pub mod imap;
 pub mod mailbox_check;
 pub mod smtp;

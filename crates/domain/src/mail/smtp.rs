@@ -10,13 +10,12 @@ use std::time::Duration;
 
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters};
-use lettre::transport::smtp::extension::ClientId;
 use secrecy::ExposeSecret;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use super::{CheckError, Login, Security, Server, tls_handshake};
+use super::{CheckError, Login, Security, Server, hello, tls_handshake};
 use crate::outbound::{self, OutboundGuard, Purpose};
 
 /// Why [`open`] gave no stream.
@@ -30,6 +29,13 @@ pub enum OpenError {
     Tls(String),
 }
 
+/// An SMTP connection's byte stream and the local address of its TCP connection (the EHLO
+/// name falls back to its address literal: [`super::hello`]).
+pub struct Opened {
+    pub stream: Box<dyn AsyncTokioStream>,
+    pub local_addr: SocketAddr,
+}
+
 /// The byte stream an SMTP session starts on, for
 /// `AsyncSmtpConnection::connect_with_transport`: a TCP connection to `server` made by
 /// `guard` (within `timeout`), wrapped in TLS from the first byte when the security is
@@ -41,22 +47,24 @@ pub async fn open(
     guard: &OutboundGuard,
     server: &Server,
     timeout: Duration,
-) -> Result<Box<dyn AsyncTokioStream>, OpenError> {
+) -> Result<Opened, OpenError> {
     let tcp = guard
         .connect(Purpose::Smtp, &server.host, server.port, timeout)
         .await?;
+    let local_addr = tcp.local_addr().map_err(outbound::ConnectError::Connect)?;
     if let Err(error) = tcp.set_nodelay(true) {
         tracing::debug!(%error, "TCP_NODELAY not set on an SMTP connection");
     }
-    match server.security {
-        Security::None | Security::Starttls => Ok(Box::new(tcp)),
+    let stream: Box<dyn AsyncTokioStream> = match server.security {
+        Security::None | Security::Starttls => Box::new(tcp),
         Security::Tls => {
             let tls = tls_handshake(&server.host, tcp)
                 .await
                 .map_err(OpenError::Tls)?;
-            Ok(Box::new(ImplicitTls(tls)))
+            Box::new(ImplicitTls(tls))
         }
-    }
+    };
+    Ok(Opened { stream, local_addr })
 }
 
 /// lettre's TLS settings for STARTTLS: the certificate is checked against the host name.
@@ -151,11 +159,12 @@ async fn login_and_quit(
     login: Option<&Login>,
     timeout: Duration,
 ) -> Result<(), String> {
-    let stream = open(guard, server, timeout)
+    let opened = open(guard, server, timeout)
         .await
         .map_err(|e| e.to_string())?;
-    let hello = ClientId::default();
-    let mut connection = AsyncSmtpConnection::connect_with_transport(stream, &hello)
+    let fqdn = hello::host_fqdn().await;
+    let hello = hello::choose(None, fqdn.as_deref(), opened.local_addr.ip());
+    let mut connection = AsyncSmtpConnection::connect_with_transport(opened.stream, &hello)
         .await
         .map_err(|e| describe(&e))?;
     if server.security == Security::Starttls {

@@ -12,7 +12,7 @@ use tracing::Instrument;
 use tracing::field::Empty;
 
 use super::backoff::Backoff;
-use crate::config::SchedulerConfig;
+use crate::config::OutboxConfig;
 use crate::db::outbox::{self, OutboxRecord};
 use crate::db::{PgPool, PoolError};
 use crate::kafka::Producer;
@@ -24,6 +24,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How often `outbox_pending` is refreshed: a count per round would walk the pending index
 /// every poll interval on every replica, which is most expensive exactly during a backlog.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
+/// How often rows kept past `outbox.retention_seconds` are purged, and how many per statement.
+const PURGE_INTERVAL: Duration = Duration::from_secs(30);
+const PURGE_BATCH: i64 = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -48,6 +51,9 @@ pub struct OutboxRelay {
     producer: Producer,
     batch_size: u32,
     poll_interval: Duration,
+    /// Zero: an acknowledged row is deleted in the round's transaction; otherwise it is
+    /// marked published and purged once older than this.
+    retention: Duration,
     backoff: Backoff,
 }
 
@@ -69,18 +75,26 @@ impl OutboxRelay {
             producer,
             batch_size: batch_size.max(1),
             poll_interval,
+            retention: Duration::ZERO,
             backoff: Backoff::new(BACKOFF_INITIAL, BACKOFF_MAX),
         }
     }
 
-    /// With `scheduler.outbox_batch_size` and `scheduler.outbox_poll_interval_ms`.
-    pub fn from_config(pool: PgPool, producer: Producer, config: &SchedulerConfig) -> Self {
+    /// With `outbox.batch_size`, `outbox.poll_interval_ms` and `outbox.retention_seconds`.
+    pub fn from_config(pool: PgPool, producer: Producer, config: &OutboxConfig) -> Self {
         Self::new(
             pool,
             producer,
-            config.outbox_batch_size,
-            Duration::from_millis(config.outbox_poll_interval_ms),
+            config.batch_size,
+            Duration::from_millis(config.poll_interval_ms),
         )
+        .with_retention(Duration::from_secs(config.retention_seconds))
+    }
+
+    /// Keeps published rows this long instead of deleting them when acknowledged.
+    pub fn with_retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
     }
 
     /// Replaces the backoff after failed rounds (100 ms doubling to 5 s by default).
@@ -94,15 +108,23 @@ impl OutboxRelay {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut backoff = self.backoff;
         let mut gauge_due = Instant::now();
+        let mut purge_due = Instant::now();
         tracing::info!(
             outbox.batch_size = self.batch_size,
             poll_interval_ms = self.poll_interval.as_millis() as u64,
+            retention_seconds = self.retention.as_secs(),
             "outbox relay started"
         );
         while !shutdown.is_cancelled() {
             if Instant::now() >= gauge_due {
                 self.refresh_pending_gauge().await;
                 gauge_due = Instant::now() + GAUGE_INTERVAL;
+            }
+            if Instant::now() >= purge_due {
+                if let Err(error) = self.purge().await {
+                    tracing::warn!(error = format!("{error:#}"), "outbox purge failed");
+                }
+                purge_due = Instant::now() + PURGE_INTERVAL;
             }
             let pause = match self.round().await {
                 // Nothing got through: Kafka is down or unreachable, give it time.
@@ -213,7 +235,11 @@ impl OutboxRelay {
                     .push(record.id),
             }
         }
-        let published = outbox::mark_published(tx, &delivered).await?;
+        let published = if self.retention.is_zero() {
+            outbox::delete_published(tx, &delivered).await?
+        } else {
+            outbox::mark_published(tx, &delivered).await?
+        };
         // One statement per distinct error; during an outage that is one for the batch.
         for (error, ids) in &failures {
             outbox::record_failure(tx, ids, error).await?;
@@ -242,6 +268,26 @@ impl OutboxRelay {
                 &record.header_pairs(),
             )
             .await
+    }
+
+    /// Deletes published rows older than the retention, in statements of [`PURGE_BATCH`]
+    /// rows (each its own transaction, so none holds many locks), until none is left; also
+    /// clears rows a release that kept every published row left behind. Returns how many.
+    pub async fn purge(&self) -> Result<usize, RelayError> {
+        let mut conn = self.pool.get().await?;
+        let retention = chrono::Duration::from_std(self.retention).unwrap_or(chrono::Duration::MAX);
+        let cutoff = Utc::now()
+            .checked_sub_signed(retention)
+            .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC);
+        let mut purged = 0;
+        loop {
+            let deleted = outbox::purge_published(&mut conn, cutoff, PURGE_BATCH).await?;
+            purged += deleted;
+            metrics::counter!("outbox_purged_total").increment(deleted as u64);
+            if deleted < PURGE_BATCH as usize {
+                return Ok(purged);
+            }
+        }
     }
 
     async fn refresh_pending_gauge(&self) {

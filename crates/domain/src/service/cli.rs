@@ -81,6 +81,9 @@ where
                     kafka.brokers = %config.kafka.brokers,
                     "starting"
                 );
+                for warning in &config.deprecations {
+                    tracing::warn!(service, "{warning}");
+                }
                 let shutdown = super::shutdown::on_signals();
                 serve(config, shutdown).await
             }

@@ -7,6 +7,7 @@
 //! Kafka runs a [`PrivateKafka`] of its own (jars through `SEQ_TEST_KAFKA_LIBS`).
 
 mod database;
+mod filter;
 pub mod greenmail;
 mod http;
 mod private_kafka;
@@ -23,6 +24,7 @@ use uuid::Uuid;
 use crate::config::Config;
 
 pub use database::{TestDatabase, admin_database_url};
+pub use filter::pipe_through;
 pub use http::{assert_healthy_and_ready, assert_unready_without_database, get_json, get_text};
 pub use private_kafka::PrivateKafka;
 pub use topic_reader::{ConsumedRecord, count_records, read_topic};
@@ -102,7 +104,7 @@ pub fn quick_inbox_watcher(config: &mut Config) {
     watcher.backoff_max_ms = 1000;
     watcher.connect_timeout_ms = 5000;
     watcher.command_timeout_ms = 10_000;
-    config.scheduler.outbox_poll_interval_ms = 50;
+    config.outbox.poll_interval_ms = 50;
 }
 
 /// A PostgreSQL URL on a local port where nothing listens.

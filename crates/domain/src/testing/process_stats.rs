@@ -3,6 +3,11 @@
 
 use std::str::FromStr;
 
+/// Rows the outbox was given so far, for benchmarks' progress checks: its identity's last
+/// value, since the relay deletes the rows it published.
+pub const OUTBOX_ROWS_WRITTEN: &str =
+    "SELECT coalesce(pg_sequence_last_value(pg_get_serial_sequence('outbox', 'id')), 0) AS n";
+
 /// utime + stime of a process, in clock ticks (see [`clock_ticks`]).
 pub fn process_cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
@@ -108,7 +113,7 @@ pub fn service_command(program: &str, config: &crate::config::Config) -> tokio::
         .arg("serve")
         .env_clear()
         .envs(service_env(config))
-        .env("SEQ_SCHEDULER__OUTBOX_POLL_INTERVAL_MS", "50")
+        .env("SEQ_OUTBOX__POLL_INTERVAL_MS", "50")
         .env("SEQ_TELEMETRY__LOG_FILTER", "warn")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::inherit())

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use domain::clock::{Clock, SystemClock};
+use domain::config::Config;
 use domain::kafka::{TopicNames, ensure_topics};
 use domain::testing::{TestDatabase, test_config_for};
 use serde_json::{Value, json};
@@ -33,14 +34,20 @@ pub struct Platform {
 
 impl Platform {
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Like [`Platform::start`], with `configure` applied to the services' configuration.
+    pub async fn start_with(configure: impl FnOnce(&mut Config)) -> anyhow::Result<Self> {
         let db = TestDatabase::create().await?;
         let mut config = test_config_for(&db)?;
         config.api.admin_token = ADMIN_TOKEN.to_owned().into();
         config.scheduler.poll_interval_ms = 100;
-        config.scheduler.outbox_poll_interval_ms = 50;
+        config.outbox.poll_interval_ms = 50;
         config.sender_worker.connect_timeout_ms = 10_000;
         config.sender_worker.command_timeout_ms = 10_000;
         config.sender_worker.data_timeout_ms = 10_000;
+        configure(&mut config);
         let topics = TopicNames::from_config(&config.kafka);
         ensure_topics(&config.kafka, &topics.all()).await?;
 

@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use domain::config::WorkerServiceConfig;
-use domain::mail::{Login, Server, redact};
+use domain::mail::{Login, Server, hello, redact};
 use domain::outbound::OutboundGuard;
 use lettre::address::Envelope;
 use lettre::transport::smtp::client::AsyncSmtpConnection;
@@ -59,7 +59,9 @@ pub struct SmtpSettings {
     pub connections_per_mailbox: usize,
     /// Emails sent over one connection before it is closed (at least 1).
     pub messages_per_connection: u32,
-    /// The EHLO name; the host's name when `None`.
+    /// The EHLO name (`sender_worker.hello_name`: a FQDN or an address literal); when `None`,
+    /// the host's FQDN, else the address literal of each connection's local address
+    /// (`domain::mail::hello`).
     pub hello_name: Option<String>,
     /// Makes every connection: mailbox hosts are tenants' choices (`domain::outbound`).
     pub outbound: OutboundGuard,
@@ -75,7 +77,7 @@ impl SmtpSettings {
             connections_per_mailbox: usize::try_from(config.connections_per_mailbox)
                 .unwrap_or(usize::MAX),
             messages_per_connection: config.messages_per_connection,
-            hello_name: None,
+            hello_name: config.hello_name().map(str::to_owned),
             outbound,
         }
     }
@@ -119,7 +121,8 @@ impl Mailbox {
 
 struct Shared {
     settings: SmtpSettings,
-    hello: ClientId,
+    /// The configured EHLO name; chosen per connection when `None`.
+    hello: Option<ClientId>,
     keys: RandomState,
     mailboxes: Mutex<HashMap<Uuid, Arc<Mailbox>>>,
     closing: AtomicBool,
@@ -143,10 +146,13 @@ impl Pools {
     pub fn new(mut settings: SmtpSettings) -> Self {
         settings.connections_per_mailbox = settings.connections_per_mailbox.max(1);
         settings.messages_per_connection = settings.messages_per_connection.max(1);
-        let hello = match &settings.hello_name {
-            Some(name) => ClientId::Domain(name.clone()),
-            None => ClientId::default(),
-        };
+        // The configuration was validated; a name given to the settings directly that is not
+        // one is dropped rather than sent.
+        let hello = settings.hello_name.as_deref().and_then(|name| {
+            hello::parse(name)
+                .inspect_err(|reason| tracing::warn!(name, reason, "EHLO name ignored"))
+                .ok()
+        });
         Self {
             shared: Arc::new(Shared {
                 settings,
@@ -255,7 +261,7 @@ impl Pools {
         let settings = &self.shared.settings;
         let mut connection = session::connect(
             settings,
-            &self.shared.hello,
+            self.shared.hello.as_ref(),
             &server.server,
             server.login.as_ref(),
         )

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use domain::mail::smtp::{self, OpenError};
-use domain::mail::{Login, Security, Server};
+use domain::mail::{Login, Security, Server, hello};
 use domain::outbound::ConnectError;
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
@@ -34,12 +34,13 @@ async fn step<T>(
 
 /// Connects through the outbound guard, reads the greeting, says EHLO, secures the
 /// connection as configured (STARTTLS is required when configured, never opportunistic) and
-/// authenticates when a login is given, all within the connect timeout. A host the guard
+/// authenticates when a login is given, all within the connect timeout. EHLO says `hello`
+/// when configured, else the host's FQDN or the connection's local address literal. A host the guard
 /// refuses is a `Refused` failure at `Connect` (the mailbox's fault: it goes to `error`),
 /// and nothing is connected.
 pub(crate) async fn connect(
     settings: &SmtpSettings,
-    hello: &ClientId,
+    hello: Option<&ClientId>,
     server: &Server,
     login: Option<&Login>,
 ) -> Result<AsyncSmtpConnection, Failure> {
@@ -56,7 +57,7 @@ pub(crate) async fn connect(
     // checked; implicit TLS is negotiated over that connection (certificate checked against
     // the host name), STARTTLS later by lettre over the same one.
     let connecting = async {
-        let stream = smtp::open(&settings.outbound, server, budget)
+        let opened = smtp::open(&settings.outbound, server, budget)
             .await
             .map_err(|error| match error {
                 OpenError::Connect(refused @ ConnectError::Refused) => {
@@ -67,14 +68,17 @@ pub(crate) async fn connect(
                 }
                 OpenError::Tls(message) => Failure::new(Stage::Tls, Cause::Broken(message)),
             })?;
-        AsyncSmtpConnection::connect_with_transport(stream, hello)
+        let fqdn = hello::host_fqdn().await;
+        let hello = hello::choose(hello, fqdn.as_deref(), opened.local_addr.ip());
+        AsyncSmtpConnection::connect_with_transport(opened.stream, &hello)
             .await
+            .map(|connection| (connection, hello))
             .map_err(|error| Failure::from_lettre(Stage::Connect, &error))
     };
-    let mut connection = match tokio::time::timeout_at(deadline, connecting).await {
+    let (mut connection, hello) = match tokio::time::timeout_at(deadline, connecting).await {
         Err(_) => return Err(Failure::new(Stage::Connect, Cause::TimedOut(budget))),
         Ok(Err(failure)) => return Err(failure),
-        Ok(Ok(connection)) => connection,
+        Ok(Ok(connected)) => connected,
     };
     metrics::counter!("smtp_connections_opened_total").increment(1);
 
@@ -90,7 +94,7 @@ pub(crate) async fn connect(
             Stage::Tls,
             deadline,
             budget,
-            connection.starttls(tls, hello),
+            connection.starttls(tls, &hello),
         )
         .await;
         if let Err(failure) = starttls {

@@ -190,9 +190,11 @@ fn pools_are_send_sync_and_clone() {
 
 #[test]
 fn settings_come_from_the_worker_configuration() -> anyhow::Result<()> {
-    let config = domain::testing::test_config_with_url("postgres://localhost/none")?;
+    let mut config = domain::testing::test_config_with_url("postgres://localhost/none")?;
+    config.sender_worker.hello_name = " mail.acme.test ".to_owned();
     let worker = &config.sender_worker;
     let settings = SmtpSettings::from_config(worker, config.security.outbound_guard());
+    assert_eq!(settings.hello_name.as_deref(), Some("mail.acme.test"));
     assert_eq!(
         settings.connect_timeout,
         Duration::from_millis(worker.connect_timeout_ms)

@@ -3,6 +3,8 @@
 //! exact failure stages of the connection pools.
 
 mod delivery;
+mod dkim_dkimpy;
+mod ehlo;
 mod failures;
 mod fake_smtp;
 mod health;

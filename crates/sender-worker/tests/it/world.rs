@@ -55,7 +55,7 @@ impl World {
         config.sender_worker.data_timeout_ms = 10_000;
         config.sender_worker.lease_seconds = 60;
         config.sender_worker.reaper_interval_ms = 500;
-        config.scheduler.outbox_poll_interval_ms = 50;
+        config.outbox.poll_interval_ms = 50;
         config.tracker.public_url = "https://track.test".to_owned();
         let topics = TopicNames::from_config(&config.kafka);
         ensure_topics(&config.kafka, &topics.all()).await?;

@@ -106,7 +106,7 @@ impl Application {
             OutboxRelay::from_config(
                 self.base.pool.clone(),
                 self.producer.clone(),
-                &self.base.config.scheduler,
+                &self.base.config.outbox,
             )
             .run(relay_stop.clone()),
         );

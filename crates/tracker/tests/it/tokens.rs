@@ -1,9 +1,12 @@
 //! Only genuine tokens of the route's kind are served; anything else is a 404 that never
 //! redirects.
 
-use domain::testing::{TestDatabase, test_config_for};
+use std::time::Duration;
+
+use domain::testing::{TestDatabase, read_topic, test_config_for};
 use domain::tracking_token::TokenSigner;
 use secrecy::SecretString;
+use serde_json::Value;
 
 use crate::support::{Ids, Running, an_hour_ago};
 
@@ -11,6 +14,14 @@ use crate::support::{Ids, Running, an_hour_ago};
 fn assert_refused(response: &reqwest::Response, case: &str) {
     assert_eq!(response.status(), 404, "{case}");
     assert!(response.headers().get("location").is_none(), "{case}");
+}
+
+fn location(response: &reqwest::Response) -> anyhow::Result<Option<&str>> {
+    Ok(response
+        .headers()
+        .get("location")
+        .map(|v| v.to_str())
+        .transpose()?)
 }
 
 #[tokio::test]
@@ -82,13 +93,47 @@ async fn a_token_of_an_older_listed_key_still_redirects() -> anyhow::Result<()> 
 
     let response = tracker.get(&format!("/c/{token}")).await?;
     assert_eq!(response.status(), 302);
+    assert_eq!(location(&response)?, Some("https://example.com/old"));
+    tracker.stop().await
+}
+
+/// A click and an unsubscribe token as the signer issued them before tokens were encrypted
+/// (version 2, signed with the test configuration's key; message
+/// 0190f3a0-0000-7000-8000-00000000000c, sent 2026-10-26), as delivered emails still carry.
+const SIGNED_CLICK: &str = "AgHMat8CQAGQ86AAAHAAgAAAAAAAAAoBkPOgAABwAIAAAAAAAAALAZDzoAAAcACAAAAAAAAADGh0dHBzOi8vZXhhbXBsZS5jb20vZGVsaXZlcmVkLWJlZm9yZS12M5rv783-0Gqb9Fs7XohLvDI";
+const SIGNED_UNSUBSCRIBE: &str = "AgLMat8CQAGQ86AAAHAAgAAAAAAAAAoBkPOgAABwAIAAAAAAAAALAZDzoAAAcACAAAAAAAAADD-yD2JGGfPg-Og_W8oGuV0";
+
+#[tokio::test]
+async fn links_of_emails_sent_with_signed_tokens_keep_working() -> anyhow::Result<()> {
+    let db = TestDatabase::create().await?;
+    let tracker = Running::start(test_config_for(&db)?).await?;
+
+    let response = tracker.get(&format!("/c/{SIGNED_CLICK}")).await?;
+    assert_eq!(response.status(), 302);
     assert_eq!(
-        response
-            .headers()
-            .get("location")
-            .map(|v| v.to_str())
-            .transpose()?,
-        Some("https://example.com/old")
+        location(&response)?,
+        Some("https://example.com/delivered-before-v3")
     );
+    assert_eq!(
+        tracker
+            .one_click(&format!("/u/{SIGNED_UNSUBSCRIBE}"))
+            .await?
+            .status(),
+        200
+    );
+
+    let topic = tracker.events_topic();
+    let records = read_topic(&tracker.config.kafka, &topic, 2, Duration::from_secs(30)).await?;
+    let mut types = Vec::new();
+    for record in &records {
+        let event: Value = record.payload_json()?;
+        assert_eq!(
+            event["payload"]["message_id"], "0190f3a0-0000-7000-8000-00000000000c",
+            "{event}"
+        );
+        types.push(event["type"].as_str().unwrap_or_default().to_owned());
+    }
+    types.sort();
+    assert_eq!(types, ["clicked", "unsubscribed"]);
     tracker.stop().await
 }

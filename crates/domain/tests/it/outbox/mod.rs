@@ -114,3 +114,8 @@ pub async fn count_with_status(conn: &mut AsyncPgConnection, status: &str) -> an
         .get_result(conn)
         .await?)
 }
+
+/// Rows left in the outbox: published rows are deleted unless a retention keeps them.
+pub async fn count_rows(conn: &mut AsyncPgConnection) -> anyhow::Result<i64> {
+    Ok(outbox::table.count().get_result(conn).await?)
+}

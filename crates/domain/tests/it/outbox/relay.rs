@@ -13,7 +13,7 @@ use serde_json::json;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::{DEADLINE, count_with_status, envelope_id, jobs, published_by_id, setup};
+use super::{DEADLINE, count_rows, count_with_status, envelope_id, jobs, published_by_id, setup};
 
 #[tokio::test]
 async fn relay_publishes_each_row_with_its_key_and_stored_headers() -> anyhow::Result<()> {
@@ -33,7 +33,11 @@ async fn relay_publishes_each_row_with_its_key_and_stored_headers() -> anyhow::R
         0,
         "a published row was claimed again"
     );
-    assert_eq!(count_with_status(&mut conn, "published").await?, 5);
+    assert_eq!(
+        count_rows(&mut conn).await?,
+        0,
+        "acknowledged rows are deleted"
+    );
 
     assert_eq!(count_records(&setup.config.kafka, &setup.topic).await?, 5);
     let (published, repeated) = published_by_id(&setup.config, &setup.topic).await?;
@@ -89,7 +93,7 @@ async fn two_relays_publish_each_of_2000_rows_exactly_once() -> anyhow::Result<(
         .map(|r| envelope_id(&r.payload))
         .collect::<anyhow::Result<_>>()?;
     assert_eq!(published.keys().copied().collect::<HashSet<_>>(), expected);
-    assert_eq!(count_with_status(&mut conn, "published").await?, 2000);
+    assert_eq!(count_rows(&mut conn).await?, 0);
     Ok(())
 }
 
@@ -127,7 +131,7 @@ async fn row_committed_after_a_larger_id_was_published_is_still_published() -> a
     let _ = commit_tx.send(());
     slow.await??;
     assert_eq!(relay.run_once().await?, 1);
-    assert_eq!(count_with_status(&mut conn, "published").await?, 2);
+    assert_eq!(count_rows(&mut conn).await?, 0);
     let (published, _) = published_by_id(&setup.config, &setup.topic).await?;
     for record in &records {
         assert!(published.contains_key(&envelope_id(&record.payload)?));
@@ -165,5 +169,48 @@ async fn unacknowledged_rows_stay_pending_with_the_attempt_counted() -> anyhow::
         .transaction(async |tx| queries::claim_pending(tx, 10).await)
         .await?;
     assert!(claimed.iter().all(|r| r.attempts == 1), "{claimed:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_retention_keeps_published_rows_until_they_are_older_than_it() -> anyhow::Result<()> {
+    let setup = setup().await?;
+    let mut conn = setup.db.connect().await?;
+    queries::insert_many(&mut conn, &jobs(&setup.topic, 4)?).await?;
+    let relay = setup.relay(100)?.with_retention(Duration::from_secs(3600));
+    assert_eq!(relay.run_once().await?, 4);
+    assert_eq!(count_with_status(&mut conn, "published").await?, 4);
+    assert_eq!(relay.purge().await?, 0, "younger than the retention");
+
+    // Two of them published two hours ago: past the hour, so those two go.
+    diesel_async::RunQueryDsl::execute(
+        diesel::sql_query(
+            "UPDATE outbox SET published_at = now() - interval '2 hours' \
+              WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT 2)",
+        ),
+        &mut conn,
+    )
+    .await?;
+    assert_eq!(relay.purge().await?, 2);
+    assert_eq!(count_with_status(&mut conn, "published").await?, 2);
+    assert_eq!(count_records(&setup.config.kafka, &setup.topic).await?, 4);
+    Ok(())
+}
+
+#[tokio::test]
+async fn without_a_retention_rows_an_older_release_kept_are_purged() -> anyhow::Result<()> {
+    let setup = setup().await?;
+    let mut conn = setup.db.connect().await?;
+    // Published the old way (kept), plus one still pending.
+    let ids = queries::insert_many(&mut conn, &jobs(&setup.topic, 3)?).await?;
+    queries::mark_published(&mut conn, &ids[..2]).await?;
+    let relay = setup.relay(100)?;
+    assert_eq!(relay.purge().await?, 2);
+    assert_eq!(count_rows(&mut conn).await?, 1);
+    assert_eq!(
+        queries::count_pending(&mut conn).await?,
+        1,
+        "pending rows are never purged"
+    );
     Ok(())
 }

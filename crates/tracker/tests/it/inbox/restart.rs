@@ -18,6 +18,8 @@ fn start_binary(world: &InboxWorld) -> anyhow::Result<tokio::process::Child> {
             .env("SEQ_INBOX_WATCHER__ADMIN_BIND", "127.0.0.1:0")
             // One email per transaction, so a kill lands between two of them.
             .env("SEQ_INBOX_WATCHER__FETCH_BATCH", "1")
+            // The test reads the recorded events from the outbox.
+            .env("SEQ_OUTBOX__RETENTION_SECONDS", "3600")
             .env(
                 "SEQ_INBOX_WATCHER__LEASE_SECONDS",
                 watcher.lease_seconds.to_string(),

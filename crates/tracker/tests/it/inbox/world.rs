@@ -61,6 +61,8 @@ impl InboxWorld {
         let mut config = test_config_for(&db)?;
         quick_inbox_watcher(&mut config);
         config.inbox_watcher.use_idle = use_idle;
+        // `events` reads what the watcher wrote from the outbox, so its relay keeps the rows.
+        config.outbox.retention_seconds = 3600;
         let topics = TopicNames::from_config(&config.kafka);
         ensure_topics(&config.kafka, &topics.all()).await?;
         let (workspace_id, sequence_id, step_id) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
