@@ -5,6 +5,7 @@
 
 pub mod dispatch;
 pub mod outcomes;
+pub mod reputation;
 pub mod retries;
 pub mod timing;
 pub mod window;
@@ -99,7 +100,12 @@ impl Application {
         tasks.spawn(relay.run(shutdown.clone()));
 
         let kafka = config.kafka.clone();
-        let events = EventHandler::new(self.base.pool.clone());
+        let events = EventHandler::new(
+            self.base.pool.clone(),
+            reputation::Guard {
+                topic: topics.mailbox_events.clone(),
+            },
+        );
         let events_shutdown = shutdown.clone();
         let events_topic = topics.email_events.clone();
         tasks.spawn(async move {

@@ -16,28 +16,40 @@ use domain::kafka::{Envelope, Handler};
 use serde_json::json;
 use uuid::Uuid;
 
+use crate::reputation;
 use crate::timing::{self, Wait};
 use crate::window::SendWindow;
 
 #[derive(Clone)]
 pub struct EventHandler {
     pool: PgPool,
+    reputation: reputation::Guard,
 }
 
 impl EventHandler {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    pub fn new(pool: PgPool, reputation: reputation::Guard) -> Self {
+        Self { pool, reputation }
     }
 }
 
 impl Handler<EmailEvent> for EventHandler {
     async fn handle(&self, envelope: Envelope<EmailEvent>) -> anyhow::Result<()> {
         let mut conn = self.pool.get().await?;
-        let applied = conn
-            .transaction(async |tx| -> Result<bool, diesel::result::Error> {
-                apply(tx, &envelope).await
+        let (applied, paused) = conn
+            .transaction(async |tx| -> Result<_, diesel::result::Error> {
+                let applied = apply(tx, &envelope).await?;
+                // A hard bounce or complaint may put its mailbox over a reputation threshold.
+                let paused = match applied {
+                    true => self.reputation.review(tx, &envelope).await?,
+                    false => None,
+                };
+                Ok((applied, paused))
             })
             .await?;
+        if let Some(cause) = paused {
+            metrics::counter!("mailboxes_auto_paused_total", "reason" => cause.as_str())
+                .increment(1);
+        }
         let kind = event_type(&envelope.body);
         if applied {
             metrics::counter!("scheduler_events_applied_total", "type" => kind).increment(1);

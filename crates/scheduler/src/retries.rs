@@ -2,12 +2,18 @@
 //! its turn on the backoff schedule, then the dispatcher sends it again (same message row,
 //! same Message-ID, no new unit of the mailbox's daily limit). After the last retry the
 //! message fails and so does its enrollment.
+//!
+//! A message whose mailbox cannot send (paused by a person or the reputation guard, in
+//! `error`, disabled) is not a failed attempt: it waits without a retry time and without
+//! using up a retry, and becomes due when its mailbox is `active` again (a trigger on
+//! `mailboxes`), however long that takes.
 
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use diesel_async::{AsyncConnection as _, AsyncPgConnection};
 use domain::db::PgPool;
+use domain::db::mailbox_health;
 use domain::db::progress::{self, NewEvent};
 use domain::events::{EmailRetry, RetryRequest};
 use domain::kafka::{Envelope, Handler};
@@ -51,6 +57,7 @@ impl Handler<EmailRetry> for RetryHandler {
         let label = match outcome {
             Outcome::Scheduled => "scheduled",
             Outcome::Failed => "failed",
+            Outcome::WaitingForMailbox => "waiting_for_mailbox",
             Outcome::Ignored => "ignored",
         };
         metrics::counter!("scheduler_retry_requests_total", "outcome" => label).increment(1);
@@ -62,6 +69,8 @@ impl Handler<EmailRetry> for RetryHandler {
 pub enum Outcome {
     Scheduled,
     Failed,
+    /// Its mailbox cannot send: it waits for the mailbox, its retries untouched.
+    WaitingForMailbox,
     /// A replay, or an attempt the message is no longer at.
     Ignored,
 }
@@ -73,6 +82,15 @@ pub async fn apply(
     backoff: &[Duration],
 ) -> Result<Outcome, diesel::result::Error> {
     let attempt = i32::try_from(request.attempt).unwrap_or(i32::MAX);
+    if !mailbox_health::is_active_locked(tx, request.mailbox_id).await? {
+        let waiting =
+            progress::wait_for_mailbox(tx, request.message_id, attempt, &request.error).await?;
+        return Ok(if waiting {
+            Outcome::WaitingForMailbox
+        } else {
+            Outcome::Ignored
+        });
+    }
     match retry_time(
         backoff,
         request.attempt,

@@ -23,11 +23,13 @@ pub mod dkim;
 pub mod offsets;
 pub mod outcome;
 pub mod prepare;
+pub mod recheck;
 pub mod record;
 pub mod smtp;
 pub mod worker;
 
 use deliver::Delivery;
+use recheck::Rechecker;
 use worker::Worker;
 
 pub struct Application {
@@ -35,6 +37,7 @@ pub struct Application {
     admin: Server,
     admin_port: u16,
     worker: Arc<Worker>,
+    rechecker: Rechecker,
     producer: Producer,
     clock: Arc<dyn Clock>,
 }
@@ -69,6 +72,15 @@ impl Application {
         let admin_port = admin_listener.local_addr()?.port();
         let admin = admin_server(&base, admin_listener)?;
         let settings = base.config.sender_worker.clone();
+        let cipher = Arc::new(cipher);
+        let rechecker = Rechecker::new(
+            base.pool.clone(),
+            Arc::clone(&clock),
+            base.config.security.outbound_guard(),
+            Arc::clone(&cipher),
+            base.topics.mailbox_events.clone(),
+            &settings,
+        );
         let worker = Arc::new(Worker {
             pool: base.pool.clone(),
             kafka: base.config.kafka.clone(),
@@ -82,7 +94,7 @@ impl Application {
                     base.config.security.outbound_guard(),
                 )),
             }),
-            cipher: Arc::new(cipher),
+            cipher,
             tracker_url: base.config.tracker.public_url.clone(),
             clock: Arc::clone(&clock),
             settings,
@@ -92,6 +104,7 @@ impl Application {
             admin,
             admin_port,
             worker,
+            rechecker,
             producer,
             clock,
         })
@@ -99,6 +112,11 @@ impl Application {
 
     pub fn admin_port(&self) -> u16 {
         self.admin_port
+    }
+
+    /// The automatic re-checks of mailboxes in `error`, for tests that run a round by hand.
+    pub fn rechecker(&self) -> &Rechecker {
+        &self.rechecker
     }
 
     /// This process's worker id, as stored on the messages it claims.
@@ -132,6 +150,10 @@ impl Application {
             Duration::from_millis(settings.reaper_interval_ms),
             shutdown.clone(),
         ));
+        let rechecks = tokio::spawn(self.rechecker.clone().run(
+            Duration::from_millis(settings.reaper_interval_ms),
+            shutdown.clone(),
+        ));
         let pools = self.worker.delivery.pools.clone();
         let idle = Duration::from_millis(settings.idle_timeout_ms);
         let idle_stop = shutdown.clone();
@@ -153,6 +175,7 @@ impl Application {
         relay_stop.cancel();
         let _ = relay.await;
         let _ = reaper.await;
+        let _ = rechecks.await;
         let _ = idle_closer.await;
         topics.abort();
         served?;

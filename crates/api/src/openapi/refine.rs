@@ -707,6 +707,9 @@ fn mailboxes(doc: &mut Value) -> Result<()> {
         )?;
         constrain(doc, schema, "jitter_seconds", range(0, MAX_SPACING_SECONDS))?;
         replace(doc, schema, "timezone", schema_ref("Timezone"))?;
+        // Fractions: the reputation guard's thresholds.
+        constrain(doc, schema, "max_bounce_rate", range(0, 1))?;
+        constrain(doc, schema, "max_complaint_rate", range(0, 1))?;
     }
     constrain(
         doc,

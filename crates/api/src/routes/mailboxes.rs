@@ -16,6 +16,7 @@ use domain::crypto::{CryptoError, SecretCipher};
 use domain::db::inbox;
 use domain::db::mailboxes::{self as db, MailboxValues, status};
 use domain::mail;
+use domain::mail::mailbox_check::CheckSetupError;
 use domain::outbound::OutboundGuard;
 use paperclip::actix::{Apiv2Schema, CreatedJson, NoContent, api_v2_operation, web};
 use paperclip::v2::models::{DataType, DataTypeFormat};
@@ -44,6 +45,10 @@ pub(crate) const MAX_PASSWORD_LEN: usize = 1024;
 const DEFAULT_WARMUP_START_LIMIT: i32 = 5;
 const DEFAULT_WARMUP_DAILY_INCREASE: i32 = 2;
 const DEFAULT_TIMEZONE: &str = "UTC";
+/// The reputation guard's defaults: 5 % hard bounces over the last 50 sends, 0.3 % spam
+/// complaints over the last 200 (the line Gmail's sender guidelines draw).
+pub(crate) const DEFAULT_MAX_BOUNCE_RATE: f64 = 0.05;
+pub(crate) const DEFAULT_MAX_COMPLAINT_RATE: f64 = 0.003;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -113,8 +118,11 @@ impl SettableStatus {
     }
 }
 
-/// `active` sends, `paused` and `disabled` do not (set by the client), `error` does not
-/// either: the last verification failed (see `status_reason`).
+/// `active` sends, `paused` and `disabled` do not (set by the client; the reputation guard
+/// also pauses a mailbox, with the reason in `status_reason`), `error` does not either: the
+/// server refused the login or the sender, or the last check failed (see `status_reason`);
+/// it is re-checked automatically (`next_check_at`) and becomes `active` when a check
+/// passes. Messages of a mailbox that cannot send wait; none is lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Apiv2Schema)]
 #[serde(rename_all = "lowercase")]
 pub enum MailboxStatus {
@@ -223,6 +231,14 @@ pub struct CreateMailbox {
     /// Default `active`.
     pub status: Option<SettableStatus>,
     pub warmup: Option<WarmupSettings>,
+    /// The reputation guard pauses the mailbox when its hard bounces among its latest 50
+    /// sends, divided by the larger of those sends and 50, exceed this fraction (0 to 1;
+    /// default 0.05).
+    pub max_bounce_rate: Option<f64>,
+    /// The reputation guard pauses the mailbox when the spam complaints about its latest 200
+    /// sends, divided by the larger of those sends and 200, exceed this fraction (0 to 1;
+    /// default 0.003).
+    pub max_complaint_rate: Option<f64>,
 }
 
 #[derive(Debug, Deserialize, Apiv2Schema)]
@@ -267,9 +283,14 @@ pub struct UpdateMailbox {
     pub min_interval_seconds: Option<i32>,
     pub jitter_seconds: Option<i32>,
     pub timezone: Option<String>,
-    /// Setting a status clears `status_reason`.
+    /// Setting a status clears `status_reason`; `active` resumes a mailbox the reputation
+    /// guard paused.
     pub status: Option<SettableStatus>,
     pub warmup: Option<WarmupSettings>,
+    /// See `max_bounce_rate` of the create request (0 to 1).
+    pub max_bounce_rate: Option<f64>,
+    /// See `max_complaint_rate` of the create request (0 to 1).
+    pub max_complaint_rate: Option<f64>,
 }
 
 #[derive(Debug, Serialize, Apiv2Schema)]
@@ -359,8 +380,19 @@ pub struct Mailbox {
     pub jitter_seconds: i32,
     pub timezone: String,
     pub status: MailboxStatus,
-    /// Why the status is `error`.
+    /// Why the status is `error` (what the server answered), or why the reputation guard
+    /// paused it (e.g. `bounce rate 4/50 over 5%`).
     pub status_reason: Option<String>,
+    /// While `error`: when the next automatic re-check runs (`null` until it is scheduled,
+    /// within seconds of entering `error`).
+    pub next_check_at: Option<DateTime<Utc>>,
+    /// Automatic re-checks that failed since the mailbox entered `error`; each doubles the
+    /// wait before the next.
+    pub check_failures: i32,
+    /// Hard-bounce rate over the latest 50 sends above which the mailbox is paused.
+    pub max_bounce_rate: f64,
+    /// Spam-complaint rate over the latest 200 sends above which the mailbox is paused.
+    pub max_complaint_rate: f64,
     pub warmup: WarmupView,
     pub last_sent_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
@@ -448,6 +480,22 @@ fn check_password(checks: &mut Checks, prefix: &str, value: &Password) {
     );
 }
 
+/// Threshold fractions of the reputation guard.
+fn check_rates(checks: &mut Checks, max_bounce_rate: Option<f64>, max_complaint_rate: Option<f64>) {
+    for (field, value) in [
+        ("max_bounce_rate", max_bounce_rate),
+        ("max_complaint_rate", max_complaint_rate),
+    ] {
+        if let Some(value) = value {
+            checks.check(
+                (0.0..=1.0).contains(&value),
+                field,
+                "must be between 0 and 1",
+            );
+        }
+    }
+}
+
 fn check_limits(
     checks: &mut Checks,
     daily_limit: Option<i32>,
@@ -513,6 +561,7 @@ impl Validate for CreateMailbox {
             self.timezone.as_deref(),
             self.warmup.as_ref(),
         );
+        check_rates(&mut checks, self.max_bounce_rate, self.max_complaint_rate);
         checks.finish()
     }
 }
@@ -568,6 +617,7 @@ impl Validate for UpdateMailbox {
             self.timezone.as_deref(),
             self.warmup.as_ref(),
         );
+        check_rates(&mut checks, self.max_bounce_rate, self.max_complaint_rate);
         checks.finish()
     }
 }
@@ -627,24 +677,6 @@ fn encrypt(
         })
 }
 
-fn decrypt(
-    cipher: Option<&SecretCipher>,
-    stored: &[u8],
-    context: &str,
-    what: &str,
-) -> Result<SecretString, ApiError> {
-    let cipher = cipher.ok_or(ApiError::EncryptionUnavailable)?;
-    cipher
-        .decrypt(stored, context)
-        .map_err(|error| match error {
-            CryptoError::NotConfigured => ApiError::EncryptionUnavailable,
-            // The messages name key ids and causes, never key material or plaintext.
-            other => ApiError::Conflict(format!(
-                "the stored {what} cannot be decrypted ({other}); set it again with PUT"
-            )),
-        })
-}
-
 fn new_values(
     id: Uuid,
     body: &CreateMailbox,
@@ -701,6 +733,10 @@ fn new_values(
             .map_or(status::ACTIVE, SettableStatus::as_str)
             .to_owned(),
         status_reason: None,
+        max_bounce_rate: body.max_bounce_rate.unwrap_or(DEFAULT_MAX_BOUNCE_RATE),
+        max_complaint_rate: body
+            .max_complaint_rate
+            .unwrap_or(DEFAULT_MAX_COMPLAINT_RATE),
     })
 }
 
@@ -835,6 +871,12 @@ fn merge(
     if let Some(timezone) = &body.timezone {
         v.timezone = timezone.clone();
     }
+    if let Some(rate) = body.max_bounce_rate {
+        v.max_bounce_rate = rate;
+    }
+    if let Some(rate) = body.max_complaint_rate {
+        v.max_complaint_rate = rate;
+    }
     if let Some(warmup) = &body.warmup {
         if let Some(limit) = warmup.start_limit {
             v.warmup_start_limit = limit;
@@ -932,6 +974,10 @@ impl TryFrom<db::Mailbox> for Mailbox {
             timezone: m.timezone,
             status: MailboxStatus::parse(&m.status)?,
             status_reason: m.status_reason,
+            next_check_at: m.next_check_at,
+            check_failures: m.check_failures,
+            max_bounce_rate: m.max_bounce_rate,
+            max_complaint_rate: m.max_complaint_rate,
             warmup: WarmupView {
                 enabled: m.warmup_enabled,
                 start_limit: m.warmup_start_limit,
@@ -1062,7 +1108,9 @@ async fn get(
 /// Partial update: omitted fields keep their values (an omitted password keeps the stored
 /// one); `null` removes `from_name`, `imap` or `smtp.username` (with its password). Setting
 /// `status` (active, paused, disabled) clears `status_reason`; changing any SMTP or IMAP
-/// setting of a mailbox in `error` makes it `active` again.
+/// setting of a mailbox in `error` makes it `active` again. `{"status": "active"}` resumes a
+/// paused mailbox, also one the reputation guard paused (`max_bounce_rate`,
+/// `max_complaint_rate`): its messages that waited are sent.
 #[api_v2_operation(tags(Mailboxes))]
 async fn update(
     caller: Caller,
@@ -1146,7 +1194,8 @@ async fn delete(
 /// resolves to an address that is not public is not connected to: its check fails with
 /// `refused: resolves to a private address`. A failure moves an `active` mailbox to `error`
 /// (with `status_reason`); a success moves an `error` mailbox back to `active`; `paused` and
-/// `disabled` stay as they are.
+/// `disabled` stay as they are. A mailbox in `error` is also re-checked automatically, with a
+/// growing wait (`next_check_at`, `check_failures`); a verify starts that schedule over.
 #[api_v2_operation(tags(Mailboxes))]
 async fn verify(
     caller: Caller,
@@ -1162,86 +1211,21 @@ async fn verify(
             .await?
             .ok_or(ApiError::NotFound("mailbox"))?
     };
-    let cipher = state.cipher.as_ref();
-
-    let smtp_server = mail::Server {
-        host: mailbox.smtp_host.clone(),
-        port: port(mailbox.smtp_port)?,
-        security: security(&mailbox.smtp_security)?,
-    };
-    let smtp_login = match (&mailbox.smtp_username, &mailbox.smtp_password_encrypted) {
-        (Some(username), Some(stored)) => Some(mail::Login {
-            username: username.clone(),
-            password: decrypt(
-                cipher,
-                stored,
-                &db::smtp_password_context(id),
-                "SMTP password",
-            )?,
-        }),
-        _ => None,
-    };
-    let imap = match (
-        &mailbox.imap_host,
-        mailbox.imap_port,
-        &mailbox.imap_security,
-        &mailbox.imap_username,
-        &mailbox.imap_password_encrypted,
-    ) {
-        (None, ..) => None,
-        (Some(host), Some(imap_port), Some(imap_security), Some(username), Some(stored)) => {
-            Some(Ok((
-                mail::Server {
-                    host: host.clone(),
-                    port: port(imap_port)?,
-                    security: security(imap_security)?,
-                },
-                mail::Login {
-                    username: username.clone(),
-                    password: decrypt(
-                        cipher,
-                        stored,
-                        &db::imap_password_context(id),
-                        "IMAP password",
-                    )?,
-                },
-            )))
+    let check = mail::mailbox_check::check_mailbox(
+        &state.outbound,
+        state.cipher.as_ref(),
+        &mailbox,
+        mail::CHECK_TIMEOUT,
+    )
+    .await
+    .map_err(|error| match error {
+        CheckSetupError::NoEncryptionKeys => ApiError::EncryptionUnavailable,
+        CheckSetupError::Undecryptable { .. } => {
+            ApiError::Conflict(format!("{error}; set it again with PUT"))
         }
-        (Some(_), ..) => Some(Err(mail::CheckError::new(
-            "IMAP settings are incomplete: set imap.port, imap.security, imap.username and \
-             imap.password",
-            None,
-        ))),
-    };
-
-    let (smtp_result, imap_result) = tokio::join!(
-        mail::smtp::check(
-            &state.outbound,
-            &smtp_server,
-            smtp_login.as_ref(),
-            mail::CHECK_TIMEOUT
-        ),
-        async {
-            match &imap {
-                None => None,
-                Some(Ok((server, login))) => Some(
-                    mail::imap::check(&state.outbound, server, login, mail::CHECK_TIMEOUT).await,
-                ),
-                Some(Err(error)) => Some(Err(error.clone())),
-            }
-        }
-    );
-    drop(smtp_login);
-    drop(imap);
-
-    let mut failures = Vec::new();
-    if let Err(error) = &smtp_result {
-        failures.push(format!("SMTP check failed: {error}"));
-    }
-    if let Some(Err(error)) = &imap_result {
-        failures.push(format!("IMAP check failed: {error}"));
-    }
-    let failure = (!failures.is_empty()).then(|| failures.join("; "));
+        CheckSetupError::Invalid(_) => ApiError::internal(error),
+    })?;
+    let failure = check.failure();
 
     let mut conn = state.pool.get().await?;
     let after = db::record_check(
@@ -1256,14 +1240,14 @@ async fn verify(
     tracing::info!(
         workspace.id = %workspace_id,
         mailbox.id = %id,
-        smtp_ok = smtp_result.is_ok(),
-        imap_ok = imap_result.as_ref().map(Result::is_ok),
+        smtp_ok = check.smtp.is_ok(),
+        imap_ok = check.imap.as_ref().map(Result::is_ok),
         status = %after.status,
         "mailbox verified"
     );
     Ok(web::Json(VerifyResult {
-        smtp: smtp_result.into(),
-        imap: imap_result.map(CheckResult::from),
+        smtp: check.smtp.into(),
+        imap: check.imap.map(CheckResult::from),
         status: MailboxStatus::parse(&after.status)?,
         status_reason: after.status_reason,
     }))

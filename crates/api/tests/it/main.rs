@@ -10,6 +10,7 @@ mod fixtures;
 mod health;
 mod import;
 mod input_rules;
+mod mailbox_health;
 mod mailboxes;
 mod openapi;
 mod sequences;

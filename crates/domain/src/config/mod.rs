@@ -75,6 +75,7 @@ pub struct TopicsConfig {
     pub followup_events: String,
     pub email_retries: String,
     pub email_events: String,
+    pub mailbox_events: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -189,8 +190,13 @@ pub struct WorkerServiceConfig {
     /// How long a claimed message belongs to its worker. A message still `sending` after its
     /// lease (its worker died mid-send) is marked `unknown`. Must exceed the SMTP timeouts.
     pub lease_seconds: u64,
-    /// How often a worker looks for messages whose lease expired.
+    /// How often a worker looks for messages whose lease expired, and for mailboxes in
+    /// `error` due for an automatic re-check.
     pub reaper_interval_ms: u64,
+    /// A mailbox that enters `error` is re-checked automatically this long after; each failed
+    /// re-check doubles the wait, up to `mailbox_recheck_max_seconds`.
+    pub mailbox_recheck_initial_seconds: u64,
+    pub mailbox_recheck_max_seconds: u64,
     /// DKIM keys by signing domain: an email whose From domain has a key is signed.
     pub dkim: Vec<DkimKeyConfig>,
     /// The name SMTP's EHLO gives (a FQDN or an address literal); empty: the host's FQDN,

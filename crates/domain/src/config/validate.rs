@@ -133,6 +133,10 @@ pub(super) fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigE
             config.sender_worker.reaper_interval_ms,
         ),
         (
+            "sender_worker.mailbox_recheck_initial_seconds",
+            config.sender_worker.mailbox_recheck_initial_seconds,
+        ),
+        (
             "inbox_watcher.lease_seconds",
             config.inbox_watcher.lease_seconds,
         ),
@@ -204,6 +208,14 @@ pub(super) fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigE
                  ({} s), or a slow but live send would be declared unknown",
                 longest_send_ms.div_ceil(1000)
             ),
+        );
+    }
+    if config.sender_worker.mailbox_recheck_max_seconds
+        < config.sender_worker.mailbox_recheck_initial_seconds
+    {
+        return fail(
+            "sender_worker.mailbox_recheck_max_seconds",
+            "must be at least sender_worker.mailbox_recheck_initial_seconds".to_owned(),
         );
     }
     let watcher = &config.inbox_watcher;
@@ -296,6 +308,7 @@ pub(super) fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigE
         ("kafka.topics.followup_events", &topics.followup_events),
         ("kafka.topics.email_retries", &topics.email_retries),
         ("kafka.topics.email_events", &topics.email_events),
+        ("kafka.topics.mailbox_events", &topics.mailbox_events),
     ] {
         if !is_topic_safe(name, false) || name.len() + config.kafka.topic_prefix.len() > 249 {
             return fail(

@@ -56,6 +56,12 @@ pub struct Mailbox {
     pub last_sent_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// When the sender worker next re-checks a mailbox in `error` (see `db::mailbox_health`).
+    pub next_check_at: Option<DateTime<Utc>>,
+    /// Automatic re-checks that failed since the mailbox entered `error`.
+    pub check_failures: i32,
+    pub max_bounce_rate: f64,
+    pub max_complaint_rate: f64,
 }
 
 /// Every column a client's settings determine: written whole on insert and on update
@@ -85,6 +91,8 @@ pub struct MailboxValues {
     pub timezone: String,
     pub status: String,
     pub status_reason: Option<String>,
+    pub max_bounce_rate: f64,
+    pub max_complaint_rate: f64,
 }
 
 impl From<Mailbox> for MailboxValues {
@@ -112,6 +120,8 @@ impl From<Mailbox> for MailboxValues {
             timezone: m.timezone,
             status: m.status,
             status_reason: m.status_reason,
+            max_bounce_rate: m.max_bounce_rate,
+            max_complaint_rate: m.max_complaint_rate,
         }
     }
 }
@@ -233,7 +243,8 @@ pub async fn delete(
 /// Records the outcome of a check of the mailbox's servers, unless its settings changed
 /// since `seen_at` (the check was then about settings that no longer exist):
 /// a failure moves `active` (or `error`) to `error` with `reason`; a success moves `error`
-/// back to `active`. `paused` and `disabled`, the client's choices, stay. Returns the row.
+/// back to `active`. `paused` and `disabled`, the client's choices, stay. A person's check
+/// starts the automatic re-checks over (`next_check_at`, `check_failures`). Returns the row.
 pub async fn record_check(
     conn: &mut AsyncPgConnection,
     workspace_id: Uuid,
@@ -251,6 +262,8 @@ pub async fn record_check(
                 .set((
                     mailboxes::status.eq(status::ERROR),
                     mailboxes::status_reason.eq(reason),
+                    mailboxes::next_check_at.eq(None::<DateTime<Utc>>),
+                    mailboxes::check_failures.eq(0),
                 ))
                 .execute(conn)
                 .await?

@@ -10,6 +10,7 @@ pub mod enrollments;
 pub mod events;
 pub mod health;
 pub mod inbox;
+pub mod mailbox_health;
 pub mod mailboxes;
 pub mod messages;
 pub mod migrations;

@@ -277,6 +277,29 @@ pub async fn schedule_retry(
     .map(|n| n == 1)
 }
 
+/// Parks a message whose attempt `attempt` found its mailbox unable to send: `retrying`
+/// without a time, and the attempt not counted (the next dispatch is the same attempt
+/// again). It becomes due when the mailbox is `active` again (the trigger
+/// `mailboxes_release_waiting_messages`). Same guard as [`schedule_retry`].
+pub async fn wait_for_mailbox(
+    conn: &mut AsyncPgConnection,
+    message_id: Uuid,
+    attempt: i32,
+    error: &str,
+) -> QueryResult<bool> {
+    diesel::sql_query(
+        "UPDATE messages SET status = 'retrying', retry_at = NULL, last_error = $3, \
+                attempts = greatest(attempts - 1, 0) \
+          WHERE id = $1 AND attempts = $2 AND status IN ('queued', 'sending')",
+    )
+    .bind::<SqlUuid, _>(message_id)
+    .bind::<Int4, _>(attempt)
+    .bind::<Text, _>(error)
+    .execute(conn)
+    .await
+    .map(|n| n == 1)
+}
+
 /// Fails a message whose retries are used up (same guard as [`schedule_retry`]).
 pub async fn fail_attempt(
     conn: &mut AsyncPgConnection,

@@ -55,6 +55,10 @@ diesel::table! {
         next_send_slot_at -> Nullable<Timestamptz>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        next_check_at -> Nullable<Timestamptz>,
+        check_failures -> Int4,
+        max_bounce_rate -> Float8,
+        max_complaint_rate -> Float8,
     }
 }
 

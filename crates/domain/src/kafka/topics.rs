@@ -13,6 +13,7 @@ pub struct TopicNames {
     pub followup_events: String,
     pub email_retries: String,
     pub email_events: String,
+    pub mailbox_events: String,
 }
 
 impl TopicNames {
@@ -24,15 +25,17 @@ impl TopicNames {
             followup_events: format!("{p}{}", t.followup_events),
             email_retries: format!("{p}{}", t.email_retries),
             email_events: format!("{p}{}", t.email_events),
+            mailbox_events: format!("{p}{}", t.mailbox_events),
         }
     }
 
-    pub fn all(&self) -> [&str; 4] {
+    pub fn all(&self) -> [&str; 5] {
         [
             &self.email_jobs,
             &self.followup_events,
             &self.email_retries,
             &self.email_events,
+            &self.mailbox_events,
         ]
     }
 }

@@ -11,6 +11,7 @@
 
 pub mod hello;
 pub mod imap;
+pub mod mailbox_check;
 pub mod smtp;
 
 use std::fmt;

@@ -15,6 +15,13 @@ pub async fn get_json(url: &str) -> anyhow::Result<(u16, serde_json::Value)> {
     ))
 }
 
+/// `GET url`, returning the status and the body as text (a service's `/metrics`).
+pub async fn get_text(url: &str) -> anyhow::Result<(u16, String)> {
+    let response = reqwest::get(url).await?;
+    let status = response.status().as_u16();
+    Ok((status, response.text().await?))
+}
+
 /// The checks every service's health endpoints must pass with dependencies up.
 pub async fn assert_healthy_and_ready(base_url: &str) -> anyhow::Result<()> {
     let (status, body) = get_json(&format!("{base_url}/healthz")).await?;

@@ -25,7 +25,7 @@ use crate::config::Config;
 
 pub use database::{TestDatabase, admin_database_url};
 pub use filter::pipe_through;
-pub use http::{assert_healthy_and_ready, assert_unready_without_database, get_json};
+pub use http::{assert_healthy_and_ready, assert_unready_without_database, get_json, get_text};
 pub use private_kafka::PrivateKafka;
 pub use topic_reader::{ConsumedRecord, count_records, read_topic};
 

@@ -3,5 +3,6 @@
 mod dispatch;
 mod health;
 mod outcomes;
+mod reputation;
 mod service;
 mod world;

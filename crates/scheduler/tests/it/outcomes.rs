@@ -12,6 +12,7 @@ use domain::kafka::{ConsumerOptions, Envelope, Producer, TopicNames, ensure_topi
 use domain::testing::{poll_until, test_config_for};
 use scheduler::dispatch::Dispatcher;
 use scheduler::outcomes::{self, EventHandler};
+use scheduler::reputation;
 use scheduler::retries::{self, Outcome};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -592,7 +593,12 @@ async fn a_duplicate_delivery_through_kafka_changes_nothing() -> anyhow::Result<
     let shutdown = CancellationToken::new();
     let kafka = config.kafka.clone();
     let options = ConsumerOptions::new("scheduler-test", vec![topics.email_events.clone()]);
-    let handler = EventHandler::new(world.pool.clone());
+    let handler = EventHandler::new(
+        world.pool.clone(),
+        reputation::Guard {
+            topic: topics.mailbox_events.clone(),
+        },
+    );
     let stop = shutdown.clone();
     let consumer = tokio::spawn(async move { run_consumer(&kafka, options, handler, stop).await });
     let marker_query = format!(

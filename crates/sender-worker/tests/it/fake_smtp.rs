@@ -89,6 +89,11 @@ impl FakeSmtp {
         Ok(Self { addr, state, task })
     }
 
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// A mailbox of this server: plaintext, no login.
     pub fn mailbox(&self) -> MailboxServer {
         MailboxServer {

@@ -9,6 +9,7 @@ mod failures;
 mod fake_smtp;
 mod health;
 mod kill;
+mod recheck;
 mod signing;
 mod smtp_greenmail;
 mod smtp_pools;

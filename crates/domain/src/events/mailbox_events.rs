@@ -1,0 +1,89 @@
+//! `mailbox-events`: what happened to a mailbox's health, produced through the outbox by the
+//! scheduler (the reputation guard paused it) and the sender worker (an automatic re-check
+//! found it working again). Nothing consumes it yet; webhooks will.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::kafka::Payload;
+
+/// Which rate of the reputation guard a mailbox went over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PauseCause {
+    /// Hard bounces among its latest sends.
+    BounceRate,
+    /// Spam complaints among its latest sends.
+    ComplaintRate,
+}
+
+impl PauseCause {
+    /// The spelling of the metric label and the payload.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PauseCause::BounceRate => "bounce_rate",
+            PauseCause::ComplaintRate => "complaint_rate",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "payload", rename_all = "snake_case")]
+pub enum MailboxEvent {
+    /// The reputation guard paused the mailbox; a person resumes it.
+    Paused {
+        mailbox_id: Uuid,
+        /// As stored in the mailbox's `status_reason`, e.g. `bounce rate 4/50 over 5%`.
+        reason: String,
+        cause: PauseCause,
+        /// Bad outcomes (hard bounces or complaints) among the sends looked at.
+        bad: u32,
+        /// The denominator: the sends looked at, at least the window's size.
+        out_of: u32,
+        /// The mailbox's threshold that was exceeded (`max_bounce_rate` or
+        /// `max_complaint_rate`).
+        threshold: f64,
+    },
+    /// An automatic re-check of a mailbox in `error` passed: it is `active` again.
+    Recovered {
+        mailbox_id: Uuid,
+        /// Re-checks that had failed before this one.
+        failed_checks: u32,
+    },
+}
+
+impl Payload for MailboxEvent {
+    const VERSION: u16 = 1;
+}
+
+impl MailboxEvent {
+    pub fn mailbox_id(&self) -> Uuid {
+        match self {
+            MailboxEvent::Paused { mailbox_id, .. }
+            | MailboxEvent::Recovered { mailbox_id, .. } => *mailbox_id,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pause_travels_as_tagged_json() -> anyhow::Result<()> {
+        let event = MailboxEvent::Paused {
+            mailbox_id: Uuid::nil(),
+            reason: "bounce rate 4/50 over 5%".into(),
+            cause: PauseCause::BounceRate,
+            bad: 4,
+            out_of: 50,
+            threshold: 0.05,
+        };
+        let json = serde_json::to_value(&event)?;
+        assert_eq!(json["type"], "paused");
+        assert_eq!(json["payload"]["cause"], "bounce_rate");
+        assert_eq!(json["payload"]["out_of"], 50);
+        assert_eq!(serde_json::from_value::<MailboxEvent>(json)?, event);
+        Ok(())
+    }
+}
