@@ -11,6 +11,7 @@ mod health;
 mod import;
 mod input_rules;
 mod mailboxes;
+mod messages;
 mod openapi;
 mod sequences;
 mod support;

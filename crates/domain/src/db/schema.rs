@@ -173,6 +173,8 @@ diesel::table! {
         retry_at -> Nullable<Timestamptz>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        resolution -> Nullable<Text>,
+        resolved_at -> Nullable<Timestamptz>,
     }
 }
 
