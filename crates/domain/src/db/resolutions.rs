@@ -13,7 +13,7 @@
 //! Either way the answer is stored on the message and audited as a `resolved` event in the
 //! enrollment's timeline, in one transaction. The same answer given again changes nothing.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound as _, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{Int4, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl};
@@ -141,7 +141,7 @@ async fn apply(
         Outcome::Sent => {
             // As the worker would have reported it: sent when it was handed over (when it
             // became unknown), so the next step is due after its wait from then.
-            let sent_at = message.updated_at.min(r.now);
+            let sent_at = message.updated_at.min(r.now.trunc_subsecs(6));
             diesel::sql_query(
                 "UPDATE messages SET status = 'sent', sent_at = coalesce(sent_at, $2), \
                         resolution = 'sent', resolved_at = $3, retry_at = NULL, \
