@@ -3,5 +3,6 @@
 mod dispatch;
 mod health;
 mod outcomes;
+mod resolutions;
 mod service;
 mod world;
