@@ -58,6 +58,7 @@ impl Application {
             base.config.api.clone(),
             cipher,
             base.config.security.outbound_guard(),
+            base.topics.clone(),
         ));
         let readiness = web::Data::new(base.readiness.clone());
         let metrics = web::Data::new(base.metrics.clone());

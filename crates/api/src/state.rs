@@ -1,5 +1,5 @@
-//! What handlers share: the pool, the API settings, the secret cipher, the outbound guard and
-//! the rate limiter.
+//! What handlers share: the pool, the API settings, the secret cipher, the outbound guard,
+//! the rate limiter and the topic names of the records the API writes to the outbox.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -7,6 +7,7 @@ use std::sync::Arc;
 use domain::config::ApiConfig;
 use domain::crypto::SecretCipher;
 use domain::db::PgPool;
+use domain::kafka::TopicNames;
 use domain::outbound::OutboundGuard;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use uuid::Uuid;
@@ -22,6 +23,8 @@ pub struct AppState {
     /// hosts given as refused IP addresses are rejected when stored.
     pub outbound: OutboundGuard,
     pub limiter: Arc<DefaultKeyedRateLimiter<Uuid>>,
+    /// Where outbox records written by the API go (a resolved message's `sent` event).
+    pub topics: TopicNames,
 }
 
 impl AppState {
@@ -30,6 +33,7 @@ impl AppState {
         config: ApiConfig,
         cipher: Option<SecretCipher>,
         outbound: OutboundGuard,
+        topics: TopicNames,
     ) -> Self {
         let per_second = NonZeroU32::new(config.rate_limit_per_second).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(config.rate_limit_burst).unwrap_or(per_second);
@@ -40,6 +44,7 @@ impl AppState {
             cipher,
             outbound,
             limiter: Arc::new(RateLimiter::keyed(quota)),
+            topics,
         }
     }
 }

@@ -23,49 +23,15 @@ async fn a_missing_variable_pauses_the_enrollment_until_fixed_and_resumed() -> a
     let smtp = smtp_addr()?;
     let prospect = format!("pat-{}@example.com", Uuid::now_v7().simple());
 
-    let (status, mailbox) = platform
-        .call(
-            Method::POST,
-            "/mailboxes",
-            // Room to send again soon after the held attempt took a slot.
-            Some(json!({"email": "seller@example.com", "daily_limit": 10000,
-                "min_interval_seconds": 0, "jitter_seconds": 0, "smtp": {
-                "host": smtp.ip().to_string(), "port": smtp.port(), "security": "none"}})),
+    let mailbox_id = platform.mailbox(smtp).await?;
+    let sequence_id = platform
+        .launch(
+            &mailbox_id,
+            json!([{"step_order": 0, "subject": "For {{company}}",
+                    "content": "Hi {{first_name}}, a question about {{company}}."}]),
+            json!([{"email": prospect, "first_name": "Pat"}]),
         )
         .await?;
-    assert_eq!(status, 201, "{mailbox}");
-    let (status, sequence) = platform
-        .call(
-            Method::POST,
-            "/sequences",
-            Some(json!({
-                "name": "Held",
-                "mailbox_ids": [id(&mailbox)],
-                "sending_window": {"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
-                                   "start_time": "00:00", "end_time": "23:59"},
-                "steps": [{"step_order": 0, "subject": "For {{company}}",
-                           "content": "Hi {{first_name}}, a question about {{company}}."}],
-            })),
-        )
-        .await?;
-    assert_eq!(status, 201, "{sequence}");
-    let sequence_id = id(&sequence);
-    let (status, enrolled) = platform
-        .call(
-            Method::POST,
-            &format!("/sequences/{sequence_id}/contacts"),
-            Some(json!({"contacts": [{"email": prospect, "first_name": "Pat"}]})),
-        )
-        .await?;
-    assert_eq!(status, 201, "{enrolled}");
-    let (status, _) = platform
-        .call(
-            Method::POST,
-            &format!("/sequences/{sequence_id}/activate"),
-            None,
-        )
-        .await?;
-    assert_eq!(status, 200);
 
     let enrollment = poll_until(WAIT, "the enrollment paused", || async {
         let (_, page) = platform

@@ -71,6 +71,7 @@ pub fn apply(doc: &mut Value) -> Result<()> {
     contacts(doc)?;
     suppressions(doc)?;
     mailboxes(doc)?;
+    messages(doc)?;
     responses(doc)?;
     operations(doc)?;
     write_bodies_are_closed(doc)?;
@@ -746,6 +747,35 @@ fn mailboxes(doc: &mut Value) -> Result<()> {
     Ok(())
 }
 
+fn messages(doc: &mut Value) -> Result<()> {
+    let resolutions = domain::db::messages::RESOLUTIONS;
+    constrain(
+        doc,
+        "ResolveMessage",
+        "outcome",
+        json!({"enum": resolutions}),
+    )?;
+    let or_null: Vec<Value> = resolutions
+        .iter()
+        .map(|r| json!(r))
+        .chain([Value::Null])
+        .collect();
+    constrain(
+        doc,
+        "Message",
+        "resolution",
+        json!({"enum": or_null.clone()}),
+    )?;
+    constrain(doc, "TimelineEvent", "outcome", json!({"enum": or_null}))?;
+    example(
+        doc,
+        "post",
+        "/messages/{id}/resolve",
+        json!({"outcome": "not_sent"}),
+    )?;
+    Ok(())
+}
+
 /// What responses hold beyond their Rust types.
 fn responses(doc: &mut Value) -> Result<()> {
     // Skipped when None rather than written as null.
@@ -826,7 +856,7 @@ fn operations(doc: &mut Value) -> Result<()> {
         ]}}},
     });
 
-    let conflicts: [(&str, &str); 19] = [
+    let conflicts: [(&str, &str); 20] = [
         ("createSequence", "A mailbox id the workspace does not have"),
         (
             "updateSequence",
@@ -888,6 +918,11 @@ fn operations(doc: &mut Value) -> Result<()> {
         ("pauseEnrollment", "The enrollment is not active"),
         ("resumeEnrollment", "The enrollment is not paused"),
         ("stopEnrollment", "The enrollment has ended"),
+        (
+            "resolveMessage",
+            "The message is not `unknown`, and was not resolved with this outcome \
+            before (a different outcome, or a message the worker settled)",
+        ),
     ];
     for (id, when) in conflicts {
         operation_by_id(doc, id)?["responses"]["409"] =
@@ -934,7 +969,7 @@ fn operations(doc: &mut Value) -> Result<()> {
         {
             "/sequences" => Some(&domain::db::sequences::STATUSES),
             "/sequences/{id}/contacts" => Some(&domain::db::enrollments::STATUSES),
-            "/sequences/{id}/messages" => Some(&domain::db::messages::STATUSES),
+            "/sequences/{id}/messages" | "/messages" => Some(&domain::db::messages::STATUSES),
             "/contacts" => Some(&domain::db::contacts::STATUSES),
             _ => None,
         };

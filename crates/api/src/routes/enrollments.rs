@@ -81,7 +81,8 @@ pub struct ListEnrollments {
 pub struct TimelineEvent {
     pub id: Uuid,
     /// sent, opened, clicked, replied, auto_replied, bounced, soft_bounced, unsubscribed,
-    /// complained, failed, held (not sent: a variable had no value).
+    /// complained, failed, held (not sent: a variable had no value), resolved (a person
+    /// said what became of an `unknown` message: see `outcome` and `resolved_by`).
     pub event_type: String,
     pub occurred_at: DateTime<Utc>,
     pub message_id: Option<Uuid>,
@@ -90,6 +91,10 @@ pub struct TimelineEvent {
     pub is_bot: Option<bool>,
     pub bot_reason: Option<String>,
     pub url: Option<String>,
+    /// For `resolved`: the answer, `sent` or `not_sent`.
+    pub outcome: Option<String>,
+    /// For `resolved`: who answered, `api_key:<id>` (the API key used).
+    pub resolved_by: Option<String>,
 }
 
 #[derive(Debug, Serialize, Apiv2Schema)]
@@ -209,6 +214,8 @@ async fn events(
         .await?
         .into_iter()
         .map(|e| TimelineEvent {
+            outcome: resolution_detail(&e, "outcome"),
+            resolved_by: resolution_detail(&e, "resolved_by"),
             id: e.id,
             event_type: e.event_type,
             occurred_at: e.occurred_at,
@@ -223,6 +230,13 @@ async fn events(
         enrollment: enrollment.into(),
         events,
     }))
+}
+
+/// A field of a `resolved` event's payload.
+fn resolution_detail(event: &domain::db::events::TimelineEntry, field: &str) -> Option<String> {
+    (event.event_type == "resolved")
+        .then(|| event.payload[field].as_str().map(str::to_owned))
+        .flatten()
 }
 
 async fn transition(

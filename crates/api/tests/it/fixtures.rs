@@ -81,11 +81,31 @@ pub async fn sent_message(
     mailbox_id: Uuid,
     step_id: &str,
 ) -> anyhow::Result<Uuid> {
+    message(
+        conn,
+        workspace_id,
+        (enrollment_id, contact_id, mailbox_id),
+        step_id,
+        "sent",
+    )
+    .await
+}
+
+/// A message of `step_id` for the enrollment (its contact and mailbox given with it) in
+/// `status`, after its first attempt, with its Message-ID `<id@example.com>`.
+pub async fn message(
+    conn: &mut AsyncPgConnection,
+    workspace_id: &str,
+    (enrollment_id, contact_id, mailbox_id): (Uuid, Uuid, Uuid),
+    step_id: &str,
+    status: &str,
+) -> anyhow::Result<Uuid> {
     let id = Uuid::now_v7();
     diesel::sql_query(
         "INSERT INTO messages (id, workspace_id, enrollment_id, step_id, step_order, contact_id, \
-             mailbox_id, status, scheduled_at, sent_at) \
-         SELECT $1, $2::uuid, $3, s.id, s.step_order, $4, $5, 'sent', now(), now() \
+             mailbox_id, status, attempts, message_id_header, scheduled_at, sent_at) \
+         SELECT $1, $2::uuid, $3, s.id, s.step_order, $4, $5, $7, 1, '<' || $1 || '@example.com>', \
+                now(), CASE WHEN $7 = 'sent' THEN now() END \
            FROM steps s WHERE s.id = $6::uuid",
     )
     .bind::<SqlUuid, _>(id)
@@ -94,6 +114,7 @@ pub async fn sent_message(
     .bind::<SqlUuid, _>(contact_id)
     .bind::<SqlUuid, _>(mailbox_id)
     .bind::<Text, _>(step_id)
+    .bind::<Text, _>(status)
     .execute(conn)
     .await?;
     Ok(id)

@@ -12,6 +12,7 @@ mod import;
 mod input_rules;
 mod mailbox_health;
 mod mailboxes;
+mod messages;
 mod openapi;
 mod sequences;
 mod support;

@@ -133,6 +133,11 @@ impl TestApi {
         self.db.connect().await
     }
 
+    /// The server's database, to count or change rows directly.
+    pub fn database(&self) -> &TestDatabase {
+        &self.db
+    }
+
     pub async fn delete(&self, path: &str, key: &str) -> anyhow::Result<(u16, Value)> {
         self.request(reqwest::Method::DELETE, path, Some(key), None)
             .await

@@ -1,4 +1,5 @@
-//! What happened to messages, as recorded from `email-events`.
+//! What happened to messages, as recorded from `email-events` (and, for a person's answer
+//! about an `unknown` message, by [`super::resolutions`]).
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -18,6 +19,8 @@ pub struct TimelineEntry {
     pub is_bot: Option<bool>,
     pub bot_reason: Option<String>,
     pub url: Option<String>,
+    /// What the row keeps beyond its columns (e.g. a resolution's outcome and author).
+    pub payload: serde_json::Value,
 }
 
 /// An enrollment's events, oldest first, with the step each concerns.
@@ -38,6 +41,7 @@ pub async fn timeline(
             events::is_bot,
             events::bot_reason,
             events::url,
+            events::payload,
         ))
         .order((events::occurred_at.asc(), events::id.asc()))
         .limit(limit)

@@ -1,5 +1,6 @@
 //! Emails: one row per enrollment and step. Listing for the API; the scheduler creates them
-//! and the sender worker moves them through their states.
+//! and the sender worker moves them through their states (a person resolves the `unknown`
+//! ones: see [`super::resolutions`]).
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -45,11 +46,28 @@ pub struct MessageView {
     pub sent_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// A person's answer for it while it was `unknown`: `sent` or `not_sent`.
+    pub resolution: Option<String>,
+    pub resolved_at: Option<DateTime<Utc>>,
 }
 
-pub async fn list_for_sequence(
+/// The values of `messages.resolution`.
+pub const RESOLUTIONS: [&str; 2] = ["sent", "not_sent"];
+
+/// Which messages a listing covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// One sequence's (the caller checked it is the workspace's).
+    Sequence(Uuid),
+    /// Every message of a workspace, whatever its sequence: the operator's view, such as the
+    /// `unknown` ones waiting for a person.
+    Workspace(Uuid),
+}
+
+/// A page of messages in id order (creation order: ids are UUIDv7), after the cursor `after`.
+pub async fn list(
     conn: &mut AsyncPgConnection,
-    sequence_id: Uuid,
+    scope: Scope,
     status: Option<&str>,
     after: Option<Uuid>,
     limit: i64,
@@ -58,11 +76,14 @@ pub async fn list_for_sequence(
         .inner_join(enrollments::table)
         .inner_join(contacts::table.on(contacts::id.eq(messages::contact_id)))
         .inner_join(steps::table)
-        .filter(enrollments::sequence_id.eq(sequence_id))
         .select(MessageView::as_select())
         .order(messages::id.asc())
         .limit(limit)
         .into_boxed();
+    query = match scope {
+        Scope::Sequence(id) => query.filter(enrollments::sequence_id.eq(id)),
+        Scope::Workspace(id) => query.filter(messages::workspace_id.eq(id)),
+    };
     if let Some(status) = status {
         query = query.filter(messages::status.eq(status));
     }
@@ -70,4 +91,21 @@ pub async fn list_for_sequence(
         query = query.filter(messages::id.gt(after));
     }
     query.load(conn).await
+}
+
+/// One message of a workspace.
+pub async fn find(
+    conn: &mut AsyncPgConnection,
+    workspace_id: Uuid,
+    id: Uuid,
+) -> QueryResult<Option<MessageView>> {
+    messages::table
+        .inner_join(contacts::table.on(contacts::id.eq(messages::contact_id)))
+        .inner_join(steps::table)
+        .filter(messages::workspace_id.eq(workspace_id))
+        .filter(messages::id.eq(id))
+        .select(MessageView::as_select())
+        .first(conn)
+        .await
+        .optional()
 }

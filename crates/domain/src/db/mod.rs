@@ -16,6 +16,7 @@ pub mod messages;
 pub mod migrations;
 pub mod outbox;
 pub mod progress;
+pub mod resolutions;
 pub mod schema;
 pub mod sending;
 pub mod sequences;

@@ -178,6 +178,8 @@ diesel::table! {
         retry_at -> Nullable<Timestamptz>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        resolution -> Nullable<Text>,
+        resolved_at -> Nullable<Timestamptz>,
     }
 }
 

@@ -12,6 +12,7 @@ pub mod greenmail;
 mod http;
 mod private_kafka;
 pub mod process_stats;
+mod smtp_sink;
 mod topic_reader;
 
 use std::future::Future;
@@ -27,6 +28,7 @@ pub use database::{TestDatabase, admin_database_url};
 pub use filter::pipe_through;
 pub use http::{assert_healthy_and_ready, assert_unready_without_database, get_json, get_text};
 pub use private_kafka::PrivateKafka;
+pub use smtp_sink::SmtpSink;
 pub use topic_reader::{ConsumedRecord, count_records, read_topic};
 
 /// `security.encryption_keys` of test configurations (a published, test-only key).

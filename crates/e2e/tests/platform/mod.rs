@@ -5,7 +5,7 @@
 // Each test binary that includes this module uses a part of it.
 #![allow(dead_code)]
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -122,6 +122,64 @@ impl Platform {
         ))
     }
 
+    /// A mailbox sending through the SMTP server at `smtp` (no TLS, no spacing between
+    /// sends, room for every email of a test); its id.
+    pub async fn mailbox(&self, smtp: SocketAddr) -> anyhow::Result<String> {
+        let (status, mailbox) = self
+            .call(
+                reqwest::Method::POST,
+                "/mailboxes",
+                Some(json!({"email": "seller@example.com", "daily_limit": 10000,
+                    "min_interval_seconds": 0, "jitter_seconds": 0, "smtp": {
+                    "host": smtp.ip().to_string(), "port": smtp.port(), "security": "none"}})),
+            )
+            .await?;
+        anyhow::ensure!(status == 201, "mailbox: {status} {mailbox}");
+        id_of(&mailbox)
+    }
+
+    /// An active sequence of `steps` sending from `mailbox_id` at any hour of any day, with
+    /// `contacts` (the enrollment request's `contacts`) enrolled; its id.
+    pub async fn launch(
+        &self,
+        mailbox_id: &str,
+        steps: Value,
+        contacts: Value,
+    ) -> anyhow::Result<String> {
+        let (status, sequence) = self
+            .call(
+                reqwest::Method::POST,
+                "/sequences",
+                Some(json!({
+                    "name": "e2e",
+                    "mailbox_ids": [mailbox_id],
+                    "sending_window": {"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+                                       "start_time": "00:00", "end_time": "23:59"},
+                    "steps": steps,
+                })),
+            )
+            .await?;
+        anyhow::ensure!(status == 201, "sequence: {status} {sequence}");
+        let sequence_id = id_of(&sequence)?;
+        let (status, enrolled) = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/sequences/{sequence_id}/contacts"),
+                Some(json!({ "contacts": contacts })),
+            )
+            .await?;
+        anyhow::ensure!(status == 201, "enrollment: {status} {enrolled}");
+        let (status, activated) = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/sequences/{sequence_id}/activate"),
+                None,
+            )
+            .await?;
+        anyhow::ensure!(status == 200, "activation: {status} {activated}");
+        Ok(sequence_id)
+    }
+
     /// Stops every service and reports how each one ended.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
@@ -131,4 +189,11 @@ impl Platform {
         }
         Ok(())
     }
+}
+
+fn id_of(resource: &Value) -> anyhow::Result<String> {
+    resource["id"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("no id in {resource}"))
 }

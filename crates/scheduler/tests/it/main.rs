@@ -4,5 +4,6 @@ mod dispatch;
 mod health;
 mod outcomes;
 mod reputation;
+mod resolutions;
 mod service;
 mod world;

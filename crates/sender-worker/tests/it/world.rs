@@ -4,8 +4,6 @@
 //! back through its API) and Postfix's `smtp-sink` with injected failures.
 
 use std::net::{SocketAddr, TcpListener};
-use std::os::unix::fs::PermissionsExt as _;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -398,65 +396,4 @@ pub async fn wait_received(address: &str, n: usize) -> anyhow::Result<Vec<String
     .await
 }
 
-/// Postfix's `smtp-sink` on a free port, failing as its `options` say (`-r rcpt`: a 4xx to
-/// RCPT TO; `-f rcpt`: a 5xx; `-q .`: hang up after the data instead of replying), keeping
-/// each email it receives as a file in a directory of its own.
-pub struct SmtpSink {
-    pub addr: SocketAddr,
-    dumps: tempfile::TempDir,
-    child: tokio::process::Child,
-}
-
-impl SmtpSink {
-    pub async fn start(options: &[&str]) -> anyhow::Result<Self> {
-        let program = std::env::var("SEQ_TEST_SMTP_SINK").map_err(|_| {
-            anyhow::anyhow!("SEQ_TEST_SMTP_SINK is not set; run `cargo xtask test`")
-        })?;
-        let dumps = tempfile::tempdir()?;
-        // smtp-sink drops root privileges to `nobody`, who must be able to write the dumps.
-        std::fs::set_permissions(dumps.path(), std::fs::Permissions::from_mode(0o777))?;
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-        let mut command = tokio::process::Command::new(program);
-        if is_root() {
-            command.args(["-u", "nobody"]);
-        }
-        let child = command
-            .args(options)
-            .arg("-d")
-            .arg(dumps.path().join("%M."))
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("100")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()?;
-        poll_until(Duration::from_secs(10), "smtp-sink to listen", || async {
-            tokio::net::TcpStream::connect(addr).await.ok()
-        })
-        .await?;
-        Ok(Self { addr, dumps, child })
-    }
-
-    /// The emails received so far (including any whose reply was never sent).
-    pub fn received(&self) -> anyhow::Result<Vec<String>> {
-        let mut all = Vec::new();
-        for entry in std::fs::read_dir(self.dumps.path())? {
-            all.push(std::fs::read_to_string(entry?.path())?);
-        }
-        Ok(all)
-    }
-
-    pub async fn stop(mut self) -> anyhow::Result<()> {
-        self.child.kill().await?;
-        Ok(())
-    }
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find(|l| l.starts_with("Uid:"))
-            .is_some_and(|l| l.split_whitespace().nth(1) == Some("0"))
-    })
-}
+pub use domain::testing::SmtpSink;
