@@ -71,3 +71,7 @@ compose-up *ARGS:
 # Stop the Docker deployment (keeps volumes; `docker compose down -v` removes them).
 compose-down:
     docker compose down
+
+# Build and check every image with a Docker engine of our own (root, Debian; no registry needed).
+containers:
+    cargo xtask containers

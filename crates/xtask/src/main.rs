@@ -4,6 +4,7 @@
 mod apt;
 mod cargo;
 mod commands;
+mod containers;
 mod deploy_tools;
 mod fuzz;
 mod infra;
@@ -86,6 +87,11 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build every image of deploy/docker/Dockerfile with a Docker engine of our own (Debian's
+    /// docker.io, installed if missing; root only), on local stand-ins for the base images, and
+    /// check each image (unprivileged user, its binary, CA certificates, no repository files,
+    /// under 150 MB).
+    Containers,
     /// Print the OpenAPI document (delegates to `api openapi`).
     Openapi {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -125,7 +131,7 @@ fn run(command: Cmd) -> Result<ExitCode> {
     let paths = Paths::discover()?;
     paths.create_dirs()?;
     interrupt::install()?;
-    if !matches!(command, Cmd::Down | Cmd::Infra) {
+    if !matches!(command, Cmd::Down | Cmd::Infra | Cmd::Containers) {
         // Everything else compiles the workspace, whose rdkafka builds librdkafka from source.
         apt::ensure_build_packages()?;
     }
@@ -155,6 +161,7 @@ fn run(command: Cmd) -> Result<ExitCode> {
             },
         ),
         Cmd::Openapi { args } => commands::openapi(&paths, &args),
+        Cmd::Containers => containers::run(&paths).map(|()| ExitCode::SUCCESS),
     }
 }
 

@@ -1,0 +1,112 @@
+//! A Docker engine of our own: Debian's dockerd started by hand with its data under the user
+//! cache (so image layers and stand-ins survive between runs) and a socket of its own, so it
+//! neither needs nor touches a system Docker. No bridge and no iptables: builds and
+//! containers use the host's network.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::paths::Paths;
+use crate::process;
+
+/// Marks our dockerd in /proc/PID/cmdline, so a stale pid file never stops another process.
+const MARKER: &str = "sequence-service/docker";
+
+pub struct Dockerd {
+    pid: u32,
+    pid_file: PathBuf,
+    socket: PathBuf,
+}
+
+impl Dockerd {
+    /// Starts dockerd (or reuses ours if a previous run left it up) and waits until it answers.
+    pub fn start(paths: &Paths) -> Result<Self> {
+        let dir = paths.cache.join("docker");
+        let (data, exec) = (dir.join("data"), dir.join("exec"));
+        for d in [&data, &exec] {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        let socket = dir.join("docker.sock");
+        let pid_file = paths.pid_file("dockerd");
+        let pid = match process::running_from_pid_file(&pid_file, MARKER) {
+            Some(pid) => pid,
+            None => {
+                let dockerd = process::require_program(
+                    "dockerd",
+                    "install Debian's docker.io (cargo xtask containers does, as root)",
+                )?;
+                let mut cmd = Command::new(dockerd);
+                cmd.arg("--data-root")
+                    .arg(&data)
+                    .arg("--exec-root")
+                    .arg(&exec)
+                    .arg("--pidfile")
+                    .arg(dir.join("dockerd.pid"))
+                    .arg("-H")
+                    .arg(format!("unix://{}", socket.display()))
+                    .args([
+                        "--storage-driver",
+                        "overlay2",
+                        "--iptables=false",
+                        "--ip6tables=false",
+                        "--bridge=none",
+                    ]);
+                process::spawn_background(&mut cmd, &paths.log("dockerd"), &pid_file)?
+            }
+        };
+        let daemon = Self {
+            pid,
+            pid_file,
+            socket,
+        };
+        daemon.wait_ready(paths)?;
+        Ok(daemon)
+    }
+
+    /// A `docker` command talking to this engine.
+    pub fn docker(&self) -> Result<Command> {
+        let docker = process::require_program("docker", "install Debian's docker.io")?;
+        let mut cmd = Command::new(docker);
+        cmd.env("DOCKER_HOST", self.host());
+        Ok(cmd)
+    }
+
+    pub fn host(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
+    fn wait_ready(&self, paths: &Paths) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut version = self.docker()?;
+            version.args(["version", "--format", "{{.Server.Version}}"]);
+            if let Ok(server) = process::output(&mut version) {
+                eprintln!("dockerd: {} on {}", server.trim(), self.host());
+                return Ok(());
+            }
+            if !process::is_running(self.pid) {
+                bail!(
+                    "dockerd exited at startup:\n{}",
+                    process::tail(&paths.log("dockerd"), 20)
+                );
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "dockerd did not answer within 60 s:\n{}",
+                    process::tail(&paths.log("dockerd"), 20)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Stops the engine by its pid (its containers stop with it).
+    pub fn stop(self) -> Result<()> {
+        process::stop_from_pid_file(&self.pid_file, MARKER, Duration::from_secs(30))?;
+        eprintln!("dockerd: stopped (pid {})", self.pid);
+        Ok(())
+    }
+}
