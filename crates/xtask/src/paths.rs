@@ -1,6 +1,6 @@
 //! Where local state, logs, pid files and download caches live.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 
@@ -19,7 +19,12 @@ pub struct Paths {
 impl Paths {
     pub fn discover() -> Result<Self> {
         // The xtask manifest sits at <root>/crates/xtask, whatever the caller's cwd is.
-        let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        // `cargo run` names it at run time; the compile-time value is only a fallback, since
+        // cargo's fingerprints do not depend on a clone's path: a binary another clone built
+        // into a shared CARGO_TARGET_DIR can be reused here, and would act on that clone.
+        let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
         let root = manifest_dir
             .ancestors()
             .nth(2)
@@ -52,7 +57,9 @@ impl Paths {
     }
 
     pub fn xtask_asset(&self, relative: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
+        self.root
+            .join("crates")
+            .join("xtask")
             .join("assets")
             .join(relative)
     }
