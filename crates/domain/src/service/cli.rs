@@ -5,7 +5,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -19,6 +19,20 @@ pub struct ServiceCli {
     pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+impl ServiceCli {
+    /// The command line of `service`: clap's derive would name the crate this type lives in
+    /// (`api --version` printed `domain 0.1.0`).
+    pub fn command_for(service: &'static str) -> clap::Command {
+        Self::command().name(service).bin_name(service)
+    }
+
+    /// Parses the process's arguments as `service`'s; exits with clap's message on bad ones.
+    pub fn parse_for(service: &'static str) -> Self {
+        let matches = Self::command_for(service).get_matches();
+        Self::from_arg_matches(&matches).unwrap_or_else(|error| error.exit())
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -52,7 +66,7 @@ where
     F: FnOnce(Config, CancellationToken) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    let cli = ServiceCli::parse();
+    let cli = ServiceCli::parse_for(service);
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
         Err(error) => {
@@ -127,4 +141,33 @@ pub async fn migrate(config: &Config, action: MigrateAction) -> anyhow::Result<(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_and_help_name_the_service_not_the_crate() {
+        let mut command = ServiceCli::command_for("sender-worker");
+        let version = command.render_version();
+        assert!(version.starts_with("sender-worker "), "{version}");
+        let help = command.render_help().to_string();
+        assert!(help.contains("sender-worker [OPTIONS]"), "{help}");
+    }
+
+    #[test]
+    fn arguments_parse_as_before() -> anyhow::Result<()> {
+        let matches = ServiceCli::command_for("api")
+            .try_get_matches_from(["api", "--config", "seq.toml", "migrate", "down", "--all"])?;
+        let cli = ServiceCli::from_arg_matches(&matches)?;
+        assert_eq!(cli.config, Some(PathBuf::from("seq.toml")));
+        assert!(matches!(
+            cli.command,
+            Some(Command::Migrate {
+                action: MigrateAction::Down { all: true }
+            })
+        ));
+        Ok(())
+    }
 }
