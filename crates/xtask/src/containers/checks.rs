@@ -52,6 +52,10 @@ pub fn check(daemon: &Dockerd, service: &str, image: &str) -> Result<u64> {
             "--rm",
             "--network",
             "host",
+            // As root: the service's user cannot read /etc/ssl/private, and nothing may
+            // hide there either.
+            "--user",
+            "0:0",
             "--entrypoint",
             "/bin/sh",
             image,
