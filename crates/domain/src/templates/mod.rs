@@ -40,6 +40,7 @@ mod tests;
 use std::collections::BTreeSet;
 
 pub use error::{TemplateError, TemplateErrorKind};
+pub use render::push_html_escaped;
 pub use spintax::seed_from_uuid;
 pub use variables::{BUILT_IN_VARIABLES, CONTACT_FIELDS, ContactFields, VariableSource};
 

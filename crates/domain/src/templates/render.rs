@@ -52,7 +52,7 @@ fn render_into<V: VariableSource + ?Sized>(
 }
 
 /// Enough for element content and quoted attribute values, where bodies put variables.
-fn push_html_escaped(out: &mut String, text: &str) {
+pub fn push_html_escaped(out: &mut String, text: &str) {
     for c in text.chars() {
         match c {
             '&' => out.push_str("&amp;"),

@@ -76,18 +76,9 @@ pub(super) fn splice(html: &str, edits: &[(Range<usize>, String)]) -> String {
     out
 }
 
-/// Escaped for an attribute value or text.
+/// Escaped for an attribute value or text, as rendered template variables are.
 pub(super) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
+    domain::templates::push_html_escaped(&mut out, text);
     out
 }
