@@ -14,5 +14,5 @@ fn main() -> ExitCode {
             }
         };
     }
-    domain::service::cli::run("api", api::serve)
+    domain::service::cli::run("api", |c| c.api.bind, api::serve)
 }

@@ -1,5 +1,5 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    domain::service::cli::run("scheduler", scheduler::serve)
+    domain::service::cli::run("scheduler", |c| c.scheduler.admin_bind, scheduler::serve)
 }

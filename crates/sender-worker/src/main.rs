@@ -1,5 +1,9 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    domain::service::cli::run("sender-worker", sender_worker::serve)
+    domain::service::cli::run(
+        "sender-worker",
+        |c| c.sender_worker.admin_bind,
+        sender_worker::serve,
+    )
 }

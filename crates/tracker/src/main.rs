@@ -1,5 +1,5 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    domain::service::cli::run("tracker", tracker::serve)
+    domain::service::cli::run("tracker", |c| c.tracker.bind, tracker::serve)
 }

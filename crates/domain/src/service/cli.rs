@@ -1,7 +1,8 @@
 //! The command line every service binary shares:
-//! `<service> [--config FILE] [serve | migrate up | migrate down [--all] | migrate status]`.
+//! `<service> [--config FILE] [serve | health | migrate up | migrate down [--all] | migrate status]`.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -10,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::db::migrations;
+use crate::service::health;
 
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -39,6 +41,9 @@ impl ServiceCli {
 pub enum Command {
     /// Run the service (the default).
     Serve,
+    /// Exit 0 if the running service's /readyz answers 200, else 1: a container healthcheck
+    /// for images that have no HTTP client of their own.
+    Health,
     /// Manage the database schema.
     Migrate {
         #[command(subcommand)]
@@ -61,7 +66,14 @@ pub enum MigrateAction {
 
 /// The whole `main` of a service: parse arguments, load config, start telemetry, then serve
 /// until a signal or run a migration command. Exit code 2 for configuration errors.
-pub fn run<F, Fut>(service: &'static str, serve: F) -> ExitCode
+///
+/// `readiness_bind` names the address whose `/readyz` tells whether the service is ready
+/// (its public listener, or its admin one), for the `health` command.
+pub fn run<F, Fut>(
+    service: &'static str,
+    readiness_bind: fn(&Config) -> SocketAddr,
+    serve: F,
+) -> ExitCode
 where
     F: FnOnce(Config, CancellationToken) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
@@ -101,6 +113,7 @@ where
                 let shutdown = super::shutdown::on_signals();
                 serve(config, shutdown).await
             }
+            Command::Health => health::check(readiness_bind(&config)).await,
             Command::Migrate { action } => migrate(&config, action).await,
         }
     });

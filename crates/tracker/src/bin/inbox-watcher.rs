@@ -1,5 +1,9 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    domain::service::cli::run("inbox-watcher", tracker::inbox::serve)
+    domain::service::cli::run(
+        "inbox-watcher",
+        |c| c.inbox_watcher.admin_bind,
+        tracker::inbox::serve,
+    )
 }
