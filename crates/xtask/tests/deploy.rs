@@ -275,9 +275,21 @@ fn compose_runs_what_the_readme_lists_and_scales_the_sender_worker() -> anyhow::
         .cloned()
         .unwrap_or_default();
     assert!(
-        api_ports.iter().any(|p| p.as_str() == Some("8080:8080")),
+        api_ports
+            .iter()
+            .any(|p| p.as_str() == Some("127.0.0.1:8080:8080")),
         "{api_ports:?}"
     );
+    // Published on the host's loopback only: the stack's PostgreSQL trusts every connection.
+    for (name, service) in &services {
+        for port in service["ports"].as_sequence().into_iter().flatten() {
+            let port = port.as_str().unwrap_or_default();
+            assert!(
+                port.starts_with("127.0.0.1:"),
+                "{name} publishes {port} beyond loopback"
+            );
+        }
+    }
     // Several replicas cannot share a host port or a container name.
     let worker = &services["sender-worker"];
     assert!(worker.get("ports").is_none() && worker.get("container_name").is_none());
