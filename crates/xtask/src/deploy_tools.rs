@@ -39,6 +39,11 @@ pub fn test_env(paths: &Paths) -> Result<Vec<(&'static str, String)>> {
     ])
 }
 
+/// kustomize, built once.
+pub fn kustomize(paths: &Paths) -> Result<PathBuf> {
+    go_tool(paths, KUSTOMIZE)
+}
+
 fn display(path: &Path) -> String {
     path.display().to_string()
 }
@@ -121,6 +126,58 @@ fn go_tool(paths: &Paths, (module, version): (&str, &str)) -> Result<PathBuf> {
         "{} is missing after go install",
         binary.display()
     );
+    Ok(binary)
+}
+
+/// Builds `package` (a main package) at its module's `version` into the cache once, as
+/// `name`, from a module of our own that requires it: for modules whose go.mod has `exclude`
+/// or `replace` directives, which `go install pkg@version` refuses. `ldflags` go to
+/// `go build`.
+pub fn go_wrapped_binary(
+    paths: &Paths,
+    package: &str,
+    version: &str,
+    name: &str,
+    ldflags: &str,
+) -> Result<PathBuf> {
+    let binary = paths
+        .cache
+        .join(format!("go-tools/{name}-{version}/{name}"));
+    if binary.is_file() {
+        return Ok(binary);
+    }
+    eprintln!("deploy tools: building {package}@{version} (once)");
+    let wrapper = paths.local.join(format!("go-build-{name}"));
+    if wrapper.exists() {
+        std::fs::remove_dir_all(&wrapper)?;
+    }
+    std::fs::create_dir_all(&wrapper)?;
+    std::fs::write(
+        wrapper.join("go.mod"),
+        format!("module sequence-service/build-{name}\n\ngo 1.26\n"),
+    )?;
+    let go = go()?;
+    let in_wrapper = |args: &[&str]| {
+        let mut cmd = Command::new(&go);
+        cmd.args(args)
+            .current_dir(&wrapper)
+            .env("GOFLAGS", "-mod=mod")
+            .env("CGO_ENABLED", "0");
+        cmd
+    };
+    process::run(&mut in_wrapper(&["get", &format!("{package}@{version}")]))?;
+    let output = binary.display().to_string();
+    process::run(&mut in_wrapper(&[
+        "build",
+        "-trimpath",
+        "-ldflags",
+        ldflags,
+        "-o",
+        &output,
+        package,
+    ]))?;
+    let _ = std::fs::remove_dir_all(&wrapper);
+    anyhow::ensure!(binary.is_file(), "{output} is missing after go build");
     Ok(binary)
 }
 

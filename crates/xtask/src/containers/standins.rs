@@ -1,7 +1,8 @@
-//! Local stand-ins for the base images the Dockerfile names, for machines that cannot reach
-//! a container registry. Test stand-ins only, never shipped: each is built only when its tag
-//! is missing, and tagged with the exact name the Dockerfile uses, so the Dockerfile builds
-//! unchanged.
+//! Local stand-ins for the base images the Dockerfile names and the images docker-compose.yml
+//! runs, for machines that cannot reach a container registry. Test stand-ins only, never
+//! shipped: each is built only when its tag is missing, and tagged with the exact name the
+//! Dockerfile or compose file uses, so both are used unchanged. Their build contexts are
+//! under deploy/ci/; docs/deploy.md says how each differs from the image it stands in for.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,7 +11,7 @@ use anyhow::{Context, Result, bail};
 
 use super::daemon::Dockerd;
 use crate::paths::Paths;
-use crate::process;
+use crate::{deploy_tools, maven, process};
 
 /// The base images of `dockerfile`, in order of appearance (`FROM image [AS stage]`, stages
 /// of the file itself left out).
@@ -36,6 +37,26 @@ pub fn base_images(dockerfile: &str) -> Vec<String> {
     images
 }
 
+/// The images docker-compose.yml runs that it does not build (`image:` of a service without
+/// `build:`; ours are all named `sequence-service/...`).
+pub fn compose_images(compose_file: &str) -> Vec<String> {
+    let mut images: Vec<String> = Vec::new();
+    for line in compose_file.lines() {
+        let Some(image) = line.trim().strip_prefix("image:") else {
+            continue;
+        };
+        let image = image.trim().trim_matches(['"', '\'']);
+        if !image.starts_with("sequence-service/") && !images.iter().any(|i| i == image) {
+            images.push(image.to_owned());
+        }
+    }
+    images
+}
+
+/// Mailpit's Go module version built for the `axllent/mailpit` stand-in; the compose file's
+/// tag (a minor version, `v1.27`) must name its release line.
+const MAILPIT_MODULE: (&str, &str) = ("github.com/axllent/mailpit", "v1.27.11");
+
 /// What stands in for `image`, if we know how to build it.
 #[derive(Debug, PartialEq, Eq)]
 pub enum StandIn {
@@ -43,48 +64,188 @@ pub enum StandIn {
     DebianTrixie,
     /// `rust:<version>-slim-trixie`: the Debian stand-in plus the host's toolchain.
     Rust { version: String },
+    /// `postgres:17...`: Debian trixie's postgresql-17 and an entrypoint of ours.
+    Postgres,
+    /// `apache/kafka:<version>`: the jars of that version from Maven Central, Debian's Java.
+    Kafka { version: String },
+    /// `axllent/mailpit:<release line>`: Mailpit built from its Go module.
+    Mailpit,
+}
+
+fn is_plain_version(version: &str) -> bool {
+    version.split('.').count() == 3 && version.split('.').all(|p| p.parse::<u32>().is_ok())
 }
 
 pub fn stand_in_for(image: &str) -> Option<StandIn> {
     if let Some(tag) = image.strip_prefix("debian:13") {
         return tag.ends_with("-slim").then_some(StandIn::DebianTrixie);
     }
+    if let Some(tag) = image.strip_prefix("postgres:") {
+        // Debian trixie has PostgreSQL 17 only.
+        let major = tag.split(['.', '-']).next();
+        return (major == Some("17")).then_some(StandIn::Postgres);
+    }
+    if let Some(version) = image.strip_prefix("apache/kafka:") {
+        return is_plain_version(version).then(|| StandIn::Kafka {
+            version: version.to_owned(),
+        });
+    }
+    if let Some(tag) = image.strip_prefix("axllent/mailpit:") {
+        let line = MAILPIT_MODULE.1.rsplit_once('.').map(|(line, _)| line);
+        return (line == Some(tag) || MAILPIT_MODULE.1 == tag).then_some(StandIn::Mailpit);
+    }
     let version = image.strip_prefix("rust:")?.strip_suffix("-slim-trixie")?;
-    let plain =
-        version.split('.').count() == 3 && version.split('.').all(|p| p.parse::<u32>().is_ok());
-    plain.then(|| StandIn::Rust {
+    is_plain_version(version).then(|| StandIn::Rust {
         version: version.to_owned(),
     })
 }
 
-/// Makes sure every base image of the Dockerfile exists in the engine, building stand-ins
-/// for the missing ones (the Debian one first: the Rust one is built on it).
-pub fn ensure(paths: &Paths, daemon: &Dockerd, images: &[String]) -> Result<()> {
-    let mut ordered: Vec<(&String, StandIn)> = Vec::new();
+/// Makes sure every image of `images` exists in the engine, building stand-ins for the
+/// missing ones. All but the Debian one are built on the Debian stand-in, `debian` (the name
+/// the Dockerfile gives it), which is built first when missing.
+pub fn ensure(paths: &Paths, daemon: &Dockerd, images: &[String], debian: &str) -> Result<()> {
+    let mut wanted: Vec<(&String, StandIn)> = Vec::new();
     for image in images {
         match stand_in_for(image) {
-            Some(stand_in) => ordered.push((image, stand_in)),
-            None => bail!("no stand-in is known for the base image {image}"),
+            Some(stand_in) => wanted.push((image, stand_in)),
+            None => bail!("no stand-in is known for the image {image}"),
         }
     }
-    ordered.sort_by_key(|(_, s)| matches!(s, StandIn::Rust { .. }));
-    for (image, stand_in) in ordered {
+    for (image, stand_in) in wanted {
         if exists(daemon, image)? {
             eprintln!("stand-in: {image} present");
             continue;
         }
+        if stand_in == StandIn::DebianTrixie {
+            self::debian(paths, daemon, image)?;
+            continue;
+        }
+        if !exists(daemon, debian)? {
+            self::debian(paths, daemon, debian)?;
+        }
+        let context = paths.local.join("standin-context");
+        if context.exists() {
+            std::fs::remove_dir_all(&context)?;
+        }
         match stand_in {
-            StandIn::DebianTrixie => debian(paths, daemon, image)?,
+            StandIn::DebianTrixie => {}
             StandIn::Rust { version } => {
-                let debian = images
-                    .iter()
-                    .find(|i| stand_in_for(i) == Some(StandIn::DebianTrixie))
-                    .context("the Rust stand-in is built on the Debian one, which the Dockerfile does not name")?;
-                if !exists(daemon, debian)? {
-                    self::debian(paths, daemon, debian)?;
-                }
-                rust(paths, daemon, image, debian, &version)?;
+                rust_context(paths, &context, &version)?;
+                build(
+                    paths,
+                    daemon,
+                    image,
+                    debian,
+                    "rust-standin",
+                    &context,
+                    &[format!("RUST_VERSION={version}")],
+                )?;
             }
+            StandIn::Postgres => {
+                build(
+                    paths,
+                    daemon,
+                    image,
+                    debian,
+                    "postgres-standin",
+                    &context,
+                    &[],
+                )?;
+            }
+            StandIn::Kafka { version } => {
+                kafka_context(paths, &context, &version)?;
+                build(paths, daemon, image, debian, "kafka-standin", &context, &[])?;
+            }
+            StandIn::Mailpit => {
+                std::fs::create_dir_all(&context)?;
+                let binary = deploy_tools::go_wrapped_binary(
+                    paths,
+                    MAILPIT_MODULE.0,
+                    MAILPIT_MODULE.1,
+                    "mailpit",
+                    &format!(
+                        "-s -w -X github.com/axllent/mailpit/config.Version={}",
+                        MAILPIT_MODULE.1
+                    ),
+                )?;
+                std::fs::copy(&binary, context.join("mailpit"))?;
+                build(
+                    paths,
+                    daemon,
+                    image,
+                    debian,
+                    "mailpit-standin",
+                    &context,
+                    &[],
+                )?;
+            }
+        }
+        let _ = std::fs::remove_dir_all(&context);
+    }
+    Ok(())
+}
+
+/// `docker build`s deploy/ci/`source`/Dockerfile as `image` on `debian`, from `context`: the
+/// files of deploy/ci/`source` plus whatever the caller put there.
+fn build(
+    paths: &Paths,
+    daemon: &Dockerd,
+    image: &str,
+    debian: &str,
+    source: &str,
+    context: &Path,
+    build_args: &[String],
+) -> Result<()> {
+    eprintln!("stand-in: building {image} (deploy/ci/{source}) on {debian}");
+    std::fs::create_dir_all(context)?;
+    let source = paths.root.join("deploy/ci").join(source);
+    process::run(
+        Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", source.display()))
+            .arg(context),
+    )?;
+    let mut build = daemon.docker()?;
+    build
+        .env("DOCKER_BUILDKIT", "0")
+        .args(["build", "--network", "host", "--build-arg"])
+        .arg(format!("BASE={debian}"));
+    for arg in build_args {
+        build.arg("--build-arg").arg(arg);
+    }
+    build.args(["-t", image]).arg(context);
+    process::run(&mut build)
+}
+
+/// The jars of Kafka `version`'s broker and tools, into `context`/libs.
+fn kafka_context(paths: &Paths, context: &Path, version: &str) -> Result<()> {
+    let pom = paths.root.join("deploy/ci/kafka-standin/pom.xml");
+    let libs = paths.cache.join(format!("kafka-standin-{version}/libs"));
+    if let Some(parent) = libs.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let libs = maven::fetch_once(
+        "stand-in",
+        "the Kafka broker and tools",
+        &libs,
+        &paths.log("maven-kafka-standin"),
+        |out| {
+            vec![
+                "-f".to_owned(),
+                pom.display().to_string(),
+                format!("-Dkafka.version={version}"),
+                "dependency:copy-dependencies".to_owned(),
+                format!("-DoutputDirectory={}", out.display()),
+            ]
+        },
+    )?;
+    let target = context.join("libs");
+    std::fs::create_dir_all(&target)?;
+    for entry in std::fs::read_dir(&libs)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "jar") {
+            let name = path.file_name().context("a jar without a name")?;
+            std::fs::copy(&path, target.join(name))?;
         }
     }
     Ok(())
@@ -147,12 +308,8 @@ fn debian(paths: &Paths, daemon: &Dockerd, image: &str) -> Result<()> {
     imported.map(|_| ())
 }
 
-fn rust(paths: &Paths, daemon: &Dockerd, image: &str, debian: &str, version: &str) -> Result<()> {
-    eprintln!("stand-in: building {image} (the host's Rust {version} on {debian})");
-    let context = paths.local.join("rust-standin");
-    if context.exists() {
-        std::fs::remove_dir_all(&context)?;
-    }
+/// The host's toolchain of Rust `version` and extra CA certificates, into `context`.
+fn rust_context(_paths: &Paths, context: &Path, version: &str) -> Result<()> {
     let certs = context.join("certs");
     std::fs::create_dir_all(&certs)?;
     // The host's extra CAs (a proxy's, say): cargo inside the build fetches crates through
@@ -175,18 +332,7 @@ fn rust(paths: &Paths, daemon: &Dockerd, image: &str, debian: &str, version: &st
             process::run(Command::new("cp").arg("-a").arg(&from).arg(&toolchain))?;
         }
     }
-    let dockerfile = paths.root.join("deploy/ci/rust-standin/Dockerfile");
-    let mut build = daemon.docker()?;
-    build
-        .args(["build", "--network", "host", "--build-arg"])
-        .arg(format!("RUST_VERSION={version}"))
-        .arg("-f")
-        .arg(&dockerfile)
-        .args(["-t", image])
-        .arg(&context);
-    let built = process::run(&mut build);
-    let _ = std::fs::remove_dir_all(&context);
-    built
+    Ok(())
 }
 
 /// The host's sysroot of Rust `version`, installed with rustup (minimal profile) if missing.
@@ -244,5 +390,39 @@ mod tests {
         assert_eq!(stand_in_for("rust:latest-slim-trixie"), None);
         assert_eq!(stand_in_for("debian:12-slim"), None);
         assert_eq!(stand_in_for("alpine:3"), None);
+    }
+
+    #[test]
+    fn stand_ins_are_known_for_the_compose_services() {
+        assert_eq!(
+            stand_in_for("postgres:17.6-alpine"),
+            Some(StandIn::Postgres)
+        );
+        assert_eq!(stand_in_for("postgres:17"), Some(StandIn::Postgres));
+        assert_eq!(stand_in_for("postgres:16-alpine"), None);
+        assert_eq!(
+            stand_in_for("apache/kafka:4.1.1"),
+            Some(StandIn::Kafka {
+                version: "4.1.1".into()
+            })
+        );
+        assert_eq!(stand_in_for("apache/kafka:latest"), None);
+        assert_eq!(
+            stand_in_for("axllent/mailpit:v1.27"),
+            Some(StandIn::Mailpit)
+        );
+        assert_eq!(stand_in_for("axllent/mailpit:v1.28"), None);
+    }
+
+    #[test]
+    fn compose_images_are_those_it_does_not_build() {
+        let compose = "services:\n  postgres:\n    image: postgres:17.6-alpine\n  api:\n    \
+                       build: {}\n    image: sequence-service/api:${SEQ_IMAGE_TAG:-dev}\n  \
+                       kafka:\n    image: \"apache/kafka:4.1.1\"\n  migrate:\n    \
+                       image: sequence-service/api:${SEQ_IMAGE_TAG:-dev}\n";
+        assert_eq!(
+            compose_images(compose),
+            vec!["postgres:17.6-alpine", "apache/kafka:4.1.1"]
+        );
     }
 }
