@@ -14,13 +14,22 @@ use uuid::Uuid;
 
 use crate::platform::{Platform, WAIT};
 
+/// Marks an example written for the docker compose stack (its `.env`, Mailpit): `cargo xtask
+/// containers` runs those against the stack, so they are left out here.
+const COMPOSE_EXAMPLE: &str = "<!-- docker compose example:";
+
 /// The fenced `sh` blocks of a Markdown file that call the API.
 fn api_examples(markdown: &str) -> Vec<String> {
     let mut blocks = Vec::new();
     let mut current: Option<String> = None;
+    let mut previous = "";
     for line in markdown.lines() {
         match (&mut current, line.trim_start()) {
-            (None, fence) if fence.starts_with("```sh") => current = Some(String::new()),
+            (None, fence) if fence.starts_with("```sh") => {
+                if !previous.starts_with(COMPOSE_EXAMPLE) {
+                    current = Some(String::new());
+                }
+            }
             (Some(block), "```") => {
                 if block.contains("curl") && block.contains("/api/v1") {
                     blocks.push(std::mem::take(block));
@@ -33,8 +42,22 @@ fn api_examples(markdown: &str) -> Vec<String> {
             }
             (None, _) => {}
         }
+        if !line.trim().is_empty() {
+            previous = line.trim_start();
+        }
     }
     blocks
+}
+
+#[test]
+fn compose_examples_are_left_to_the_compose_stack() {
+    let markdown = "```sh\ncurl http://127.0.0.1:8080/api/v1/a\n```\n\n\
+                    <!-- docker compose example: run elsewhere -->\n\
+                    ```sh\ncurl http://127.0.0.1:8080/api/v1/b\n```\n";
+    assert_eq!(
+        api_examples(markdown),
+        vec!["curl http://127.0.0.1:8080/api/v1/a\n"]
+    );
 }
 
 fn documents() -> anyhow::Result<Vec<PathBuf>> {

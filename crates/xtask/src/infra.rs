@@ -234,11 +234,16 @@ fn url_host_port(url: &str, default_port: u16) -> Option<String> {
     })
 }
 
-/// Stops services, then Kafka and GreenMail, then PostgreSQL: each component's own
-/// record (pid file or data directory) says whether it runs, so this is idempotent.
+/// Stops services, then Kafka and GreenMail, then PostgreSQL, and the Docker engine of
+/// `cargo xtask containers` if an interrupted run left it: each component's own record (pid
+/// file or data directory) says whether it runs, so this is idempotent.
 pub fn stop_everything(paths: &Paths) -> Result<()> {
     services::stop_all(paths, true);
     let mut failures = Vec::new();
+    if let Err(e) = crate::containers::stop_engine(paths) {
+        eprintln!("warning: {e:#}");
+        failures.push("dockerd");
+    }
     for component in [Component::Kafka, Component::Mail, Component::Postgres] {
         if let Err(e) = stop(paths, component) {
             eprintln!("warning: {e:#}");

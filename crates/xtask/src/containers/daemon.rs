@@ -3,6 +3,7 @@
 //! neither needs nor touches a system Docker. No bridge and no iptables: builds and
 //! containers use the host's network.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -19,6 +20,9 @@ pub struct Dockerd {
     pid: u32,
     pid_file: PathBuf,
     socket: PathBuf,
+    /// The docker client's configuration (DOCKER_CONFIG): its CLI plugins, such as compose,
+    /// live here rather than in the user's ~/.docker.
+    config: PathBuf,
 }
 
 impl Dockerd {
@@ -61,6 +65,7 @@ impl Dockerd {
             pid,
             pid_file,
             socket,
+            config: dir.join("config"),
         };
         daemon.wait_ready(paths)?;
         Ok(daemon)
@@ -70,8 +75,21 @@ impl Dockerd {
     pub fn docker(&self) -> Result<Command> {
         let docker = process::require_program("docker", "install Debian's docker.io")?;
         let mut cmd = Command::new(docker);
-        cmd.env("DOCKER_HOST", self.host());
+        cmd.envs(self.client_env());
         Ok(cmd)
+    }
+
+    /// The variables that point a docker client (or a script calling one) at this engine.
+    pub fn client_env(&self) -> [(&'static str, OsString); 2] {
+        [
+            ("DOCKER_HOST", self.host().into()),
+            ("DOCKER_CONFIG", self.config.clone().into_os_string()),
+        ]
+    }
+
+    /// Where the docker client of [`Self::docker`] looks for CLI plugins.
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.config.join("cli-plugins")
     }
 
     pub fn host(&self) -> String {
@@ -109,4 +127,14 @@ impl Dockerd {
         eprintln!("dockerd: stopped (pid {})", self.pid);
         Ok(())
     }
+}
+
+/// Stops our dockerd if its pid file names a running one.
+pub fn stop_leftover(paths: &Paths) -> Result<()> {
+    if let Some(pid) =
+        process::stop_from_pid_file(&paths.pid_file("dockerd"), MARKER, Duration::from_secs(30))?
+    {
+        eprintln!("dockerd: stopped (pid {pid})");
+    }
+    Ok(())
 }
