@@ -125,7 +125,25 @@ impl Dockerd {
     pub fn stop(self) -> Result<()> {
         process::stop_from_pid_file(&self.pid_file, MARKER, Duration::from_secs(30))?;
         eprintln!("dockerd: stopped (pid {})", self.pid);
+        unmount_leftovers(&self.socket);
         Ok(())
+    }
+}
+
+/// dockerd leaves its default network namespace (`exec/netns/default`) mounted when it
+/// stops; unmount what it left under the directory of `socket`, so nothing of ours stays
+/// mounted (and the cache can be deleted).
+fn unmount_leftovers(socket: &std::path::Path) {
+    let Some(dir) = socket.parent() else { return };
+    let Ok(mounts) = std::fs::read_to_string("/proc/mounts") else {
+        return;
+    };
+    for target in mounts.lines().filter_map(|l| l.split_whitespace().nth(1)) {
+        if std::path::Path::new(target).starts_with(dir)
+            && let Err(e) = process::output(Command::new("umount").arg(target))
+        {
+            eprintln!("dockerd: could not unmount {target}: {e:#}");
+        }
     }
 }
 
@@ -135,6 +153,7 @@ pub fn stop_leftover(paths: &Paths) -> Result<()> {
         process::stop_from_pid_file(&paths.pid_file("dockerd"), MARKER, Duration::from_secs(30))?
     {
         eprintln!("dockerd: stopped (pid {pid})");
+        unmount_leftovers(&paths.cache.join("docker/docker.sock"));
     }
     Ok(())
 }
