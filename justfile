@@ -43,7 +43,7 @@ bench *ARGS:
 fuzz-api *ARGS:
     cargo xtask fuzz-api {{ARGS}}
 
-# (Tag: SEQ_IMAGE_TAG, default `dev`, as docker-compose.yml uses. Needs Docker with BuildKit.)
+# (Tag: SEQ_IMAGE_TAG, default `dev`, as docker-compose.yml uses. Needs Docker; BuildKit or the legacy builder.)
 # Build every service's image, tagged sequence-service/<service>:<tag>.
 docker-build tag=env_var_or_default("SEQ_IMAGE_TAG", "dev"):
     #!/usr/bin/env bash
@@ -66,7 +66,7 @@ compose-up *ARGS:
         } > .env
         echo "wrote .env with generated secrets"
     fi
-    docker compose up -d --build {{ARGS}}
+    docker compose up -d --build --wait {{ARGS}}
 
 # Stop the Docker deployment (keeps volumes; `docker compose down -v` removes them).
 compose-down:
