@@ -4,6 +4,7 @@
 
 mod deprecated;
 mod env_alias;
+mod oauth;
 mod validate;
 
 use std::net::SocketAddr;
@@ -14,6 +15,7 @@ use figment::providers::{Env, Format, Toml, Yaml};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+pub use oauth::{OAuthConfig, OAuthProviderConfig, OAuthProvidersConfig, TENANT_PLACEHOLDER};
 pub use validate::ConfigError;
 
 /// The defaults file, compiled in so a binary runs with no file at all.
@@ -35,6 +37,7 @@ pub struct Config {
     pub sender_worker: WorkerServiceConfig,
     pub inbox_watcher: InboxWatcherConfig,
     pub security: SecurityConfig,
+    pub oauth: OAuthConfig,
     pub shutdown: ShutdownConfig,
     /// Settings given under a deprecated name, one warning each, logged once telemetry runs.
     #[serde(skip)]

@@ -6,11 +6,11 @@ use secrecy::ExposeSecret;
 use super::*;
 
 /// Loads inside a jail whose environment holds only what the test sets.
-fn load_in_jail(file: Option<&str>) -> Result<Config, ConfigError> {
+pub(super) fn load_in_jail(file: Option<&str>) -> Result<Config, ConfigError> {
     Config::load(file.map(Path::new))
 }
 
-fn jail(test: impl FnOnce(&mut Jail) -> figment::error::Result<()>) {
+pub(super) fn jail(test: impl FnOnce(&mut Jail) -> figment::error::Result<()>) {
     Jail::expect_with(|jail| {
         jail.clear_env();
         test(jail)

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use figment::Figment;
 use secrecy::ExposeSecret;
 
-use super::Config;
+use super::{Config, OAuthConfig, TENANT_PLACEHOLDER};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -180,6 +180,7 @@ pub(super) fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigE
             "inbox_watcher.backoff_initial_ms",
             config.inbox_watcher.backoff_initial_ms,
         ),
+        ("oauth.state_ttl_seconds", config.oauth.state_ttl_seconds),
     ] {
         if value == 0 {
             return fail(key, "must be greater than 0".to_owned());
@@ -343,10 +344,7 @@ pub(super) fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigE
     if let Err(message) = config.security.token_signer() {
         return fail("security.tracking_keys", message);
     }
-    let public_url = config.tracker.public_url.trim();
-    if !(public_url.starts_with("http://") || public_url.starts_with("https://"))
-        || public_url.contains(|c: char| c.is_whitespace() || "\"'<>".contains(c))
-    {
+    if !is_http_url(config.tracker.public_url.trim()) {
         return fail(
             "tracker.public_url",
             "must be an http:// or https:// URL (the base of tracking and unsubscribe links)"
@@ -395,7 +393,157 @@ pub(super) fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigE
             "must be an http:// or https:// URL, or empty to disable tracing export".to_owned(),
         );
     }
+    oauth(&config.oauth, &fail)
+}
+
+/// `[oauth]`: the clients of enabled providers must be complete, since nothing uses them
+/// before a user tries to connect a mailbox.
+fn oauth(
+    oauth: &OAuthConfig,
+    fail: &impl Fn(&str, String) -> Result<(), ConfigError>,
+) -> Result<(), ConfigError> {
+    if let Some(url) = oauth.redirect_url()
+        && (!is_http_url(url) || url.contains('#'))
+    {
+        return fail(
+            "oauth.redirect_url",
+            "must be an http:// or https:// URL without a fragment (the api's \
+             /api/v1/oauth/callback), or empty to disable OAuth connections"
+                .to_owned(),
+        );
+    }
+    if oauth.refresh_before_expiry_seconds >= 3600 {
+        return fail(
+            "oauth.refresh_before_expiry_seconds",
+            "must be less than 3600: access tokens live an hour, so every use would refresh"
+                .to_owned(),
+        );
+    }
+    for (name, provider) in oauth.all_providers() {
+        if !provider.enabled() {
+            continue;
+        }
+        let key = |field: &str| format!("oauth.providers.{name}.{field}");
+        if oauth.redirect_url().is_none() {
+            return fail(
+                "oauth.redirect_url",
+                format!(
+                    "must be set (the api's /api/v1/oauth/callback, as registered with the \
+                     provider) when {} is",
+                    key("client_id")
+                ),
+            );
+        }
+        if !provider.client_secret_is_set() {
+            return fail(
+                &key("client_secret"),
+                format!("must be set when {} is", key("client_id")),
+            );
+        }
+        let tenant = provider.tenant.trim();
+        if tenant.is_empty() && (name == "microsoft" || provider.uses_tenant()) {
+            return fail(
+                &key("tenant"),
+                format!(
+                    "must name the tenant that replaces {TENANT_PLACEHOLDER} in the endpoints \
+                     (`common`, `organizations`, `consumers` or a tenant id)"
+                ),
+            );
+        }
+        if !tenant
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
+        {
+            return fail(
+                &key("tenant"),
+                "may contain only ASCII letters, digits, '.' and '-'".to_owned(),
+            );
+        }
+        let revoke_url = provider.revoke_url();
+        for (field, url) in [
+            ("authorize_url", Some(provider.authorize_url())),
+            ("token_url", Some(provider.token_url())),
+            ("revoke_url", revoke_url),
+        ] {
+            if let Some(url) = url
+                && !is_http_url(&url)
+            {
+                let also = if field == "revoke_url" {
+                    ", or empty when the provider has no revocation endpoint"
+                } else {
+                    ""
+                };
+                return fail(
+                    &key(field),
+                    format!("must be an http:// or https:// URL{also}"),
+                );
+            }
+        }
+        if provider.scopes.is_empty() {
+            return fail(&key("scopes"), "must list at least one scope".to_owned());
+        }
+        if let Some(index) = provider
+            .scopes
+            .iter()
+            .position(|scope| scope.is_empty() || scope.contains(char::is_whitespace))
+        {
+            return fail(
+                &key("scopes"),
+                format!("entry {index} must be one scope, without spaces"),
+            );
+        }
+        if let Some(param) = provider
+            .authorize_params
+            .keys()
+            .find(|param| RESERVED_AUTHORIZE_PARAMS.contains(&param.as_str()))
+        {
+            return fail(
+                &key(&format!("authorize_params.{param}")),
+                "is set by the authorization request itself".to_owned(),
+            );
+        }
+        for (field, host, port) in [
+            ("smtp", &provider.smtp_host, provider.smtp_port),
+            ("imap", &provider.imap_host, provider.imap_port),
+        ] {
+            if host.trim().is_empty() {
+                return fail(
+                    &key(&format!("{field}_host")),
+                    "must name a host".to_owned(),
+                );
+            }
+            if port == 0 {
+                return fail(
+                    &key(&format!("{field}_port")),
+                    "must be greater than 0".to_owned(),
+                );
+            }
+        }
+    }
     Ok(())
+}
+
+/// Query parameters of an authorization request that carry its security (PKCE, `state`) or
+/// its per-request values; configuration must not override them.
+const RESERVED_AUTHORIZE_PARAMS: [&str; 9] = [
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "scope",
+    "state",
+    "code_challenge",
+    "code_challenge_method",
+    "nonce",
+    "login_hint",
+];
+
+/// An absolute http:// or https:// URL with a host, and no character that would need quoting
+/// in a link or a header.
+fn is_http_url(url: &str) -> bool {
+    (url.starts_with("http://") || url.starts_with("https://"))
+        && !url.contains(|c: char| c.is_whitespace() || "\"'<>".contains(c))
+        && reqwest::Url::parse(url)
+            .is_ok_and(|parsed| parsed.host_str().is_some_and(|host| !host.is_empty()))
 }
 
 fn is_topic_safe(name: &str, allow_empty: bool) -> bool {
@@ -423,6 +571,8 @@ fn source_name(metadata: &figment::Metadata, key: &str) -> String {
             key.replace('.', "__").to_ascii_uppercase()
         ),
         Some(figment::Source::Code(_)) => "built-in defaults".to_owned(),
+        // The embedded defaults are the only source read from a string.
+        None if metadata.name.ends_with("source string") => "built-in defaults".to_owned(),
         _ => metadata.name.to_string(),
     }
 }

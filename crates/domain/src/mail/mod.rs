@@ -32,8 +32,10 @@ pub const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest error message kept; servers can answer with long texts.
 const MAX_MESSAGE_CHARS: usize = 400;
 
-/// Transport security of a mail server connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Transport security of a mail server connection. Deserialized (in configuration) with the
+/// spelling of [`Security::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Security {
     /// Plaintext (only sensible on a trusted network).
     None,
