@@ -4,12 +4,15 @@
 //! migration set, and its own Kafka topic prefix and consumer groups, so tests run in
 //! parallel and repeatedly against the real PostgreSQL and Kafka that `cargo xtask test`
 //! provides (through `DATABASE_URL` and `KAFKA_BROKERS`). A test that stops and starts
-//! Kafka runs a [`PrivateKafka`] of its own (jars through `SEQ_TEST_KAFKA_LIBS`).
+//! Kafka runs a [`PrivateKafka`] of its own (jars through `SEQ_TEST_KAFKA_LIBS`). Mail servers:
+//! [`greenmail`] (no authentication) and, for mailboxes connected with OAuth, [`oauth`]'s
+//! authorization server and Dovecot (XOAUTH2 only).
 
 mod database;
 mod filter;
 pub mod greenmail;
 mod http;
+pub mod oauth;
 mod private_kafka;
 pub mod process_stats;
 mod smtp_sink;

@@ -1,4 +1,5 @@
-//! Integration tests of the domain crate against real PostgreSQL and Kafka.
+//! Integration tests of the domain crate against real PostgreSQL and Kafka (and the OAuth
+//! test servers: Hydra and Dovecot).
 
 mod contacts;
 mod kafka;
@@ -7,3 +8,4 @@ mod outbox;
 mod readiness;
 mod schema;
 mod suppressions;
+mod xoauth2;
