@@ -137,7 +137,7 @@ fn runs_package(args: &[String], package: &str) -> bool {
 
 /// Everything tests and benchmarks use, including what a private Kafka broker needs.
 fn provision_for_tests(paths: &Paths) -> Result<Infra> {
-    let mut infra = Infra::provision(paths, infra::ALL)?;
+    let mut infra = Infra::provision(paths, infra::FOR_TESTS)?;
     infra.locate_private_kafka_kit(paths);
     Ok(infra)
 }

@@ -132,13 +132,15 @@ fn go_tool(paths: &Paths, (module, version): (&str, &str)) -> Result<PathBuf> {
 /// Builds `package` (a main package) at its module's `version` into the cache once, as
 /// `name`, from a module of our own that requires it: for modules whose go.mod has `exclude`
 /// or `replace` directives, which `go install pkg@version` refuses. `ldflags` go to
-/// `go build`.
+/// `go build`; `replaces` are the module's own `replace` directives its code needs
+/// (`old => new version`), which only a main module's go.mod applies.
 pub fn go_wrapped_binary(
     paths: &Paths,
     package: &str,
     version: &str,
     name: &str,
     ldflags: &str,
+    replaces: &[&str],
 ) -> Result<PathBuf> {
     let binary = paths
         .cache
@@ -152,10 +154,11 @@ pub fn go_wrapped_binary(
         std::fs::remove_dir_all(&wrapper)?;
     }
     std::fs::create_dir_all(&wrapper)?;
-    std::fs::write(
-        wrapper.join("go.mod"),
-        format!("module sequence-service/build-{name}\n\ngo 1.26\n"),
-    )?;
+    let mut go_mod = format!("module sequence-service/build-{name}\n\ngo 1.26\n");
+    for replace in replaces {
+        go_mod.push_str(&format!("\nreplace {replace}\n"));
+    }
+    std::fs::write(wrapper.join("go.mod"), go_mod)?;
     let go = go()?;
     let in_wrapper = |args: &[&str]| {
         let mut cmd = Command::new(&go);

@@ -3,16 +3,19 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::paths::Paths;
-use crate::{kafka, mail, postgres, probe, services};
+use crate::{kafka, mail, oauth_servers, postgres, probe, services};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Component {
     Postgres,
     Kafka,
     Mail,
+    /// Hydra and Dovecot for the OAuth tests; after Postgres (Hydra's database) and Mail
+    /// (Dovecot relays to it).
+    OAuth,
 }
 
 impl Component {
@@ -21,11 +24,26 @@ impl Component {
             Self::Postgres => "postgres",
             Self::Kafka => "kafka",
             Self::Mail => "mail",
+            Self::OAuth => "oauth",
         }
     }
 }
 
 pub const ALL: &[Component] = &[Component::Postgres, Component::Kafka, Component::Mail];
+/// What the test suite needs: everything `up` runs, and the OAuth servers.
+pub const FOR_TESTS: &[Component] = &[
+    Component::Postgres,
+    Component::Kafka,
+    Component::Mail,
+    Component::OAuth,
+];
+
+pub struct OAuthServers {
+    pub public_url: String,
+    pub admin_url: String,
+    pub imap: String,
+    pub submission: String,
+}
 
 pub struct Mail {
     pub smtp: String,
@@ -40,6 +58,7 @@ pub struct Infra {
     pub postgres_is_local: bool,
     pub kafka_brokers: Option<String>,
     pub mail: Option<Mail>,
+    pub oauth: Option<OAuthServers>,
     /// Java runtime and Kafka jars for tests that start a private broker.
     pub private_kafka_kit: Option<(PathBuf, PathBuf)>,
     /// Local servers started by this invocation, in start order.
@@ -109,6 +128,25 @@ impl Infra {
                 });
                 started
             }
+            Component::OAuth => {
+                let admin = self
+                    .database_url
+                    .clone()
+                    .context("the OAuth servers need PostgreSQL, provisioned first")?;
+                let relay = self
+                    .mail
+                    .as_ref()
+                    .map(|m| m.smtp.clone())
+                    .context("the OAuth servers need the mail server, provisioned first")?;
+                let started = oauth_servers::ensure(paths, &admin, &relay)?;
+                self.oauth = Some(OAuthServers {
+                    public_url: oauth_servers::public_url(),
+                    admin_url: oauth_servers::admin_url(),
+                    imap: oauth_servers::DOVECOT_IMAP_ADDR.to_owned(),
+                    submission: oauth_servers::DOVECOT_SUBMISSION_ADDR.to_owned(),
+                });
+                started
+            }
         };
         if started {
             self.started.push(component);
@@ -150,6 +188,12 @@ impl Infra {
                 env.push(("SEQ_TEST_MAIL_API", api.clone()));
             }
         }
+        if let Some(oauth) = &self.oauth {
+            env.push(("SEQ_TEST_OAUTH_PUBLIC_URL", oauth.public_url.clone()));
+            env.push(("SEQ_TEST_OAUTH_ADMIN_URL", oauth.admin_url.clone()));
+            env.push(("SEQ_TEST_DOVECOT_IMAP_ADDR", oauth.imap.clone()));
+            env.push(("SEQ_TEST_DOVECOT_SUBMISSION_ADDR", oauth.submission.clone()));
+        }
         env
     }
 
@@ -180,6 +224,7 @@ pub fn stop(paths: &Paths, component: Component) -> Result<()> {
         Component::Postgres => postgres::stop(paths),
         Component::Kafka => kafka::stop(paths),
         Component::Mail => mail::stop(paths),
+        Component::OAuth => oauth_servers::stop(paths),
     }
 }
 
@@ -244,7 +289,12 @@ pub fn stop_everything(paths: &Paths) -> Result<()> {
         eprintln!("warning: {e:#}");
         failures.push("dockerd");
     }
-    for component in [Component::Kafka, Component::Mail, Component::Postgres] {
+    for component in [
+        Component::OAuth,
+        Component::Kafka,
+        Component::Mail,
+        Component::Postgres,
+    ] {
         if let Err(e) = stop(paths, component) {
             eprintln!("warning: {e:#}");
             failures.push(component.name());

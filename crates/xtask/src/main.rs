@@ -14,6 +14,7 @@ mod kafka;
 mod mail;
 mod mail_checkers;
 mod maven;
+mod oauth_servers;
 mod paths;
 mod postgres;
 mod probe;

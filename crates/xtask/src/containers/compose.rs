@@ -24,6 +24,7 @@ pub fn install(paths: &Paths, daemon: &Dockerd) -> Result<()> {
         version,
         "docker-compose",
         &format!("-s -w -X {module}/internal.Version={version}"),
+        &[],
     )?;
     let plugins = daemon.plugins_dir();
     std::fs::create_dir_all(&plugins)?;

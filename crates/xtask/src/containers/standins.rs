@@ -167,6 +167,7 @@ pub fn ensure(paths: &Paths, daemon: &Dockerd, images: &[String], debian: &str) 
                         "-s -w -X github.com/axllent/mailpit/config.Version={}",
                         MAILPIT_MODULE.1
                     ),
+                    &[],
                 )?;
                 std::fs::copy(&binary, context.join("mailpit"))?;
                 build(
