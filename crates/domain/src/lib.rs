@@ -10,6 +10,7 @@ pub mod db;
 pub mod events;
 pub mod kafka;
 pub mod mail;
+pub mod oauth;
 pub mod outbound;
 pub mod outbox;
 pub mod service;

@@ -1,5 +1,5 @@
 //! The guard of every outbound connection made on a tenant's behalf (a mailbox's SMTP and
-//! IMAP servers today; webhooks or OAuth token endpoints later): tenants choose the host, so
+//! IMAP servers, OAuth token endpoints; webhooks later): tenants choose the host, so
 //! without it an API key could make the platform connect to cloud metadata
 //! (169.254.169.254), loopback services or the private network, and map them through the
 //! errors it reports.
@@ -38,6 +38,8 @@ pub enum Purpose {
     Smtp,
     /// A mailbox's IMAP server (API verify, inbox watcher).
     Imap,
+    /// An OAuth provider's token or revocation endpoint (`domain::oauth`).
+    OAuth,
 }
 
 impl Purpose {
@@ -45,6 +47,7 @@ impl Purpose {
         match self {
             Purpose::Smtp => "smtp",
             Purpose::Imap => "imap",
+            Purpose::OAuth => "oauth",
         }
     }
 }

@@ -348,8 +348,32 @@ impl AuthorizationServer {
                 ("code_challenge_method", "S256"),
             ],
         )?;
+        let callback = self.flow_from(client, &start, email, deny_at).await?;
+        Ok((callback, state, code_verifier))
+    }
+
+    /// Runs the flow from an authorization URL the client built itself (with its own state
+    /// and PKCE challenge), as the user `email` who logs in and grants every scope: the URL
+    /// the redirect URI got.
+    pub async fn authorize_url_as(
+        &self,
+        client: &OAuthClient,
+        start: &Url,
+        email: &str,
+    ) -> anyhow::Result<Url> {
+        self.flow_from(client, start, email, None).await
+    }
+
+    /// Steps 2 to 4 of the flow from `start`: the redirect to the client's redirect URI.
+    async fn flow_from(
+        &self,
+        client: &OAuthClient,
+        start: &Url,
+        email: &str,
+        deny_at: Option<DenyAt>,
+    ) -> anyhow::Result<Url> {
         let mut cookies = BTreeMap::new();
-        let to_login = self.follow(&start, &mut cookies).await?;
+        let to_login = self.follow(start, &mut cookies).await?;
         let login_challenge = query_param(&to_login, "login_challenge")?;
         let verified = if deny_at == Some(DenyAt::Login) {
             self.decide("login", "reject", &login_challenge, rejection())
@@ -361,7 +385,7 @@ impl AuthorizationServer {
         };
         let next = self.follow(&verified, &mut cookies).await?;
         if deny_at == Some(DenyAt::Login) {
-            return Ok((next, state, code_verifier));
+            return Ok(next);
         }
         let consent_challenge = query_param(&next, "consent_challenge")?;
         let verified = if deny_at == Some(DenyAt::Consent) {
@@ -380,7 +404,7 @@ impl AuthorizationServer {
             callback.as_str().starts_with(&client.redirect_uri),
             "the flow ended at {callback}, not at the redirect URI"
         );
-        Ok((callback, state, code_verifier))
+        Ok(callback)
     }
 
     /// `GET url` of the public API with the flow's cookies, keeping those it sets: where it
