@@ -232,6 +232,7 @@ fn server(message: &ClaimedMessage, cipher: &SecretCipher) -> Result<MailboxServ
                         .to_owned(),
                 })?;
             Some(Login {
+                method: domain::mail::LoginMethod::Password,
                 username: username.clone(),
                 password,
             })

@@ -8,12 +8,14 @@ use uuid::Uuid;
 
 use super::schema::{mailboxes, messages};
 
-/// Values of `mailboxes.status`. `error` is set by the system only (a failed check or send).
+/// Values of `mailboxes.status`. `error` (a failed check or send) and `reconnect_required`
+/// (the OAuth provider no longer accepts the grant) are set by the system only.
 pub mod status {
     pub const ACTIVE: &str = "active";
     pub const PAUSED: &str = "paused";
     pub const ERROR: &str = "error";
     pub const DISABLED: &str = "disabled";
+    pub const RECONNECT_REQUIRED: &str = "reconnect_required";
 }
 
 /// Associated data binding an encrypted SMTP password to its mailbox.

@@ -296,6 +296,38 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    mailbox_oauth (mailbox_id) {
+        mailbox_id -> Uuid,
+        provider -> Text,
+        connected_email -> Text,
+        scopes -> Array<Text>,
+        refresh_token_encrypted -> Bytea,
+        access_token_encrypted -> Nullable<Bytea>,
+        access_token_expires_at -> Nullable<Timestamptz>,
+        generation -> Int8,
+        refreshed_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    oauth_authorizations (state_hash) {
+        state_hash -> Bytea,
+        workspace_id -> Uuid,
+        provider -> Text,
+        mailbox_id -> Nullable<Uuid>,
+        verifier_encrypted -> Bytea,
+        settings -> Jsonb,
+        login_hint -> Nullable<Text>,
+        return_url -> Nullable<Text>,
+        expires_at -> Timestamptz,
+        used_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(api_keys -> workspaces (workspace_id));
 diesel::joinable!(mailboxes -> workspaces (workspace_id));
 diesel::joinable!(contacts -> workspaces (workspace_id));
@@ -313,6 +345,8 @@ diesel::joinable!(mailbox_daily_usage -> mailboxes (mailbox_id));
 diesel::joinable!(step_stats -> steps (step_id));
 diesel::joinable!(inbox_watches -> mailboxes (mailbox_id));
 diesel::joinable!(inbox_folder_positions -> inbox_watches (mailbox_id));
+diesel::joinable!(mailbox_oauth -> mailboxes (mailbox_id));
+diesel::joinable!(oauth_authorizations -> workspaces (workspace_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     workspaces,
@@ -333,4 +367,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     sequence_stats,
     inbox_watches,
     inbox_folder_positions,
+    mailbox_oauth,
+    oauth_authorizations,
 );

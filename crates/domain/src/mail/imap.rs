@@ -8,7 +8,8 @@ use async_imap::imap_proto::{Response, Status};
 use secrecy::ExposeSecret;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::{CheckError, Login, Security, Server, tls_handshake};
+use super::xoauth2::ImapAuthenticator;
+use super::{CheckError, Login, LoginMethod, Security, Server, tls_handshake};
 use crate::outbound::{self, OutboundGuard, Purpose};
 
 /// Why [`connect`] gave no session.
@@ -115,10 +116,20 @@ pub async fn connect(
             Box::new(tls_handshake(&server.host, client.into_inner()).await?)
         }
     };
-    async_imap::Client::new(stream)
-        .login(&login.username, login.password.expose_secret())
-        .await
-        .map_err(|(e, _)| ConnectError::Failed(format!("login rejected: {e}")))
+    let client = async_imap::Client::new(stream);
+    match login.method {
+        LoginMethod::Password => client
+            .login(&login.username, login.password.expose_secret())
+            .await
+            .map_err(|(e, _)| ConnectError::Failed(format!("login rejected: {e}"))),
+        LoginMethod::Xoauth2 => client
+            .authenticate(
+                "XOAUTH2",
+                ImapAuthenticator::new(&login.username, &login.password),
+            )
+            .await
+            .map_err(|(e, _)| ConnectError::Failed(format!("XOAUTH2 login rejected: {e}"))),
+    }
 }
 
 async fn login_and_logout(

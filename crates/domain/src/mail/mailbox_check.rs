@@ -69,6 +69,7 @@ pub async fn check_mailbox(
     };
     let smtp_login = match (&mailbox.smtp_username, &mailbox.smtp_password_encrypted) {
         (Some(username), Some(stored)) => Some(Login {
+            method: super::LoginMethod::Password,
             username: username.clone(),
             password: decrypt(
                 cipher,
@@ -95,6 +96,7 @@ pub async fn check_mailbox(
                     security: security(imap_security)?,
                 },
                 Login {
+                    method: super::LoginMethod::Password,
                     username: username.clone(),
                     password: decrypt(
                         cipher,

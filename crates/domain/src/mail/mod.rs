@@ -13,6 +13,7 @@ pub mod hello;
 pub mod imap;
 pub mod mailbox_check;
 pub mod smtp;
+pub mod xoauth2;
 
 use std::fmt;
 use std::str::FromStr;
@@ -87,7 +88,37 @@ pub struct Server {
 #[derive(Debug, Clone)]
 pub struct Login {
     pub username: String,
+    /// The password, or with [`LoginMethod::Xoauth2`] the OAuth 2.0 access token.
     pub password: SecretString,
+    pub method: LoginMethod,
+}
+
+/// How a [`Login`] authenticates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LoginMethod {
+    /// SMTP `AUTH PLAIN`/`LOGIN`, IMAP `LOGIN`.
+    #[default]
+    Password,
+    /// XOAUTH2 with an access token (mailboxes connected with Google or Microsoft).
+    Xoauth2,
+}
+
+impl Login {
+    pub fn password(username: impl Into<String>, password: SecretString) -> Self {
+        Login {
+            username: username.into(),
+            password,
+            method: LoginMethod::Password,
+        }
+    }
+
+    pub fn xoauth2(username: impl Into<String>, access_token: SecretString) -> Self {
+        Login {
+            username: username.into(),
+            password: access_token,
+            method: LoginMethod::Xoauth2,
+        }
+    }
 }
 
 /// Why a check failed, in words fit for a client: never the password (see [`scrub`]).
@@ -115,8 +146,8 @@ pub fn redact(message: &str, login: Option<&Login>) -> String {
     }
 }
 
-/// Removes the password from `message`: as typed, as IMAP quotes it, as base64 (SMTP AUTH
-/// LOGIN) and inside the base64 of SMTP AUTH PLAIN.
+/// Removes the password (or access token) from `message`: as typed, as IMAP quotes it, as
+/// base64 (SMTP AUTH LOGIN) and inside the base64 of SMTP AUTH PLAIN and XOAUTH2.
 pub fn scrub(message: &str, login: &Login) -> String {
     let password = login.password.expose_secret();
     if password.is_empty() {
@@ -125,6 +156,7 @@ pub fn scrub(message: &str, login: &Login) -> String {
     let b64 = base64::engine::general_purpose::STANDARD;
     let forms = [
         b64.encode(format!("\0{}\0{password}", login.username)),
+        b64.encode(xoauth2::initial_response(&login.username, password)),
         b64.encode(password),
         password.replace('\\', "\\\\").replace('"', "\\\""),
         password.to_owned(),
@@ -192,6 +224,7 @@ mod tests {
 
     fn login(password: &str) -> Login {
         Login {
+            method: LoginMethod::Password,
             username: "me@example.com".into(),
             password: SecretString::from(password.to_owned()),
         }

@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use super::{CheckError, Login, Security, Server, hello, tls_handshake};
+use super::{CheckError, Login, LoginMethod, Security, Server, hello, tls_handshake};
 use crate::outbound::{self, OutboundGuard, Purpose};
 
 /// Why [`open`] gave no stream.
@@ -182,7 +182,7 @@ async fn login_and_quit(
             login.password.expose_secret().to_owned(),
         );
         connection
-            .auth(&[Mechanism::Plain, Mechanism::Login], &credentials)
+            .auth(mechanisms(login.method), &credentials)
             .await
             .map_err(|e| describe(&e))?;
     }
@@ -191,6 +191,14 @@ async fn login_and_quit(
     }
     connection.quit().await.map_err(|e| describe(&e))?;
     Ok(())
+}
+
+/// The SASL mechanisms offered for `method`, in order of preference.
+pub fn mechanisms(method: LoginMethod) -> &'static [Mechanism] {
+    match method {
+        LoginMethod::Password => &[Mechanism::Plain, Mechanism::Login],
+        LoginMethod::Xoauth2 => &[Mechanism::Xoauth2],
+    }
 }
 
 /// lettre's text names the stage and carries the server's reply, e.g. `permanent error

@@ -8,6 +8,7 @@
 //! in the URL judged as it is), follows no redirect and has one deadline; no token, code, verifier or client secret appears in an error's text or a log
 //! line (they travel as `SecretString` and only in request bodies).
 
+pub mod access;
 mod answer;
 pub mod authorize;
 mod endpoint;
@@ -16,6 +17,7 @@ mod id_token;
 pub mod pkce;
 pub mod tokens;
 
+pub use access::{AccessError, AccessToken, AccessTokens};
 pub use authorize::{AuthorizationRequest, authorization_url};
 pub use endpoint::InvalidEndpoint;
 pub use pkce::{Pkce, random_state};

@@ -105,6 +105,7 @@ pub async fn imap_session(address: &str) -> anyhow::Result<crate::mail::imap::Se
         security: Security::None,
     };
     let login = Login {
+        method: crate::mail::LoginMethod::Password,
         username: address.to_owned(),
         password: secrecy::SecretString::from("any"),
     };

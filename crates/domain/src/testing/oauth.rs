@@ -45,37 +45,19 @@ pub fn dovecot_submission_addr() -> anyhow::Result<SocketAddr> {
 
 /// The XOAUTH2 initial client response (before base64), as Google and Microsoft define it.
 pub fn xoauth2_response(user: &str, access_token: &str) -> String {
-    format!("user={user}\x01auth=Bearer {access_token}\x01\x01")
+    crate::mail::xoauth2::initial_response(user, access_token)
 }
 
 /// XOAUTH2 for async-imap's `Client::authenticate("XOAUTH2", ...)`.
-pub struct Xoauth2 {
-    user: String,
-    access_token: String,
-    answered: bool,
-}
+pub struct Xoauth2;
 
 impl Xoauth2 {
-    pub fn new(user: &str, access_token: &str) -> Self {
-        Xoauth2 {
-            user: user.to_owned(),
-            access_token: access_token.to_owned(),
-            answered: false,
-        }
-    }
-}
-
-impl async_imap::Authenticator for Xoauth2 {
-    type Response = Vec<u8>;
-
-    fn process(&mut self, _challenge: &[u8]) -> Vec<u8> {
-        if self.answered {
-            // A second challenge is the server's JSON error on a refused token; the client
-            // must answer it with an empty response to receive the tagged NO.
-            return Vec::new();
-        }
-        self.answered = true;
-        xoauth2_response(&self.user, &self.access_token).into_bytes()
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new(user: &str, access_token: &str) -> crate::mail::xoauth2::ImapAuthenticator {
+        crate::mail::xoauth2::ImapAuthenticator::new(
+            user,
+            &secrecy::SecretString::from(access_token.to_owned()),
+        )
     }
 }
 

@@ -4,6 +4,7 @@
 mod contacts;
 mod kafka;
 mod migrations;
+mod oauth_access;
 mod oauth_tokens;
 mod outbox;
 mod readiness;

@@ -22,11 +22,11 @@ use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
 /// Where Hydra sends the browser back; nothing listens there, the test reads the redirect.
-const REDIRECT_URI: &str = "http://127.0.0.1:54450/oauth/callback";
+pub(crate) const REDIRECT_URI: &str = "http://127.0.0.1:54450/oauth/callback";
 
 const LIFESPAN: Duration = Duration::from_secs(600);
 
-fn unique_address(name: &str) -> String {
+pub(crate) fn unique_address(name: &str) -> String {
     format!("{name}-{}@example.com", Uuid::new_v4().simple())
 }
 
@@ -43,7 +43,7 @@ fn error_of<T>(result: Result<T, TokenError>) -> anyhow::Result<TokenError> {
         .ok_or_else(|| anyhow::anyhow!("the call succeeded"))
 }
 
-fn some<T>(value: Option<T>, what: &str) -> anyhow::Result<T> {
+pub(crate) fn some<T>(value: Option<T>, what: &str) -> anyhow::Result<T> {
     value.ok_or_else(|| anyhow::anyhow!("no {what}"))
 }
 
@@ -81,7 +81,7 @@ fn unregistered_provider() -> anyhow::Result<OAuthProviderConfig> {
     Ok(provider(&AuthorizationServer::from_env()?, &client))
 }
 
-fn token_client(guard: OutboundGuard) -> Result<TokenClient, TokenError> {
+pub(crate) fn token_client(guard: OutboundGuard) -> Result<TokenClient, TokenError> {
     TokenClient::new(
         guard,
         Arc::new(ManualClock::new(now())),
@@ -127,7 +127,7 @@ async fn authorized(
 }
 
 /// The tokens of `address` who connected through a fresh client.
-async fn connected(
+pub(crate) async fn connected(
     server: &AuthorizationServer,
     tokens: &TokenClient,
     address: &str,

@@ -66,6 +66,8 @@ async fn schema_rs_matches_the_migrated_database() -> anyhow::Result<()> {
         sequence_stats,
         inbox_watches,
         inbox_folder_positions,
+        mailbox_oauth,
+        oauth_authorizations,
     );
     // Same tables, same column counts: together with the SELECT above, the same columns.
     assert_eq!(in_schema_rs, in_database);

@@ -7,7 +7,7 @@ use domain::mail::smtp::{self, OpenError};
 use domain::mail::{Login, Security, Server, hello};
 use domain::outbound::ConnectError;
 use lettre::address::Envelope;
-use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::AsyncSmtpConnection;
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
@@ -107,12 +107,11 @@ pub(crate) async fn connect(
             login.username.clone(),
             login.password.expose_secret().to_owned(),
         );
-        let mechanisms = [Mechanism::Plain, Mechanism::Login];
         let auth = step(
             Stage::Auth,
             deadline,
             budget,
-            connection.auth(&mechanisms, &credentials),
+            connection.auth(smtp::mechanisms(login.method), &credentials),
         )
         .await;
         if let Err(failure) = auth {

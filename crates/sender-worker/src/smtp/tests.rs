@@ -9,6 +9,7 @@ use super::*;
 
 fn login() -> Login {
     Login {
+        method: domain::mail::LoginMethod::Password,
         username: "me@example.com".into(),
         password: SecretString::from("hunter2-secret".to_owned()),
     }

@@ -211,6 +211,7 @@ async fn a_rejected_login_is_permanent_at_auth_without_the_password() -> anyhow:
     let pools = Pools::new(settings());
     let mut mailbox = server.mailbox();
     mailbox.login = Some(Login {
+        method: domain::mail::LoginMethod::Password,
         username: "ana@acme.test".into(),
         password: SecretString::from("correct horse battery".to_owned()),
     });
@@ -454,6 +455,7 @@ async fn a_changed_login_opens_a_new_connection() -> anyhow::Result<()> {
     let first = pools.send(&mailbox, &envelope()?, MESSAGE.as_bytes()).await;
     assert_eq!(first.kind(), "accepted", "{first:?}");
     mailbox.login = Some(Login {
+        method: domain::mail::LoginMethod::Password,
         username: "ana@acme.test".into(),
         password: SecretString::from("new password".to_owned()),
     });

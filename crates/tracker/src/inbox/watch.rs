@@ -537,6 +537,7 @@ fn connection(shared: &Shared, mailbox: &WatchedMailbox) -> Result<(Server, Logi
             security,
         },
         Login {
+            method: domain::mail::LoginMethod::Password,
             username: mailbox.imap_username.clone(),
             password,
         },
