@@ -150,8 +150,14 @@ impl Rechecker {
     }
 
     async fn check(&self, mailbox: &Mailbox) -> Recheck {
-        match mailbox_check::check_mailbox(&self.guard, Some(&self.cipher), mailbox, self.timeout)
-            .await
+        match mailbox_check::check_mailbox(
+            &self.guard,
+            Some(&self.cipher),
+            mailbox,
+            None,
+            self.timeout,
+        )
+        .await
         {
             Ok(check) => match check.failure() {
                 None => Recheck::Passed,

@@ -13,6 +13,7 @@ use secrecy::SecretString;
 use super::{CheckError, Login, Security, Server};
 use crate::crypto::{CryptoError, SecretCipher};
 use crate::db::mailboxes::{Mailbox, imap_password_context, smtp_password_context};
+use crate::oauth::AccessToken;
 use crate::outbound::OutboundGuard;
 
 /// What each server answered.
@@ -55,11 +56,14 @@ pub enum CheckSetupError {
     Invalid(String),
 }
 
-/// Checks `mailbox`'s servers, each within `timeout`.
+/// Checks `mailbox`'s servers, each within `timeout`. A mailbox connected with OAuth logs in
+/// with `oauth`'s access token (XOAUTH2) as the connected address, on SMTP and IMAP alike;
+/// the caller gets it from `crate::oauth::AccessTokens`.
 pub async fn check_mailbox(
     guard: &OutboundGuard,
     cipher: Option<&SecretCipher>,
     mailbox: &Mailbox,
+    oauth: Option<&AccessToken>,
     timeout: Duration,
 ) -> Result<MailboxCheck, CheckSetupError> {
     let smtp_server = Server {
@@ -67,17 +71,21 @@ pub async fn check_mailbox(
         port: port(mailbox.smtp_port)?,
         security: security(&mailbox.smtp_security)?,
     };
-    let smtp_login = match (&mailbox.smtp_username, &mailbox.smtp_password_encrypted) {
-        (Some(username), Some(stored)) => Some(Login {
-            method: super::LoginMethod::Password,
-            username: username.clone(),
-            password: decrypt(
+    let smtp_login = match (
+        oauth,
+        &mailbox.smtp_username,
+        &mailbox.smtp_password_encrypted,
+    ) {
+        (Some(token), ..) => Some(token.login()),
+        (None, Some(username), Some(stored)) => Some(Login::password(
+            username.clone(),
+            decrypt(
                 cipher,
                 stored,
                 &smtp_password_context(mailbox.id),
                 "SMTP password",
             )?,
-        }),
+        )),
         _ => None,
     };
     let imap = match (
@@ -88,23 +96,33 @@ pub async fn check_mailbox(
         &mailbox.imap_password_encrypted,
     ) {
         (None, ..) => None,
-        (Some(host), Some(imap_port), Some(imap_security), Some(username), Some(stored)) => {
+        (Some(host), Some(imap_port), Some(imap_security), username, stored)
+            if oauth.is_some() || (username.is_some() && stored.is_some()) =>
+        {
+            let login = match (oauth, username, stored) {
+                (Some(token), ..) => token.login(),
+                (None, Some(username), Some(stored)) => Login::password(
+                    username.clone(),
+                    decrypt(
+                        cipher,
+                        stored,
+                        &imap_password_context(mailbox.id),
+                        "IMAP password",
+                    )?,
+                ),
+                _ => {
+                    return Err(CheckSetupError::Invalid(
+                        "IMAP login without username or password".into(),
+                    ));
+                }
+            };
             Some(Ok((
                 Server {
                     host: host.clone(),
                     port: port(imap_port)?,
                     security: security(imap_security)?,
                 },
-                Login {
-                    method: super::LoginMethod::Password,
-                    username: username.clone(),
-                    password: decrypt(
-                        cipher,
-                        stored,
-                        &imap_password_context(mailbox.id),
-                        "IMAP password",
-                    )?,
-                },
+                login,
             )))
         }
         (Some(_), ..) => Some(Err(CheckError::new(

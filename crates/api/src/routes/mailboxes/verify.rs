@@ -78,6 +78,7 @@ async fn verify(
         &state.outbound,
         state.cipher.as_ref(),
         &mailbox,
+        None,
         mail::CHECK_TIMEOUT,
     )
     .await
