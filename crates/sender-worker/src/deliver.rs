@@ -1,19 +1,23 @@
 //! Composes, signs and sends one prepared message, and says how it ended.
 
 use chrono::{DateTime, Utc};
+use domain::oauth::{AccessError, AccessTokens};
 use domain::tracking_token::TokenSigner;
+use lettre::address::Envelope;
 
 use crate::compose;
 use crate::dkim::DkimSigners;
 use crate::outcome::Outcome;
 use crate::prepare::Prepared;
-use crate::smtp::{Pools, SendOutcome, Stage};
+use crate::smtp::{MailboxServer, Pools, SendOutcome, Stage};
 
 /// What sending needs, shared by every send of a worker.
 pub struct Delivery {
     pub signer: TokenSigner,
     pub dkim: DkimSigners,
     pub pools: Pools,
+    /// The access tokens of mailboxes connected with OAuth.
+    pub tokens: AccessTokens,
 }
 
 impl Delivery {
@@ -41,11 +45,69 @@ impl Delivery {
             .map_or("", |(_, domain)| domain);
         self.dkim.sign(&mut message, from_domain);
         let bytes = message.formatted();
-        let sent = self
-            .pools
-            .send(&prepared.server, &prepared.envelope, &bytes)
-            .await;
+        let sent = if prepared.oauth {
+            match self
+                .send_with_token(&prepared.server, &prepared.envelope, &bytes)
+                .await
+            {
+                Ok(sent) => sent,
+                Err(outcome) => return outcome,
+            }
+        } else {
+            self.pools
+                .send(&prepared.server, &prepared.envelope, &bytes)
+                .await
+        };
         classify(sent, subject, now)
+    }
+
+    /// Sends as a mailbox connected with OAuth: logs in with its access token (XOAUTH2), and
+    /// when the server refuses that token, once more with a refreshed one. Nothing of the
+    /// email is sent before AUTH succeeds, so the second try cannot duplicate it.
+    async fn send_with_token(
+        &self,
+        server: &MailboxServer,
+        envelope: &Envelope,
+        bytes: &[u8],
+    ) -> Result<SendOutcome, Outcome> {
+        let mailbox_id = server.mailbox_id;
+        let token = self.tokens.current(mailbox_id).await.map_err(unavailable)?;
+        let mut server = server.clone();
+        server.login = Some(token.login());
+        let sent = self.pools.send(&server, envelope, bytes).await;
+        if !matches!(
+            sent,
+            SendOutcome::Permanent {
+                stage: Stage::Auth,
+                ..
+            }
+        ) {
+            return Ok(sent);
+        }
+        metrics::counter!("oauth_token_rejections_total", "protocol" => "smtp").increment(1);
+        let token = self
+            .tokens
+            .after_rejection(mailbox_id, token.generation)
+            .await
+            .map_err(unavailable)?;
+        server.login = Some(token.login());
+        Ok(self.pools.send(&server, envelope, bytes).await)
+    }
+}
+
+/// The outcome of a send whose mailbox has no usable access token.
+fn unavailable(error: AccessError) -> Outcome {
+    match error {
+        // The operator's configuration, not the mailbox, is at fault; once fixed the
+        // mailbox's check clears `error`.
+        AccessError::ProviderNotConfigured(_) => Outcome::MailboxFailing {
+            error: error.to_string(),
+        },
+        // The mailbox is `reconnect_required` now: the scheduler parks the message until a
+        // reconnect, without using up its retries. The rest passes.
+        _ => Outcome::Retry {
+            error: error.to_string(),
+        },
     }
 }
 

@@ -73,11 +73,24 @@ impl Application {
         let admin = admin_server(&base, admin_listener)?;
         let settings = base.config.sender_worker.clone();
         let cipher = Arc::new(cipher);
+        let tokens = domain::oauth::AccessTokens::new(
+            base.pool.clone(),
+            Arc::clone(&cipher),
+            domain::oauth::TokenClient::new(
+                base.config.security.outbound_guard(),
+                Arc::clone(&clock),
+                domain::oauth::access::TOKEN_TIMEOUT,
+            )
+            .map_err(|e| anyhow::anyhow!("OAuth token client: {e}"))?,
+            base.config.oauth.clone(),
+            Arc::clone(&clock),
+        );
         let rechecker = Rechecker::new(
             base.pool.clone(),
             Arc::clone(&clock),
             base.config.security.outbound_guard(),
             Arc::clone(&cipher),
+            tokens.clone(),
             base.topics.mailbox_events.clone(),
             &settings,
         );
@@ -93,6 +106,7 @@ impl Application {
                     &settings,
                     base.config.security.outbound_guard(),
                 )),
+                tokens: tokens.clone(),
             }),
             cipher,
             tracker_url: base.config.tracker.public_url.clone(),

@@ -18,7 +18,9 @@ use crate::smtp::MailboxServer;
 pub struct Prepared {
     pub email: Email,
     pub envelope: Envelope,
+    /// With `login` unset when `oauth`: the delivery logs in with the mailbox's access token.
     pub server: MailboxServer,
+    pub oauth: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -89,6 +91,7 @@ pub fn prepare(message: &ClaimedMessage, thread: &[ThreadEmail], context: &Conte
         email: email(message, thread, context),
         envelope,
         server,
+        oauth: message.oauth,
     }))
 }
 
@@ -222,6 +225,7 @@ fn server(message: &ClaimedMessage, cipher: &SecretCipher) -> Result<MailboxServ
         error: format!("the mailbox's SMTP port {} is invalid", message.smtp_port),
     })?;
     let login = match (&message.smtp_username, &message.smtp_password_encrypted) {
+        _ if message.oauth => None,
         (Some(username), Some(encrypted)) => {
             let password = cipher
                 .decrypt(encrypted, &smtp_password_context(message.mailbox_id))

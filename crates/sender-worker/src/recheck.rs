@@ -22,6 +22,7 @@ use domain::db::outbox::{self, NewOutboxRecord};
 use domain::events::MailboxEvent;
 use domain::kafka::Envelope;
 use domain::mail::{self, mailbox_check};
+use domain::oauth::{AccessError, AccessTokens};
 use domain::outbound::OutboundGuard;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -36,6 +37,8 @@ pub struct Rechecker {
     pub clock: Arc<dyn Clock>,
     pub guard: OutboundGuard,
     pub cipher: Arc<SecretCipher>,
+    /// The access tokens of mailboxes connected with OAuth.
+    pub tokens: AccessTokens,
     /// The `mailbox-events` topic.
     pub topic: String,
     pub initial: Duration,
@@ -59,6 +62,7 @@ impl Rechecker {
         clock: Arc<dyn Clock>,
         guard: OutboundGuard,
         cipher: Arc<SecretCipher>,
+        tokens: AccessTokens,
         topic: String,
         settings: &domain::config::WorkerServiceConfig,
     ) -> Self {
@@ -67,6 +71,7 @@ impl Rechecker {
             clock,
             guard,
             cipher,
+            tokens,
             topic,
             initial: Duration::from_secs(settings.mailbox_recheck_initial_seconds),
             max: Duration::from_secs(settings.mailbox_recheck_max_seconds),
@@ -150,11 +155,17 @@ impl Rechecker {
     }
 
     async fn check(&self, mailbox: &Mailbox) -> Recheck {
+        let token = match self.tokens.current(mailbox.id).await {
+            Ok(token) => Some(token),
+            Err(AccessError::NotConnected) => None,
+            // `reconnect_required` now, if the grant is gone: not ours to re-check any more.
+            Err(error) => return Recheck::Failed(error.to_string()),
+        };
         match mailbox_check::check_mailbox(
             &self.guard,
             Some(&self.cipher),
             mailbox,
-            None,
+            token.as_ref(),
             self.timeout,
         )
         .await

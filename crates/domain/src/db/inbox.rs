@@ -15,11 +15,14 @@ use diesel::sql_types::{Array, BigInt, Bytea, Int4, Nullable, Text, Timestamptz}
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-/// Where mailboxes that can be watched are: IMAP configured and not disabled. Paused
+/// Where mailboxes that can be watched are: IMAP configured with a password or an OAuth
+/// grant, and neither disabled nor waiting for a reconnect (its grant is gone). Paused
 /// mailboxes and mailboxes whose sending failed are still read, since answers to what they
 /// sent before still matter.
 const WATCHABLE: &str = "m.imap_host IS NOT NULL AND m.imap_username IS NOT NULL \
-                         AND m.imap_password_encrypted IS NOT NULL AND m.status <> 'disabled'";
+                         AND (m.imap_password_encrypted IS NOT NULL \
+                              OR EXISTS (SELECT 1 FROM mailbox_oauth o WHERE o.mailbox_id = m.id)) \
+                         AND m.status NOT IN ('disabled', 'reconnect_required')";
 
 fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
@@ -148,8 +151,12 @@ pub struct WatchedMailbox {
     pub imap_security: String,
     #[diesel(sql_type = Text)]
     pub imap_username: String,
-    #[diesel(sql_type = Bytea)]
-    pub imap_password_encrypted: Vec<u8>,
+    /// `None` for a mailbox connected with OAuth.
+    #[diesel(sql_type = Nullable<Bytea>)]
+    pub imap_password_encrypted: Option<Vec<u8>>,
+    /// Connected with OAuth: logs in with an access token (XOAUTH2).
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    pub oauth: bool,
     /// When this mailbox first sent an email (nothing before it can answer us).
     #[diesel(sql_type = Nullable<Timestamptz>)]
     pub first_sent_at: Option<DateTime<Utc>>,
@@ -165,6 +172,7 @@ pub async fn load(
         "SELECT m.id AS mailbox_id, m.workspace_id, m.email, m.imap_host, m.imap_port, \
                 COALESCE(m.imap_security, 'tls') AS imap_security, m.imap_username, \
                 m.imap_password_encrypted, \
+                EXISTS (SELECT 1 FROM mailbox_oauth o WHERE o.mailbox_id = m.id) AS oauth, \
                 (SELECT min(s.sent_at) FROM messages s WHERE s.mailbox_id = m.id) AS first_sent_at \
            FROM inbox_watches w JOIN mailboxes m ON m.id = w.mailbox_id \
           WHERE w.mailbox_id = $1 AND w.owner = $2 AND w.lease_expires_at > now() AND {WATCHABLE}"

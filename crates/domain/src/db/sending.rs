@@ -74,6 +74,9 @@ pub struct ClaimedMessage {
     pub smtp_username: Option<String>,
     #[diesel(sql_type = Nullable<Bytea>)]
     pub smtp_password_encrypted: Option<Vec<u8>>,
+    /// The mailbox is connected with OAuth: it logs in with an access token (XOAUTH2).
+    #[diesel(sql_type = Bool)]
+    pub oauth: bool,
 
     #[diesel(sql_type = Text)]
     pub sequence_status: String,
@@ -114,6 +117,7 @@ const CLAIMED_COLUMNS: &str = "\
     mb.id AS mailbox_id, mb.email AS mailbox_email, mb.display_name AS mailbox_name, \
     mb.status AS mailbox_status, mb.smtp_host, mb.smtp_port, mb.smtp_security, \
     mb.smtp_username, mb.smtp_password_encrypted, \
+    EXISTS (SELECT 1 FROM mailbox_oauth o WHERE o.mailbox_id = mb.id) AS oauth, \
     q.status AS sequence_status, q.open_tracking_enabled AS open_tracking, \
     q.click_tracking_enabled AS click_tracking, q.track_url_text_links, \
     q.unsubscribe_link, q.tracking_domain, \

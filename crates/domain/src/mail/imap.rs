@@ -19,6 +19,9 @@ pub enum ConnectError {
     /// allowed): nothing was connected.
     #[error("{}", outbound::REFUSED)]
     Refused,
+    /// The server refused the login (with XOAUTH2: perhaps an expired or revoked token).
+    #[error("{0}")]
+    LoginRejected(String),
     /// Anything else, in words naming the step (never the password, though the server's
     /// words still pass [`super::redact`] before they are stored).
     #[error("{0}")]
@@ -121,14 +124,14 @@ pub async fn connect(
         LoginMethod::Password => client
             .login(&login.username, login.password.expose_secret())
             .await
-            .map_err(|(e, _)| ConnectError::Failed(format!("login rejected: {e}"))),
+            .map_err(|(e, _)| ConnectError::LoginRejected(format!("login rejected: {e}"))),
         LoginMethod::Xoauth2 => client
             .authenticate(
                 "XOAUTH2",
                 ImapAuthenticator::new(&login.username, &login.password),
             )
             .await
-            .map_err(|(e, _)| ConnectError::Failed(format!("XOAUTH2 login rejected: {e}"))),
+            .map_err(|(e, _)| ConnectError::LoginRejected(format!("XOAUTH2 login rejected: {e}"))),
     }
 }
 

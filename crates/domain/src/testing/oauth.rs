@@ -43,6 +43,30 @@ pub fn dovecot_submission_addr() -> anyhow::Result<SocketAddr> {
     addr("SEQ_TEST_DOVECOT_SUBMISSION_ADDR")
 }
 
+/// Puts `message` (a whole RFC 5322 email) into `address`'s Dovecot INBOX, logged in with
+/// XOAUTH2 as the user: how a reply reaches an OAuth mailbox in the tests.
+pub async fn append_to_dovecot_inbox(
+    address: &str,
+    access_token: &str,
+    message: &str,
+) -> anyhow::Result<()> {
+    let tcp = tokio::net::TcpStream::connect(dovecot_imap_addr()?).await?;
+    let mut client = async_imap::Client::new(tcp);
+    client
+        .read_response()
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("Dovecot closed the connection before greeting"))?;
+    let mut session = client
+        .authenticate("XOAUTH2", Xoauth2::new(address, access_token))
+        .await
+        .map_err(|(error, _)| anyhow::anyhow!("XOAUTH2 login refused: {error}"))?;
+    session
+        .append("INBOX", None, None, message.as_bytes())
+        .await?;
+    session.logout().await?;
+    Ok(())
+}
+
 /// The XOAUTH2 initial client response (before base64), as Google and Microsoft define it.
 pub fn xoauth2_response(user: &str, access_token: &str) -> String {
     crate::mail::xoauth2::initial_response(user, access_token)

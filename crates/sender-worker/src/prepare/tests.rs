@@ -48,6 +48,7 @@ fn message() -> ClaimedMessage {
         smtp_security: "starttls".to_owned(),
         smtp_username: None,
         smtp_password_encrypted: None,
+        oauth: false,
         sequence_status: "active".to_owned(),
         open_tracking: true,
         click_tracking: true,

@@ -73,9 +73,23 @@ impl Application {
         let base = ServiceBase::new(config)?;
         let admin_port = admin_listener.local_addr()?.port();
         let admin = admin_server(&base, admin_listener)?;
+        let clock: Arc<dyn domain::clock::Clock> = Arc::new(domain::clock::SystemClock);
+        let tokens = domain::oauth::AccessTokens::new(
+            base.pool.clone(),
+            Arc::new(cipher.clone()),
+            domain::oauth::TokenClient::new(
+                base.config.security.outbound_guard(),
+                Arc::clone(&clock),
+                domain::oauth::access::TOKEN_TIMEOUT,
+            )
+            .map_err(|e| anyhow::anyhow!("OAuth token client: {e}"))?,
+            base.config.oauth.clone(),
+            clock,
+        );
         let shared = Arc::new(Shared {
             pool: base.pool.clone(),
             cipher,
+            tokens,
             outbound: base.config.security.outbound_guard(),
             settings: base.config.inbox_watcher.clone(),
             owner: domain::service::instance_id("inbox-watcher"),

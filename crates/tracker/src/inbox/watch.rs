@@ -21,6 +21,7 @@ use domain::db::mailboxes::imap_password_context;
 use domain::db::outbox::{self, NewOutboxRecord};
 use domain::mail::imap::ConnectError;
 use domain::mail::{self, Login, Security, Server};
+use domain::oauth::{AccessError, AccessToken, AccessTokens};
 use domain::outbound::{self, OutboundGuard};
 use rand::Rng as _;
 use tokio_util::sync::CancellationToken;
@@ -36,6 +37,8 @@ use domain::config::InboxWatcherConfig;
 pub struct Shared {
     pub pool: PgPool,
     pub cipher: SecretCipher,
+    /// The access tokens of mailboxes connected with OAuth.
+    pub tokens: AccessTokens,
     /// Makes every IMAP connection: mailbox hosts are tenants' choices (`domain::outbound`).
     pub outbound: OutboundGuard,
     pub settings: InboxWatcherConfig,
@@ -60,6 +63,8 @@ enum Failure {
     Refused(String),
     /// Ours (database, encoding): logged, not shown as the mailbox's problem.
     Internal(anyhow::Error),
+    /// The OAuth provider no longer accepts the mailbox's grant: it waits for a reconnect.
+    ReconnectRequired,
 }
 
 impl From<diesel::result::Error> for Failure {
@@ -89,11 +94,13 @@ pub async fn run(shared: Arc<Shared>, mailbox_id: Uuid, cancel: CancellationToke
                 let message = match &failure {
                     Failure::Mailbox(message) | Failure::Refused(message) => message.clone(),
                     Failure::Internal(error) => format!("{error:#}"),
+                    Failure::ReconnectRequired => "the mailbox must be connected again".to_owned(),
                 };
                 metrics::counter!("inbox_watcher_failures_total", "kind" => match failure {
                     Failure::Mailbox(_) => "mailbox",
                     Failure::Refused(_) => "refused",
                     Failure::Internal(_) => "internal",
+                    Failure::ReconnectRequired => "reconnect_required",
                 })
                 .increment(1);
                 tracing::warn!(mailbox.id = %mailbox_id, failures, error = %message,
@@ -138,11 +145,34 @@ async fn session(
     let positions = inbox::positions(&mut conn, mailbox_id).await?;
     inbox::set_status(&mut conn, mailbox_id, &shared.owner, "connecting").await?;
     drop(conn);
-    let (server, login) = connection(shared, &mailbox)?;
-    let opened = tokio::select! {
+    let (server, mut login, token) = match connection(shared, &mailbox).await {
+        Ok(connection) => connection,
+        // The grant is gone: the mailbox is `reconnect_required`, no longer watchable.
+        Err(Failure::ReconnectRequired) => return Ok(Ended::NotOurs),
+        Err(failure) => return Err(failure),
+    };
+    let mut opened = tokio::select! {
         () = cancel.cancelled() => return Ok(Ended::Cancelled),
         opened = Reader::open(&shared.outbound, &server, &login, &shared.settings) => opened,
     };
+    // A refused access token may have expired early or been replaced: one more try with a
+    // refreshed one (one refresh per token generation across all replicas).
+    if let (Err(ConnectError::LoginRejected(_)), Some(token)) = (&opened, &token) {
+        metrics::counter!("oauth_token_rejections_total", "protocol" => "imap").increment(1);
+        login = match shared
+            .tokens
+            .after_rejection(mailbox_id, token.generation)
+            .await
+        {
+            Ok(token) => token.login(),
+            Err(AccessError::ReconnectRequired { .. }) => return Ok(Ended::NotOurs),
+            Err(error) => return Err(Failure::Mailbox(error.to_string())),
+        };
+        opened = tokio::select! {
+            () = cancel.cancelled() => return Ok(Ended::Cancelled),
+            opened = Reader::open(&shared.outbound, &server, &login, &shared.settings) => opened,
+        };
+    }
     let mut reader = opened.map_err(|error| match error {
         ConnectError::Refused => Failure::Refused(format!(
             "IMAP server {}:{}: {}",
@@ -150,7 +180,9 @@ async fn session(
             server.port,
             outbound::REFUSED
         )),
-        ConnectError::Failed(message) => Failure::Mailbox(mail::redact(&message, Some(&login))),
+        ConnectError::LoginRejected(message) | ConnectError::Failed(message) => {
+            Failure::Mailbox(mail::redact(&message, Some(&login)))
+        }
     })?;
     let result = watch(
         shared,
@@ -515,32 +547,43 @@ async fn save(
     }
 }
 
-/// The server and decrypted login of the mailbox (the password lives in memory only).
-fn connection(shared: &Shared, mailbox: &WatchedMailbox) -> Result<(Server, Login), Failure> {
+/// The server and login of the mailbox: its decrypted password (in memory only) or its
+/// access token, with the token when it is one.
+async fn connection(
+    shared: &Shared,
+    mailbox: &WatchedMailbox,
+) -> Result<(Server, Login, Option<AccessToken>), Failure> {
     let port = u16::try_from(mailbox.imap_port).map_err(|_| {
         Failure::Mailbox(format!("IMAP port {} is out of range", mailbox.imap_port))
     })?;
     let security: Security = mailbox.imap_security.parse().map_err(|_| {
         Failure::Mailbox(format!("unknown IMAP security `{}`", mailbox.imap_security))
     })?;
+    let server = Server {
+        host: mailbox.imap_host.clone(),
+        port,
+        security,
+    };
+    if mailbox.oauth {
+        return match shared.tokens.current(mailbox.mailbox_id).await {
+            Ok(token) => Ok((server, token.login(), Some(token))),
+            Err(AccessError::ReconnectRequired { .. }) => Err(Failure::ReconnectRequired),
+            Err(AccessError::Db(error)) => Err(Failure::Internal(error.into())),
+            Err(error) => Err(Failure::Mailbox(error.to_string())),
+        };
+    }
+    let stored = mailbox
+        .imap_password_encrypted
+        .as_deref()
+        .ok_or_else(|| Failure::Mailbox("no IMAP password is set".to_owned()))?;
     let password = shared
         .cipher
-        .decrypt(
-            &mailbox.imap_password_encrypted,
-            &imap_password_context(mailbox.mailbox_id),
-        )
+        .decrypt(stored, &imap_password_context(mailbox.mailbox_id))
         .map_err(|e| Failure::Internal(anyhow::anyhow!("cannot decrypt the IMAP password: {e}")))?;
     Ok((
-        Server {
-            host: mailbox.imap_host.clone(),
-            port,
-            security,
-        },
-        Login {
-            method: domain::mail::LoginMethod::Password,
-            username: mailbox.imap_username.clone(),
-            password,
-        },
+        server,
+        Login::password(mailbox.imap_username.clone(), password),
+        None,
     ))
 }
 
