@@ -65,6 +65,7 @@ fn hydra_provider(
         smtp_security: Security::None,
         imap_host: imap.ip().to_string(),
         imap_port: imap.port(),
+        imap_security: Security::None,
     })
 }
 
@@ -159,14 +160,16 @@ impl World {
                                             daily_limit, min_interval_seconds, \
                                             max_jitter_seconds, imap_host, imap_port, \
                                             imap_security, imap_username) \
-                     VALUES ('{}', '{}', '{seller}', 'Ana', '{}', {}, 'none', '{seller}', 1000, \
-                             0, 0, '{}', {}, 'none', '{seller}')",
+                     VALUES ('{}', '{}', '{seller}', 'Ana', '{}', {}, '{}', '{seller}', 1000, \
+                             0, 0, '{}', {}, '{}', '{seller}')",
                     self.mailbox,
                     self.workspace,
                     provider.smtp_host,
                     provider.smtp_port,
+                    provider.smtp_security,
                     provider.imap_host,
                     provider.imap_port,
+                    provider.imap_security,
                     seller = self.seller,
                 ))
                 .await?;
@@ -428,5 +431,15 @@ async fn an_oauth_mailbox_sends_reads_replies_refreshes_once_and_survives_a_revo
         "nothing lost"
     );
     assert_eq!(received(&dee).await?.len(), 1, "sent once");
+    // One unit of the daily limit per email, however many attempts Dee's took.
+    assert_eq!(
+        world
+            .count(&format!(
+                "SELECT coalesce(sum(reserved), 0)::bigint AS n FROM mailbox_daily_usage \
+                  WHERE mailbox_id = '{mailbox}'"
+            ))
+            .await?,
+        5
+    );
     world.stop().await
 }

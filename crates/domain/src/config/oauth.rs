@@ -54,9 +54,10 @@ pub struct OAuthProviderConfig {
     pub smtp_host: String,
     pub smtp_port: u16,
     pub smtp_security: Security,
-    /// IMAP is always implicit TLS: both providers serve it on 993 only.
     pub imap_host: String,
     pub imap_port: u16,
+    /// Both providers serve IMAP with implicit TLS on 993 only; overridable for tests.
+    pub imap_security: Security,
 }
 
 impl OAuthConfig {

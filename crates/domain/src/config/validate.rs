@@ -6,6 +6,7 @@ use figment::Figment;
 use secrecy::ExposeSecret;
 
 use super::{Config, OAuthConfig, TENANT_PLACEHOLDER};
+use crate::mail::Security;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -502,14 +503,36 @@ fn oauth(
                 "is set by the authorization request itself".to_owned(),
             );
         }
-        for (field, host, port) in [
-            ("smtp", &provider.smtp_host, provider.smtp_port),
-            ("imap", &provider.imap_host, provider.imap_port),
+        for (field, host, port, security) in [
+            (
+                "smtp",
+                &provider.smtp_host,
+                provider.smtp_port,
+                provider.smtp_security,
+            ),
+            (
+                "imap",
+                &provider.imap_host,
+                provider.imap_port,
+                provider.imap_security,
+            ),
         ] {
             if host.trim().is_empty() {
                 return fail(
                     &key(&format!("{field}_host")),
                     "must name a host".to_owned(),
+                );
+            }
+            // Access tokens in clear text are bearer credentials for the whole mailbox: only
+            // a server on this host (a test's, a local relay) may go without TLS.
+            if security == Security::None && !is_loopback_host(host) {
+                return fail(
+                    &key(&format!("{field}_security")),
+                    format!(
+                        "is `none`, which would send access tokens unencrypted to `{}`; \
+                         only a loopback host may go without TLS",
+                        host.trim()
+                    ),
                 );
             }
             if port == 0 {
@@ -521,6 +544,19 @@ fn oauth(
         }
     }
     Ok(())
+}
+
+/// `localhost` or a loopback address.
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim();
+    let unbracketed = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    host.eq_ignore_ascii_case("localhost")
+        || unbracketed
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Query parameters of an authorization request that carry its security (PKCE, `state`) or

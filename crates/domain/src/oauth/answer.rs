@@ -24,8 +24,8 @@ pub struct Tokens {
     pub expires_at: Option<DateTime<Utc>>,
     /// The granted scopes, `None` when the answer left them out (then as requested).
     pub scopes: Option<Vec<String>>,
-    /// The `email` claim of the ID token, `None` without ID token or claim (a refresh
-    /// usually has none).
+    /// The account's verified address from the ID token (`id_token::email`), `None` without
+    /// ID token or address (a refresh usually has none).
     pub email: Option<String>,
 }
 

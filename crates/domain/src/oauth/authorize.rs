@@ -79,6 +79,7 @@ mod tests {
             smtp_security: Security::Tls,
             imap_host: "imap.example.com".into(),
             imap_port: 993,
+            imap_security: Security::Tls,
         }
     }
 

@@ -7,7 +7,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Unreadable(pub(super) &'static str);
 
-/// The `email` claim of `id_token`, `None` when it has none.
+/// The account's address in `id_token`: its `email` claim unless the token says that
+/// address is not verified (`email_verified: false`, which Google sets for an address the
+/// account only claims), else its `preferred_username` when that is an address (Microsoft
+/// work accounts often carry no `email`, their sign-in name is); `None` without either.
 ///
 /// The signature is not checked: the token comes straight from the token endpoint over TLS
 /// in answer to this client's own request, which OpenID Connect Core 1.0 3.1.3.7 point 6
@@ -28,11 +31,25 @@ pub(super) fn email(id_token: &str) -> Result<Option<String>, Unreadable> {
     if !claims.is_object() {
         return Err(Unreadable("the ID token's payload is not a JSON object"));
     }
-    match claims.get("email") {
-        None | Some(serde_json::Value::Null) => Ok(None),
-        Some(serde_json::Value::String(email)) => Ok(Some(email.clone())),
-        Some(_) => Err(Unreadable("the ID token's email claim is not a string")),
+    let unverified = matches!(
+        claims.get("email_verified"),
+        Some(serde_json::Value::Bool(false))
+    ) || claims.get("email_verified").and_then(|v| v.as_str()) == Some("false");
+    let email = match claims.get("email") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(email)) => Some(email.clone()),
+        Some(_) => return Err(Unreadable("the ID token's email claim is not a string")),
+    };
+    if unverified {
+        return Ok(None);
     }
+    Ok(email.or_else(|| {
+        claims
+            .get("preferred_username")
+            .and_then(|v| v.as_str())
+            .filter(|name| name.contains('@'))
+            .map(str::to_owned)
+    }))
 }
 
 #[cfg(test)]
@@ -56,6 +73,22 @@ mod tests {
     #[test]
     fn no_email_claim_is_none() {
         assert_eq!(email(&jwt(r#"{"sub":"42"}"#)), Ok(None));
+    }
+
+    #[test]
+    fn an_unverified_email_is_no_address() {
+        let token = jwt(r#"{"email":"ceo@bank.example","email_verified":false}"#);
+        assert_eq!(email(&token), Ok(None));
+        let verified = jwt(r#"{"email":"jane@example.com","email_verified":true}"#);
+        assert_eq!(email(&verified), Ok(Some("jane@example.com".to_owned())));
+    }
+
+    #[test]
+    fn a_microsoft_sign_in_name_stands_in_for_a_missing_email() {
+        let token = jwt(r#"{"preferred_username":"jane@contoso.com","tid":"t"}"#);
+        assert_eq!(email(&token), Ok(Some("jane@contoso.com".to_owned())));
+        let phone = jwt(r#"{"preferred_username":"+15551234567"}"#);
+        assert_eq!(email(&phone), Ok(None));
     }
 
     #[test]

@@ -36,6 +36,7 @@ fn disabled() -> OAuthProviderConfig {
         smtp_security: Security::Starttls,
         imap_host: String::new(),
         imap_port: 993,
+        imap_security: Security::Tls,
     }
 }
 

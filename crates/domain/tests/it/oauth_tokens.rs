@@ -67,6 +67,7 @@ fn provider(server: &AuthorizationServer, client: &OAuthClient) -> OAuthProvider
         smtp_security: Security::None,
         imap_host: "127.0.0.1".into(),
         imap_port: 143,
+        imap_security: Security::None,
     }
 }
 

@@ -505,3 +505,30 @@ fn unknown_providers_and_keys_are_rejected() {
         Ok(())
     });
 }
+
+#[test]
+fn tokens_go_unencrypted_only_to_a_loopback_server() {
+    for field in ["SMTP", "IMAP"] {
+        rejected(
+            "google",
+            &format!("SEQ_OAUTH__PROVIDERS__GOOGLE__{field}_SECURITY"),
+            "none",
+            &format!(
+                "oauth.providers.google.{}_security",
+                field.to_ascii_lowercase()
+            ),
+        );
+    }
+    for host in ["127.0.0.1", "localhost", "::1"] {
+        jail(|jail| {
+            enable(jail, "google");
+            jail.set_env("SEQ_OAUTH__PROVIDERS__GOOGLE__SMTP_HOST", host);
+            jail.set_env("SEQ_OAUTH__PROVIDERS__GOOGLE__SMTP_SECURITY", "none");
+            jail.set_env("SEQ_OAUTH__PROVIDERS__GOOGLE__IMAP_HOST", host);
+            jail.set_env("SEQ_OAUTH__PROVIDERS__GOOGLE__IMAP_SECURITY", "none");
+            let config = load_in_jail(None).map_err(|e| e.to_string())?;
+            assert_eq!(config.oauth.providers.google.imap_security, Security::None);
+            Ok(())
+        });
+    }
+}
