@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::ApiError;
 use crate::extract::BodyLimit;
-use crate::state::AppState;
+use crate::state::{AppState, OAuth};
 
 pub struct Application {
     base: ServiceBase,
@@ -53,12 +53,20 @@ impl Application {
             }
             Err(error) => return Err(error.into()),
         };
+        let outbound = base.config.security.outbound_guard();
+        let oauth = OAuth::new(
+            base.config.oauth.clone(),
+            base.pool.clone(),
+            cipher.as_ref(),
+            outbound.clone(),
+        )?;
         let state = web::Data::new(AppState::new(
             base.pool.clone(),
             base.config.api.clone(),
             cipher,
-            base.config.security.outbound_guard(),
+            outbound,
             base.topics.clone(),
+            oauth,
         ));
         let readiness = web::Data::new(base.readiness.clone());
         let metrics = web::Data::new(base.metrics.clone());

@@ -1,7 +1,9 @@
 //! Every error the API answers is the one JSON envelope, including those the framework writes
 //! by itself: a method a route does not have (405), anything an extractor of the framework
 //! refuses, and request targets longer than `api.max_uri_bytes` (414, refused before
-//! routing). Handlers' own errors already are envelopes ([`ApiError`]) and pass unchanged.
+//! routing). Handlers' own errors already are envelopes ([`ApiError`]) and pass unchanged,
+//! as do the HTML pages a handler answers a browser with (the OAuth callback's): the
+//! framework never writes HTML.
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -14,7 +16,7 @@ use crate::error::status_envelope;
 /// Rewrites error responses that are not JSON into the envelope, keeping their status.
 pub fn envelopes<B: MessageBody + 'static>() -> ErrorHandlers<B> {
     ErrorHandlers::new().default_handler(|response: ServiceResponse<B>| {
-        if is_json(response.headers().get(CONTENT_TYPE)) {
+        if is_ours(response.headers().get(CONTENT_TYPE)) {
             return Ok(ErrorHandlerResponse::Response(
                 response.map_into_left_body(),
             ));
@@ -51,10 +53,13 @@ pub fn uri_too_long(request: &ServiceRequest, limit: usize) -> Option<actix_web:
     })
 }
 
-fn is_json(content_type: Option<&HeaderValue>) -> bool {
+/// JSON (an envelope) or an HTML page: written by a handler.
+fn is_ours(content_type: Option<&HeaderValue>) -> bool {
     content_type
         .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.starts_with("application/json"))
+        .is_some_and(|value| {
+            value.starts_with("application/json") || value.starts_with("text/html")
+        })
 }
 
 fn message(status: StatusCode) -> &'static str {

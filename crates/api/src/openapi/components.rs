@@ -49,6 +49,9 @@ fn nested() -> Result<Vec<(String, Value)>> {
         named::<mailboxes::InboxWatchView>(),
         named::<mailboxes::WarmupView>(),
         named::<mailboxes::CheckResult>(),
+        named::<mailboxes::MailboxAuth>(),
+        named::<mailboxes::AuthType>(),
+        named::<mailboxes::AuthStatus>(),
     ]
     .into_iter()
     .collect()

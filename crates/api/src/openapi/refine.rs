@@ -71,6 +71,7 @@ pub fn apply(doc: &mut Value) -> Result<()> {
     contacts(doc)?;
     suppressions(doc)?;
     mailboxes(doc)?;
+    oauth_connections(doc)?;
     messages(doc)?;
     responses(doc)?;
     operations(doc)?;
@@ -698,6 +699,9 @@ fn mailboxes(doc: &mut Value) -> Result<()> {
                            "pattern": patterns::SINGLE_LINE_NOT_BLANK});
     for schema in ["CreateMailbox", "UpdateMailbox"] {
         constrain(doc, schema, "email", email())?;
+    }
+    // The settings that are not credentials, also those of an OAuth connection.
+    for schema in ["CreateMailbox", "UpdateMailbox", "AuthorizeMailbox"] {
         constrain(doc, schema, "from_name", from_name.clone())?;
         constrain(doc, schema, "daily_limit", range(1, MAX_DAILY_LIMIT))?;
         constrain(
@@ -744,6 +748,63 @@ fn mailboxes(doc: &mut Value) -> Result<()> {
         "/mailboxes/{id}",
         json!({"daily_limit": 60, "smtp": {"password": "new-app-password"}, "status": "active"}),
     )?;
+    Ok(())
+}
+
+/// Connecting mailboxes with OAuth (the settings of `AuthorizeMailbox` are constrained with
+/// those of `CreateMailbox`); the callback answers a browser (a redirect or an HTML page).
+fn oauth_connections(doc: &mut Value) -> Result<()> {
+    constrain(doc, "AuthorizeMailbox", "login_hint", email())?;
+    for schema in ["AuthorizeMailbox", "ReconnectMailbox"] {
+        constrain(
+            doc,
+            schema,
+            "return_url",
+            json!({"format": "uri", "maxLength": 2048, "pattern": "^https?://[^\\s]+$"}),
+        )?;
+    }
+    let providers = domain::config::OAuthConfig::PROVIDER_NAMES;
+    let authorize = operation(doc, "post", "/mailboxes/oauth/{provider}/authorize")?;
+    for parameter in authorize["parameters"].as_array_mut().into_iter().flatten() {
+        if parameter["name"] == "provider" {
+            parameter["schema"]["enum"] = json!(providers);
+            parameter["description"] = json!(
+                "`google` or `microsoft`; one the server has not enabled is a 422 naming \
+                 `provider`."
+            );
+        }
+    }
+    example(
+        doc,
+        "post",
+        "/mailboxes/oauth/{provider}/authorize",
+        json!({"from_name": "Jane Doe", "daily_limit": 40, "timezone": "Europe/Paris",
+               "login_hint": "jane@example.com",
+               "return_url": "https://app.example.com/mailboxes"}),
+    )?;
+    example(
+        doc,
+        "post",
+        "/mailboxes/{id}/oauth/reconnect",
+        json!({"return_url": "https://app.example.com/mailboxes"}),
+    )?;
+    let callback = operation(doc, "get", "/oauth/callback")?;
+    let html = json!({"text/html": {"schema": {"type": "string",
+        "description": "A small HTML page saying what happened."}}});
+    callback["responses"]["200"] = json!({
+        "description": "Connected, without a `return_url`: a page saying so",
+        "content": html.clone(),
+    });
+    callback["responses"]["303"] = json!({
+        "description": "To the request's `return_url`, with `mailbox_id` and \
+            `status=connected`, or `error`, added to its query",
+        "headers": {"Location": {"schema": {"type": "string", "format": "uri"}}},
+    });
+    callback["responses"]["400"]["description"] = json!(
+        "The connection failed and there is no `return_url` to send the browser to (an HTML \
+         page with the reason), or a query string that does not parse (`bad_request`)"
+    );
+    callback["responses"]["400"]["content"]["text/html"] = html["text/html"].clone();
     Ok(())
 }
 
@@ -856,7 +917,7 @@ fn operations(doc: &mut Value) -> Result<()> {
         ]}}},
     });
 
-    let conflicts: [(&str, &str); 20] = [
+    let conflicts: [(&str, &str); 21] = [
         ("createSequence", "A mailbox id the workspace does not have"),
         (
             "updateSequence",
@@ -903,9 +964,15 @@ fn operations(doc: &mut Value) -> Result<()> {
         ),
         (
             "updateMailbox",
-            "Another mailbox has this email, or the change needs settings the \
+            "Another mailbox has this email, the change needs settings the \
             mailbox does not have (a password for a username, every IMAP field when adding \
-            IMAP)",
+            IMAP), it changes the address, a username or a password of a mailbox connected \
+            with OAuth, or sets `active` while `reconnect_required`",
+        ),
+        (
+            "reconnectOAuthMailbox",
+            "The mailbox logs in with a password: connect its address with \
+            `POST /mailboxes/oauth/{provider}/authorize`",
         ),
         (
             "deleteMailbox",
@@ -928,7 +995,13 @@ fn operations(doc: &mut Value) -> Result<()> {
         operation_by_id(doc, id)?["responses"]["409"] =
             error_response(&format!("{when} (`conflict`)"));
     }
-    for id in ["createMailbox", "updateMailbox", "verifyMailbox"] {
+    for id in [
+        "createMailbox",
+        "updateMailbox",
+        "verifyMailbox",
+        "authorizeOAuthMailbox",
+        "reconnectOAuthMailbox",
+    ] {
         operation_by_id(doc, id)?["responses"]["503"] = error_response(
             "The server has no key to encrypt or decrypt mailbox passwords \
              (`encryption_not_configured`)",

@@ -24,9 +24,20 @@ use super::{ENVELOPE, ERROR, PREFIX, schema_ref};
 
 /// Operation ids that read better than the derived ones (`createContact` for an upsert of
 /// one contact or a batch, `createSequenceContact` for enrolling many).
-const OPERATION_ID_OVERRIDES: [(&str, &str, &str); 2] = [
+const OPERATION_ID_OVERRIDES: [(&str, &str, &str); 5] = [
     ("post", "/api/v1/contacts", "upsertContacts"),
     ("post", "/api/v1/sequences/{id}/contacts", "enrollContacts"),
+    (
+        "post",
+        "/api/v1/mailboxes/oauth/{provider}/authorize",
+        "authorizeOAuthMailbox",
+    ),
+    (
+        "post",
+        "/api/v1/mailboxes/{id}/oauth/reconnect",
+        "reconnectOAuthMailbox",
+    ),
+    ("get", "/api/v1/oauth/callback", "oauthCallback"),
 ];
 
 pub fn apply(doc: &mut Value) -> Result<()> {

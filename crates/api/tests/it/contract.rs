@@ -206,6 +206,13 @@ impl Contract {
                 content.keys().collect::<Vec<_>>()
             );
         };
+        if media == "text/html" {
+            // A page for a browser (the OAuth callback): text, not a schema to check.
+            if std::str::from_utf8(body).map_or(true, |page| !page.contains("<html")) {
+                bail!("{label} {status}: documented as HTML, answered no HTML page");
+            }
+            return Ok(());
+        }
         let instance: Value = serde_json::from_slice(body).with_context(|| {
             format!(
                 "{label} {status}: the body is not JSON: {}",

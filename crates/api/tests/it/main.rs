@@ -13,6 +13,7 @@ mod input_rules;
 mod mailbox_health;
 mod mailboxes;
 mod messages;
+mod oauth_connect;
 mod openapi;
 mod sequences;
 mod support;

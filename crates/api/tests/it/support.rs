@@ -39,12 +39,21 @@ impl TestApi {
     pub async fn start_with(
         adjust: impl FnOnce(&mut domain::config::Config),
     ) -> anyhow::Result<Self> {
+        Self::start_on(std::net::TcpListener::bind("127.0.0.1:0")?, adjust).await
+    }
+
+    /// On `listener`, for tests that must know the address before the server starts (an
+    /// OAuth client's redirect URI).
+    pub async fn start_on(
+        listener: std::net::TcpListener,
+        adjust: impl FnOnce(&mut domain::config::Config),
+    ) -> anyhow::Result<Self> {
         let db = TestDatabase::create().await?;
         let mut config = test_config_for(&db)?;
         config.api.admin_token = ADMIN_TOKEN.to_owned().into();
         config.security.encryption_keys = ENCRYPTION_KEYS.to_owned().into();
         adjust(&mut config);
-        let app = Application::build(config)?;
+        let app = Application::build_with_listener(config, listener)?;
         let base_url = format!("http://127.0.0.1:{}", app.port());
         let shutdown = CancellationToken::new();
         tokio::spawn(app.run_until_stopped(shutdown.clone()));
@@ -91,6 +100,28 @@ impl TestApi {
         Ok((
             status,
             serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        ))
+    }
+
+    /// `GET url` as a browser would, without following a redirect (so the test sees where
+    /// it goes), checked against the document: the status, the headers and the body text.
+    pub async fn browse(
+        &self,
+        url: &str,
+    ) -> anyhow::Result<(u16, reqwest::header::HeaderMap, String)> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        let response = client.get(url).send().await?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await?;
+        let path = url.strip_prefix(&self.base_url).unwrap_or(url);
+        contract::contract().check("GET", path, status, &headers, &bytes)?;
+        Ok((
+            status,
+            headers,
+            String::from_utf8_lossy(&bytes).into_owned(),
         ))
     }
 

@@ -370,6 +370,18 @@ impl AuthorizationServer {
         self.flow_from(client, start, email, None).await
     }
 
+    /// Runs the flow from an authorization URL the client built itself, as a user who
+    /// refuses at `at`: the URL the redirect URI got (with `error` and the client's `state`).
+    pub async fn deny_url_as(
+        &self,
+        client: &OAuthClient,
+        start: &Url,
+        at: DenyAt,
+    ) -> anyhow::Result<Url> {
+        let email = format!("denied-{}@example.com", Uuid::new_v4().simple());
+        self.flow_from(client, start, &email, Some(at)).await
+    }
+
     /// Steps 2 to 4 of the flow from `start`: the redirect to the client's redirect URI.
     async fn flow_from(
         &self,

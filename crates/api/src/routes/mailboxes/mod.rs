@@ -10,23 +10,25 @@
 //! the stored one), `null` clears what may be empty (`from_name`, `imap`, `smtp.username`).
 
 mod model;
+mod oauth;
 mod validation;
 mod values;
 mod verify;
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::AsyncConnection;
-use domain::db::inbox;
 use domain::db::mailboxes as db;
+use domain::db::{inbox, mailbox_oauth};
 use paperclip::actix::{CreatedJson, NoContent, api_v2_operation, web};
 use uuid::Uuid;
 
-use self::model::{CreateMailbox, ListQuery, Mailbox, UpdateMailbox};
 pub(crate) use self::model::{
-    ImapSettings, ImapUpdate, ImapView, InboxWatchView, MAX_DAILY_LIMIT, MAX_FROM_NAME_LEN,
-    MAX_PASSWORD_LEN, MAX_SPACING_SECONDS, MAX_USERNAME_LEN, MailboxStatus, Security,
-    SettableStatus, SmtpSettings, SmtpUpdate, SmtpView, WarmupSettings, WarmupView,
+    AuthStatus, AuthType, ImapSettings, ImapUpdate, ImapView, InboxWatchView, MAX_DAILY_LIMIT,
+    MAX_FROM_NAME_LEN, MAX_PASSWORD_LEN, MAX_SPACING_SECONDS, MAX_USERNAME_LEN, MailboxAuth,
+    MailboxStatus, Security, SettableStatus, SmtpSettings, SmtpUpdate, SmtpView, WarmupSettings,
+    WarmupView,
 };
+use self::model::{CreateMailbox, ListQuery, Mailbox, UpdateMailbox};
 use self::validation::check_hosts_reachable;
 use self::values::{imap_settings, merge, new_values};
 pub(crate) use self::verify::CheckResult;
@@ -49,13 +51,20 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::delete().to(delete)),
     );
     verify::configure(cfg);
+    oauth::configure(cfg);
 }
 
-/// Fills in each mailbox's `imap.watch`.
-async fn attach_watches(
+/// Fills in each mailbox's `auth` (from its OAuth grant, if any) and `imap.watch`.
+async fn complete(
     conn: &mut diesel_async::AsyncPgConnection,
     mailboxes: &mut [Mailbox],
 ) -> Result<(), ApiError> {
+    let all: Vec<Uuid> = mailboxes.iter().map(|m| m.id).collect();
+    for grant in mailbox_oauth::find_many(conn, &all).await? {
+        if let Some(mailbox) = mailboxes.iter_mut().find(|m| m.id == grant.mailbox_id) {
+            mailbox.auth = MailboxAuth::oauth2(&grant, mailbox.status);
+        }
+    }
     let ids: Vec<Uuid> = mailboxes
         .iter()
         .filter(|m| m.imap.is_some())
@@ -128,6 +137,7 @@ async fn create(
     .await
     .map_err(duplicate_email)?;
     tracing::info!(workspace.id = %caller.workspace_id, mailbox.id = %id, "mailbox created");
+    // A new mailbox has no grant and no watcher yet: nothing to complete.
     Ok(CreatedJson(created.try_into()?))
 }
 
@@ -148,7 +158,7 @@ async fn list(
         .into_iter()
         .map(Mailbox::try_from)
         .collect::<Result<Vec<_>, _>>()?;
-    attach_watches(&mut conn, &mut data).await?;
+    complete(&mut conn, &mut data).await?;
     Ok(web::Json(Page { data, next_cursor }))
 }
 
@@ -164,7 +174,7 @@ async fn get(
         .await?
         .ok_or(ApiError::NotFound("mailbox"))?;
     let mut mailbox: Mailbox = mailbox.try_into()?;
-    attach_watches(&mut conn, std::slice::from_mut(&mut mailbox)).await?;
+    complete(&mut conn, std::slice::from_mut(&mut mailbox)).await?;
     Ok(web::Json(mailbox))
 }
 
@@ -205,7 +215,8 @@ async fn update(
                 .await?
                 .ok_or(ApiError::NotFound("mailbox"))?;
             let imap_before = imap_settings(&current);
-            let values = merge(current, &body, cipher)?;
+            let oauth = mailbox_oauth::find(tx, id).await?.is_some();
+            let values = merge(current, &body, cipher, oauth)?;
             let updated = db::update(tx, workspace_id, id, &values)
                 .await
                 .map_err(duplicate_email)?
@@ -220,14 +231,15 @@ async fn update(
         .await?;
     tracing::info!(workspace.id = %workspace_id, mailbox.id = %id, "mailbox updated");
     let mut mailbox: Mailbox = updated.try_into()?;
-    attach_watches(&mut conn, std::slice::from_mut(&mut mailbox)).await?;
+    complete(&mut conn, std::slice::from_mut(&mut mailbox)).await?;
     Ok(web::Json(mailbox))
 }
 
 /// Delete a mailbox
 ///
 /// Removes the mailbox and its encrypted credentials; enrollments that used it pick another
-/// mailbox of their sequence. 409 once messages were sent or queued from it (deleting would
+/// mailbox of their sequence. A mailbox connected with OAuth has its refresh token revoked at
+/// the provider afterwards, best effort (a failure is logged; the mailbox is gone anyway). 409 once messages were sent or queued from it (deleting would
 /// erase their history): set `status` to `disabled` instead.
 #[api_v2_operation(tags(Mailboxes))]
 async fn delete(
@@ -237,9 +249,18 @@ async fn delete(
 ) -> Result<NoContent, ApiError> {
     let id = id.into_inner();
     let mut conn = state.pool.get().await?;
+    // Read before the delete, which takes the grant with it (cascade).
+    let grant = match db::find(&mut conn, caller.workspace_id, id).await? {
+        Some(_) => mailbox_oauth::find(&mut conn, id).await?,
+        None => None,
+    };
     match db::delete(&mut conn, caller.workspace_id, id).await? {
         db::Deleted::Yes => {
             tracing::info!(workspace.id = %caller.workspace_id, mailbox.id = %id, "mailbox deleted");
+            drop(conn);
+            if let Some(grant) = grant {
+                oauth::revoke_grant(&state, &grant).await;
+            }
             Ok(NoContent)
         }
         db::Deleted::NotFound => Err(ApiError::NotFound("mailbox")),

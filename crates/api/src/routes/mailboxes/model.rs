@@ -2,6 +2,7 @@
 //! stored row.
 
 use chrono::{DateTime, NaiveDate, Utc};
+use domain::db::mailbox_oauth::MailboxOAuth;
 use domain::db::mailboxes::{self as db, status};
 use domain::mail;
 use paperclip::actix::Apiv2Schema;
@@ -84,14 +85,17 @@ impl SettableStatus {
 /// also pauses a mailbox, with the reason in `status_reason`), `error` does not either: the
 /// server refused the login or the sender, or the last check failed (see `status_reason`);
 /// it is re-checked automatically (`next_check_at`) and becomes `active` when a check
-/// passes. Messages of a mailbox that cannot send wait; none is lost.
+/// passes. `reconnect_required`: the OAuth provider no longer accepts the mailbox's grant
+/// (revoked, password changed); only `POST /mailboxes/{id}/oauth/reconnect` makes it
+/// `active` again. Messages of a mailbox that cannot send wait; none is lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Apiv2Schema)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum MailboxStatus {
     Active,
     Paused,
     Error,
     Disabled,
+    ReconnectRequired,
 }
 
 impl MailboxStatus {
@@ -101,6 +105,7 @@ impl MailboxStatus {
             status::PAUSED => Ok(Self::Paused),
             status::ERROR => Ok(Self::Error),
             status::DISABLED => Ok(Self::Disabled),
+            status::RECONNECT_REQUIRED => Ok(Self::ReconnectRequired),
             other => Err(ApiError::internal(anyhow::anyhow!(
                 "mailbox status `{other}` is unknown"
             ))),
@@ -161,7 +166,7 @@ pub struct ImapSettings {
     pub password: Password,
 }
 
-#[derive(Debug, Default, Deserialize, Apiv2Schema)]
+#[derive(Debug, Default, Serialize, Deserialize, Apiv2Schema)]
 #[serde(deny_unknown_fields)]
 pub struct WarmupSettings {
     /// Ramp the daily limit up from `start_limit`; (re-)enabling starts the ramp today.
@@ -302,10 +307,70 @@ pub struct WarmupView {
     pub started_on: Option<NaiveDate>,
 }
 
+/// How a mailbox logs in to its servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Apiv2Schema)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthType {
+    /// The SMTP and IMAP passwords stored with the mailbox.
+    Password,
+    /// XOAUTH2 with an access token of the account connected through Google or Microsoft.
+    Oauth2,
+}
+
+/// Whether the OAuth grant is usable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Apiv2Schema)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthStatus {
+    Connected,
+    /// The provider refused the grant: reconnect the mailbox.
+    ReconnectRequired,
+}
+
+/// A mailbox's authentication; never a password or token.
+#[derive(Debug, Clone, Serialize, Apiv2Schema)]
+pub struct MailboxAuth {
+    #[serde(rename = "type")]
+    pub kind: AuthType,
+    /// `google` or `microsoft`; `null` for a password mailbox.
+    pub provider: Option<String>,
+    /// The account the grant is for (the SMTP and IMAP user); `null` for a password mailbox.
+    pub connected_email: Option<String>,
+    /// `null` for a password mailbox.
+    pub status: Option<AuthStatus>,
+}
+
+impl MailboxAuth {
+    pub(super) fn password() -> Self {
+        Self {
+            kind: AuthType::Password,
+            provider: None,
+            connected_email: None,
+            status: None,
+        }
+    }
+
+    pub(super) fn oauth2(grant: &MailboxOAuth, mailbox_status: MailboxStatus) -> Self {
+        let status = if mailbox_status == MailboxStatus::ReconnectRequired {
+            AuthStatus::ReconnectRequired
+        } else {
+            AuthStatus::Connected
+        };
+        Self {
+            kind: AuthType::Oauth2,
+            provider: Some(grant.provider.clone()),
+            connected_email: Some(grant.connected_email.clone()),
+            status: Some(status),
+        }
+    }
+}
+
 #[derive(Debug, Serialize, Apiv2Schema)]
 pub struct Mailbox {
     pub id: Uuid,
     pub email: String,
+    /// `password`, or `oauth2` for a mailbox connected with Google or Microsoft (whose SMTP
+    /// and IMAP settings are the provider's, with no password).
+    pub auth: MailboxAuth,
     pub from_name: Option<String>,
     pub smtp: SmtpView,
     pub imap: Option<ImapView>,
@@ -369,6 +434,7 @@ impl TryFrom<db::Mailbox> for Mailbox {
         Ok(Self {
             id: m.id,
             email: m.email,
+            auth: MailboxAuth::password(),
             from_name: m.display_name,
             smtp: SmtpView {
                 host: m.smtp_host,

@@ -16,7 +16,7 @@ fn check_email(checks: &mut Checks, value: &str) {
 }
 
 /// Stored trimmed; checked as given, so that the limit is the one the client sees.
-fn check_from_name(checks: &mut Checks, value: &str) {
+pub(super) fn check_from_name(checks: &mut Checks, value: &str) {
     checks.single_line("from_name", value, 1, MAX_FROM_NAME_LEN);
     checks.check(!value.trim().is_empty(), "from_name", "must not be blank");
 }
@@ -48,7 +48,11 @@ fn check_password(checks: &mut Checks, prefix: &str, value: &Password) {
 }
 
 /// Threshold fractions of the reputation guard.
-fn check_rates(checks: &mut Checks, max_bounce_rate: Option<f64>, max_complaint_rate: Option<f64>) {
+pub(super) fn check_rates(
+    checks: &mut Checks,
+    max_bounce_rate: Option<f64>,
+    max_complaint_rate: Option<f64>,
+) {
     for (field, value) in [
         ("max_bounce_rate", max_bounce_rate),
         ("max_complaint_rate", max_complaint_rate),
@@ -63,7 +67,7 @@ fn check_rates(checks: &mut Checks, max_bounce_rate: Option<f64>, max_complaint_
     }
 }
 
-fn check_limits(
+pub(super) fn check_limits(
     checks: &mut Checks,
     daily_limit: Option<i32>,
     min_interval_seconds: Option<i32>,

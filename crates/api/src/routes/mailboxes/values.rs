@@ -109,14 +109,29 @@ pub(super) fn new_values(
 /// Applies a partial update to the stored row. Changing any SMTP or IMAP connection setting
 /// of a mailbox in `error` moves it back to `active` (the error was about the old settings),
 /// unless the update sets a status itself.
+///
+/// A mailbox connected with OAuth (`oauth`) logs in as its connected account: its address
+/// and SMTP/IMAP usernames and passwords are not the client's to change (a reconnect is).
+/// `reconnect_required` is left by a reconnect only, never by setting `active`.
 pub(super) fn merge(
     current: db::Mailbox,
     body: &UpdateMailbox,
     cipher: Option<&SecretCipher>,
+    oauth: bool,
 ) -> Result<MailboxValues, ApiError> {
     let id = current.id;
     let mut v = MailboxValues::from(current);
     let mut checks = Checks::default();
+    if oauth {
+        refuse_credentials(&mut checks, body);
+    }
+    if v.status == status::RECONNECT_REQUIRED && body.status == Some(SettableStatus::Active) {
+        checks.fail(
+            "status",
+            "the OAuth provider no longer accepts the mailbox's grant: reconnect it with \
+             POST /mailboxes/{id}/oauth/reconnect, which makes it active",
+        );
+    }
     let mut connection_changed = false;
     let mut new_smtp_password = None;
     let mut new_imap_password = None;
@@ -288,6 +303,31 @@ pub(super) fn merge(
         v.imap_password_encrypted = Some(encrypt(cipher, password, &context)?);
     }
     Ok(v)
+}
+
+/// The fields of an update that an OAuth mailbox's connected account determines.
+fn refuse_credentials(checks: &mut Checks, body: &UpdateMailbox) {
+    const WHY: &str = "the mailbox is connected with OAuth and logs in as its connected \
+                       account; connect another account instead";
+    if body.email.is_some() {
+        checks.fail("email", WHY);
+    }
+    if let Some(smtp) = &body.smtp {
+        if smtp.username.is_some() {
+            checks.fail("smtp.username", WHY);
+        }
+        if smtp.password.is_some() {
+            checks.fail("smtp.password", WHY);
+        }
+    }
+    if let Some(Some(imap)) = &body.imap {
+        if imap.username.is_some() {
+            checks.fail("imap.username", WHY);
+        }
+        if imap.password.is_some() {
+            checks.fail("imap.password", WHY);
+        }
+    }
 }
 
 /// Sets `slot` to `value`; true when that changed it.
