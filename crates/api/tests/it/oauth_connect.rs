@@ -7,7 +7,7 @@ use std::net::TcpListener;
 
 use domain::config::{Config, OAuthProviderConfig};
 use domain::crypto::SecretCipher;
-use domain::db::mailbox_oauth::{self, refresh_token_context};
+use domain::db::mailbox_oauth::{self, access_token_context, refresh_token_context};
 use domain::mail::Security;
 use domain::testing::oauth::{
     AccessTokenLifespans, AuthorizationServer, DenyAt, OAuthClient, SCOPE, dovecot_submission_addr,
@@ -143,6 +143,21 @@ impl Connector {
     }
 }
 
+impl Connector {
+    /// The access token stored for a mailbox, decrypted.
+    async fn access_token(&self, mailbox_id: &str) -> anyhow::Result<String> {
+        let id: Uuid = mailbox_id.parse()?;
+        let mut conn = self.api.db().await?;
+        let stored = mailbox_oauth::find(&mut conn, id)
+            .await?
+            .and_then(|grant| grant.access_token_encrypted)
+            .ok_or_else(|| anyhow::anyhow!("no access token stored"))?;
+        let cipher = SecretCipher::from_spec(&SecretString::from(ENCRYPTION_KEYS))?;
+        let token = cipher.decrypt(&stored, &access_token_context(id))?;
+        Ok(token.expose_secret().to_owned())
+    }
+}
+
 /// What the callback answered.
 struct Outcome {
     status: u16,
@@ -248,10 +263,14 @@ async fn connects_a_mailbox_verifies_it_and_revokes_the_grant_when_deleted() -> 
     let (generation, refresh_token) = connector.refresh_token(&id).await?;
     assert_eq!(generation, 0);
     assert!(connector.server.is_active(&refresh_token).await?);
+    let access_token = connector.access_token(&id).await?;
+    assert!(connector.server.is_active(&access_token).await?);
     let (_, list) = api.get("/api/v1/mailboxes", &tenant.key).await?;
     assert_eq!(list["data"][0]["auth"]["type"], "oauth2");
     for body in [&mailbox, &list] {
-        assert!(!body.to_string().contains(&refresh_token), "{body}");
+        for token in [&refresh_token, &access_token] {
+            assert!(!body.to_string().contains(token.as_str()), "{body}");
+        }
     }
 
     // The same callback again is a replay: refused, nothing created.
@@ -334,6 +353,19 @@ async fn reconnect_keeps_the_mailbox_and_resumes_it() -> anyhow::Result<()> {
         .await?;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "reconnect_required");
+    // Verify says why it cannot log in, and the status stays.
+    let (status, verified) = api
+        .post(&format!("{path}/verify"), &tenant.key, json!({}))
+        .await?;
+    assert_eq!(status, 200, "{verified}");
+    assert_eq!(verified["smtp"]["ok"], false);
+    assert!(
+        verified["smtp"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("connected again")),
+        "{verified}"
+    );
+    assert_eq!(verified["status"], "reconnect_required");
 
     // Reconnecting as another account is refused and changes nothing.
     let reconnect = format!("{path}/oauth/reconnect");
@@ -550,6 +582,15 @@ async fn authorize_requests_name_what_is_wrong() -> anyhow::Result<()> {
     }
     let (status, body) = api.post(AUTHORIZE, "not-a-key", json!({})).await?;
     assert_error(status, &body, 401, "unauthorized");
+
+    // Without encryption keys the verifier (and later the tokens) could not be stored.
+    let keyless = Connector::start_with(|config| {
+        config.security.encryption_keys = SecretString::from(String::new());
+    })
+    .await?;
+    let tenant = keyless.api.tenant("acme").await?;
+    let (status, body) = keyless.api.post(AUTHORIZE, &tenant.key, json!({})).await?;
+    assert_error(status, &body, 503, "encryption_not_configured");
 
     // OAuth connections disabled (no redirect URL): no provider is enabled.
     let disabled = TestApi::start().await?;
