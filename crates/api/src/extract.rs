@@ -24,6 +24,15 @@ use crate::error::{ApiError, FieldError};
 /// Validation beyond what serde checks; collects every problem, not just the first.
 pub trait Validate {
     fn validate(&self) -> Result<(), Vec<FieldError>>;
+
+    /// What an empty body means, for bodies whose every field is optional (`{}`); `None`
+    /// (the default) makes an empty body malformed JSON like any other.
+    fn when_empty() -> Option<Self>
+    where
+        Self: Sized,
+    {
+        None
+    }
 }
 
 /// Limit for JSON bodies, from `api.max_body_bytes`.
@@ -69,7 +78,11 @@ where
                 bytes.extend_from_slice(&chunk);
             }
             refuse_nul(&bytes)?;
-            let value: T = parse(&bytes)?;
+            let empty = bytes.iter().all(u8::is_ascii_whitespace);
+            let value: T = match T::when_empty().filter(|_| empty) {
+                Some(value) => value,
+                None => parse(&bytes)?,
+            };
             value.validate().map_err(ApiError::Validation)?;
             Ok(Body(value))
         })

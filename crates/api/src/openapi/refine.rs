@@ -788,6 +788,8 @@ fn oauth_connections(doc: &mut Value) -> Result<()> {
         "/mailboxes/{id}/oauth/reconnect",
         json!({"return_url": "https://app.example.com/mailboxes"}),
     )?;
+    operation(doc, "post", "/mailboxes/{id}/oauth/reconnect")?["requestBody"]["required"] =
+        json!(false);
     let callback = operation(doc, "get", "/oauth/callback")?;
     let html = json!({"text/html": {"schema": {"type": "string",
         "description": "A small HTML page saying what happened."}}});

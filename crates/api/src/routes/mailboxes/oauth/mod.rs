@@ -195,7 +195,7 @@ async fn authorize(
 /// Reconnect an OAuth mailbox
 ///
 /// Starts the same flow as `POST /mailboxes/oauth/{provider}/authorize` for a mailbox
-/// connected with OAuth, with its provider and its address as the login hint (send `{}` or
+/// connected with OAuth, with its provider and its address as the login hint (no body, or
 /// `{"return_url": ...}`). The callback requires the same account, replaces the grant,
 /// keeps the mailbox's id, settings and history, and makes a `reconnect_required` (or
 /// `error`) mailbox `active`. 409 for a mailbox that logs in with a password.

@@ -42,7 +42,7 @@ pub struct AuthorizeMailbox {
     pub return_url: Option<String>,
 }
 
-/// Starts a reconnection; every field is optional (send `{}`).
+/// Starts a reconnection; every field is optional (the body may be empty).
 #[derive(Debug, Default, Deserialize, Apiv2Schema)]
 #[serde(deny_unknown_fields)]
 pub struct ReconnectMailbox {
@@ -111,6 +111,10 @@ impl Validate for AuthorizeMailbox {
 }
 
 impl Validate for ReconnectMailbox {
+    fn when_empty() -> Option<Self> {
+        Some(Self::default())
+    }
+
     fn validate(&self) -> Result<(), Vec<FieldError>> {
         let mut checks = Checks::default();
         if let Some(url) = &self.return_url {
