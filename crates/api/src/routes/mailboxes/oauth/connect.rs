@@ -12,7 +12,6 @@ use domain::db::mailbox_oauth::{self, NewGrant, access_token_context, refresh_to
 use domain::db::mailboxes::{self as db, MailboxValues, status};
 use domain::db::oauth_authorizations::Authorization;
 use domain::db::schema::mailboxes;
-use domain::mail::Security;
 use domain::oauth::Tokens;
 use secrecy::SecretString;
 use uuid::Uuid;
@@ -186,7 +185,7 @@ fn use_provider(values: &mut MailboxValues, provider: &OAuthProviderConfig, addr
     values.smtp_password_encrypted = None;
     values.imap_host = Some(provider.imap_host.clone());
     values.imap_port = Some(provider.imap_port.into());
-    values.imap_security = Some(Security::Tls.as_str().to_owned());
+    values.imap_security = Some(provider.imap_security.as_str().to_owned());
     values.imap_username = Some(address.to_owned());
     values.imap_password_encrypted = None;
     if values.status == status::ERROR || values.status == status::RECONNECT_REQUIRED {
