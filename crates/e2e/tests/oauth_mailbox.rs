@@ -1,7 +1,8 @@
 //! A mailbox connected with OAuth, end to end against real servers: ORY Hydra plays Google
 //! (authorization code flow, rotating refresh tokens), Dovecot its mail servers (XOAUTH2 only,
 //! every token checked at Hydra; submissions relayed to GreenMail, where the prospects read).
-//! The real sender workers send over SMTP XOAUTH2, the real inbox watcher reads the reply
+//! The mailbox is connected through the API as a user's browser would (authorize, Hydra's
+//! login and consent, the API's callback); the real sender workers send over SMTP XOAUTH2, the real inbox watcher reads the reply
 //! over IMAP XOAUTH2 and the scheduler stops the enrollment; an expired access token is
 //! refreshed once for two workers; a revoked grant makes the mailbox `reconnect_required`
 //! with its message waiting, and a reconnect sends it.
@@ -14,7 +15,7 @@ use std::time::Duration;
 use domain::clock::{Clock, SystemClock};
 use domain::config::{Config, OAuthProviderConfig};
 use domain::crypto::SecretCipher;
-use domain::db::mailbox_oauth::{self, NewGrant, access_token_context, refresh_token_context};
+use domain::db::mailbox_oauth::{self, access_token_context, refresh_token_context};
 use domain::kafka::{TopicNames, ensure_topics};
 use domain::mail::Security;
 use domain::testing::greenmail::received;
@@ -23,13 +24,17 @@ use domain::testing::oauth::{
 };
 use domain::testing::{TestDatabase, poll_until, quick_inbox_watcher, test_config_for};
 use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(90);
-const REDIRECT_URI: &str = "http://127.0.0.1:54451/api/v1/oauth/callback";
 const SUBJECT: &str = "Quick question";
+const ADMIN_TOKEN: &str = "e2e-oauth-admin-token-0123456789abcdef";
+/// Where the callback sends the browser back to the client's application (nothing listens:
+/// the test reads the redirect).
+const RETURN_URL: &str = "http://127.0.0.1:9/mailboxes";
 
 struct World {
     db: TestDatabase,
@@ -37,12 +42,22 @@ struct World {
     cipher: SecretCipher,
     server: AuthorizationServer,
     client: OAuthClient,
+    api_url: String,
+    key: String,
+    http: reqwest::Client,
     workspace: Uuid,
     sequence: Uuid,
     mailbox: Uuid,
     seller: String,
     shutdown: CancellationToken,
     services: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
+}
+
+fn text(value: &Value) -> anyhow::Result<String> {
+    value
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("not a string: {value}"))
 }
 
 fn hydra_provider(
@@ -71,10 +86,14 @@ fn hydra_provider(
 
 impl World {
     async fn start() -> anyhow::Result<Self> {
+        // The callback's URL is the client's registered redirect URI: the api's port first.
+        let api_listener = TcpListener::bind("127.0.0.1:0")?;
+        let api_url = format!("http://127.0.0.1:{}", api_listener.local_addr()?.port());
+        let redirect_uri = format!("{api_url}/api/v1/oauth/callback");
         let server = AuthorizationServer::from_env()?;
         let client = server
             .create_client(
-                REDIRECT_URI,
+                &redirect_uri,
                 AccessTokenLifespans {
                     from_code: Some(Duration::from_secs(600)),
                     from_refresh: Some(Duration::from_secs(600)),
@@ -83,22 +102,39 @@ impl World {
             .await?;
         let db = TestDatabase::create().await?;
         let mut config = test_config_for(&db)?;
+        config.api.admin_token = ADMIN_TOKEN.to_owned().into();
         config.scheduler.poll_interval_ms = 100;
         config.tracker.public_url = "https://track.test".to_owned();
         quick_inbox_watcher(&mut config);
         // Every send logs in (a connection kept open stays logged in after a revocation, as
         // at Google).
         config.sender_worker.messages_per_connection = 1;
-        config.oauth.redirect_url = REDIRECT_URI.to_owned();
+        config.oauth.redirect_url = redirect_uri;
         config.oauth.providers.google = hydra_provider(&server, &client)?;
         let topics = TopicNames::from_config(&config.kafka);
         ensure_topics(&config.kafka, &topics.all()).await?;
         let cipher = config.security.cipher()?;
 
-        let (workspace, sequence, mailbox) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
-        let seller = format!("seller-{}@example.com", mailbox.simple());
+        let shutdown = CancellationToken::new();
+        let api = api::Application::build_with_listener(config.clone(), api_listener)?;
+        let services = vec![("api", tokio::spawn(api.run_until_stopped(shutdown.clone())))];
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        let response = http
+            .post(format!("{api_url}/api/v1/workspaces"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({"name": "oauth"}))
+            .send()
+            .await?;
+        anyhow::ensure!(response.status() == 201, "workspace: {}", response.status());
+        let body: Value = response.json().await?;
+        let key = text(&body["api_key"]["key"])?;
+        let workspace: Uuid = text(&body["workspace"]["id"])?.parse()?;
+
+        let sequence = Uuid::now_v7();
+        let seller = format!("seller-{}@example.com", sequence.simple());
         for sql in [
-            format!("INSERT INTO workspaces (id, name) VALUES ('{workspace}', 'oauth')"),
             format!(
                 "INSERT INTO sequences (id, workspace_id, name, status, stop_on_reply, \
                                         send_days, window_start, window_end, timezone, \
@@ -124,91 +160,95 @@ impl World {
             cipher,
             server,
             client,
+            api_url,
+            key,
+            http,
             workspace,
             sequence,
-            mailbox,
+            mailbox: Uuid::nil(),
             seller,
-            shutdown: CancellationToken::new(),
-            services: Vec::new(),
+            shutdown,
+            services,
         };
-        world.connect(true).await?;
+        world.mailbox = world
+            .connect(
+                "/mailboxes/oauth/google/authorize",
+                json!({"from_name": "Ana", "daily_limit": 1000, "min_interval_seconds": 0,
+                       "jitter_seconds": 0, "login_hint": world.seller,
+                       "return_url": RETURN_URL}),
+            )
+            .await?;
         world
             .db
             .exec(&format!(
                 "INSERT INTO sequence_mailboxes (sequence_id, mailbox_id) \
-             VALUES ('{sequence}', '{mailbox}')"
+                 VALUES ('{sequence}', '{}')",
+                world.mailbox
             ))
             .await?;
         world.start_services()?;
         Ok(world)
     }
 
-    /// What the callback does once the provider gave a code: the grant stored encrypted,
-    /// the mailbox created with the provider's servers (or made `active` again).
-    async fn connect(&self, create: bool) -> anyhow::Result<()> {
-        let authorization = self.server.authorize_as(&self.client, &self.seller).await?;
-        let tokens = self
+    /// A user's trip: the API's authorization URL (from `path` with `body`), Hydra's login
+    /// and consent as the seller, the browser sent to the API's callback, which redirects to
+    /// the return URL: the connected mailbox's id.
+    async fn connect(&self, path: &str, body: Value) -> anyhow::Result<Uuid> {
+        let response = self
+            .http
+            .post(format!("{}/api/v1{path}", self.api_url))
+            .bearer_auth(&self.key)
+            .json(&body)
+            .send()
+            .await?;
+        let status = response.status();
+        let answer: Value = response.json().await?;
+        anyhow::ensure!(status == 200, "{path}: {status} {answer}");
+        let start = reqwest::Url::parse(&text(&answer["authorization_url"])?)?;
+        let callback = self
             .server
-            .exchange_code(&self.client, &authorization)
+            .authorize_url_as(&self.client, &start, &self.seller)
             .await?;
-        let provider = &self.config.oauth.providers.google;
-        if create {
-            self.db
-                .exec(&format!(
-                    "INSERT INTO mailboxes (id, workspace_id, email, display_name, smtp_host, \
-                                            smtp_port, smtp_security, smtp_username, \
-                                            daily_limit, min_interval_seconds, \
-                                            max_jitter_seconds, imap_host, imap_port, \
-                                            imap_security, imap_username) \
-                     VALUES ('{}', '{}', '{seller}', 'Ana', '{}', {}, '{}', '{seller}', 1000, \
-                             0, 0, '{}', {}, '{}', '{seller}')",
-                    self.mailbox,
-                    self.workspace,
-                    provider.smtp_host,
-                    provider.smtp_port,
-                    provider.smtp_security,
-                    provider.imap_host,
-                    provider.imap_port,
-                    provider.imap_security,
-                    seller = self.seller,
-                ))
-                .await?;
-        }
-        let refresh = tokens
-            .refresh_token
-            .ok_or_else(|| anyhow::anyhow!("no refresh token"))?;
-        let mut conn = self.db.connect().await?;
-        mailbox_oauth::upsert(
-            &mut conn,
-            &NewGrant {
-                mailbox_id: self.mailbox,
-                provider: "google".into(),
-                connected_email: self.seller.clone(),
-                scopes: Vec::new(),
-                refresh_token_encrypted: self.cipher.encrypt(
-                    &SecretString::from(refresh),
-                    &refresh_token_context(self.mailbox),
-                )?,
-                access_token_encrypted: Some(self.cipher.encrypt(
-                    &SecretString::from(tokens.access_token),
-                    &access_token_context(self.mailbox),
-                )?),
-                access_token_expires_at: Some(
-                    chrono::Utc::now()
-                        + chrono::TimeDelta::seconds(i64::try_from(tokens.expires_in)?),
-                ),
-                refreshed_at: None,
-            },
-        )
-        .await?;
-        self.db
-            .exec(&format!(
-                "UPDATE mailboxes SET status = 'active', status_reason = NULL \
-                  WHERE id = '{}' AND status IN ('reconnect_required', 'error')",
-                self.mailbox
+        anyhow::ensure!(
+            callback.as_str().starts_with(&self.api_url),
+            "Hydra sent the browser to {callback}"
+        );
+        let response = self.http.get(callback).send().await?;
+        anyhow::ensure!(response.status() == 303, "callback: {}", response.status());
+        let location = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|value| value.to_str().ok())
+            .ok_or_else(|| anyhow::anyhow!("the callback redirected nowhere"))?;
+        let back = reqwest::Url::parse(location)?;
+        anyhow::ensure!(back.as_str().starts_with(RETURN_URL), "back to {back}");
+        let param = |name: &str| {
+            back.query_pairs()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.into_owned())
+        };
+        anyhow::ensure!(
+            param("status").as_deref() == Some("connected"),
+            "not connected: {back}"
+        );
+        Ok(param("mailbox_id")
+            .ok_or_else(|| anyhow::anyhow!("no mailbox_id in {back}"))?
+            .parse()?)
+    }
+
+    /// The mailbox as the API shows it.
+    async fn mailbox_view(&self) -> anyhow::Result<Value> {
+        let response = self
+            .http
+            .get(format!(
+                "{}/api/v1/mailboxes/{}",
+                self.api_url, self.mailbox
             ))
+            .bearer_auth(&self.key)
+            .send()
             .await?;
-        Ok(())
+        anyhow::ensure!(response.status() == 200, "mailbox: {}", response.status());
+        Ok(response.json().await?)
     }
 
     /// Two sender workers (so two race for an expired token), the scheduler and the watcher.
@@ -338,6 +378,14 @@ async fn an_oauth_mailbox_sends_reads_replies_refreshes_once_and_survives_a_revo
 -> anyhow::Result<()> {
     let world = World::start().await?;
 
+    let view = world.mailbox_view().await?;
+    assert_eq!(view["auth"]["type"], "oauth2");
+    assert_eq!(view["auth"]["connected_email"], world.seller.as_str());
+    assert_eq!(
+        view["smtp"]["port"],
+        oauth::dovecot_submission_addr()?.port()
+    );
+
     // Step 1 goes out over Dovecot's submission with XOAUTH2 and reaches the prospect.
     let (pat, pat_enrollment) = world.enroll("pat").await?;
     let header = world.step_one_sent(&pat, pat_enrollment).await?;
@@ -417,8 +465,18 @@ async fn an_oauth_mailbox_sends_reads_replies_refreshes_once_and_survives_a_revo
         .await?;
     assert!(received(&dee).await?.is_empty());
 
-    // The user connects the mailbox again: Dee's email goes out.
-    world.connect(false).await?;
+    let view = world.mailbox_view().await?;
+    assert_eq!(view["status"], "reconnect_required");
+    assert_eq!(view["auth"]["status"], "reconnect_required");
+
+    // The user connects the mailbox again: same mailbox, and Dee's email goes out.
+    let reconnected = world
+        .connect(
+            &format!("/mailboxes/{mailbox}/oauth/reconnect"),
+            json!({"return_url": RETURN_URL}),
+        )
+        .await?;
+    assert_eq!(reconnected, mailbox);
     world.step_one_sent(&dee, dee_enrollment).await?;
     assert_eq!(
         world
