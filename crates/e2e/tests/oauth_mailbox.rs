@@ -2,10 +2,11 @@
 //! (authorization code flow, rotating refresh tokens), Dovecot its mail servers (XOAUTH2 only,
 //! every token checked at Hydra; submissions relayed to GreenMail, where the prospects read).
 //! The mailbox is connected through the API as a user's browser would (authorize, Hydra's
-//! login and consent, the API's callback); the real sender workers send over SMTP XOAUTH2, the real inbox watcher reads the reply
-//! over IMAP XOAUTH2 and the scheduler stops the enrollment; an expired access token is
-//! refreshed once for two workers; a revoked grant makes the mailbox `reconnect_required`
-//! with its message waiting, and a reconnect sends it.
+//! login and consent, the API's callback). The real sender workers send over SMTP XOAUTH2 (a
+//! refused access token is refreshed once and the send goes through), the real inbox watcher
+//! reads the reply over IMAP XOAUTH2 and the scheduler stops the enrollment; an expired
+//! access token is refreshed once for two workers; a revoked grant makes the mailbox
+//! `reconnect_required` with its message waiting, and a reconnect through the API sends it.
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -18,11 +19,14 @@ use domain::crypto::SecretCipher;
 use domain::db::mailbox_oauth::{self, access_token_context, refresh_token_context};
 use domain::kafka::{TopicNames, ensure_topics};
 use domain::mail::Security;
+use domain::oauth::{AccessTokens, TokenClient};
 use domain::testing::greenmail::received;
 use domain::testing::oauth::{
     self, AccessTokenLifespans, AuthorizationServer, OAuthClient, SCOPE, append_to_dovecot_inbox,
 };
-use domain::testing::{TestDatabase, poll_until, quick_inbox_watcher, test_config_for};
+use domain::testing::{
+    TestDatabase, poll_until, quick_inbox_watcher, test_config_for, test_outbound_guard,
+};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -353,6 +357,42 @@ impl World {
         Ok(header)
     }
 
+    /// Makes the stored access token one the provider no longer accepts, with an expiry that
+    /// says it is good: the current token is refreshed (as another replica would), which
+    /// makes Hydra drop it, and then written back as the current one.
+    async fn stale_access_token(&self) -> anyhow::Result<()> {
+        let (_, old, generation) = self.grant().await?;
+        let tokens = AccessTokens::new(
+            self.db.pool()?,
+            Arc::new(self.config.security.cipher()?),
+            TokenClient::new(
+                test_outbound_guard(),
+                Arc::new(SystemClock),
+                domain::oauth::access::TOKEN_TIMEOUT,
+            )?,
+            self.config.oauth.clone(),
+            Arc::new(SystemClock),
+        );
+        let refreshed = tokens.after_rejection(self.mailbox, generation).await?;
+        anyhow::ensure!(
+            !self.server.is_active(old.expose_secret()).await?,
+            "Hydra still accepts the replaced token"
+        );
+        let stored = self
+            .cipher
+            .encrypt(&old, &access_token_context(self.mailbox))?;
+        let hex: String = stored.iter().map(|b| format!("{b:02x}")).collect();
+        self.db
+            .exec(&format!(
+                "UPDATE mailbox_oauth SET access_token_encrypted = decode('{hex}', 'hex'), \
+                        access_token_expires_at = now() + interval '1 hour' \
+                  WHERE mailbox_id = '{}' AND generation = {}",
+                self.mailbox, refreshed.generation
+            ))
+            .await?;
+        Ok(())
+    }
+
     /// The grant's refresh token and generation as stored.
     async fn grant(&self) -> anyhow::Result<(SecretString, SecretString, i64)> {
         let grant = mailbox_oauth::find(&mut self.db.connect().await?, self.mailbox)
@@ -386,9 +426,20 @@ async fn an_oauth_mailbox_sends_reads_replies_refreshes_once_and_survives_a_revo
         oauth::dovecot_submission_addr()?.port()
     );
 
-    // Step 1 goes out over Dovecot's submission with XOAUTH2 and reaches the prospect.
+    // The stored access token is refused although it has not expired yet (replaced at the
+    // provider: another replica refreshed, Hydra dropped the old token, and this one is
+    // what the database still says). The sender worker's AUTH is refused, it refreshes once
+    // and sends: step 1 goes out over Dovecot's submission with XOAUTH2.
+    world.stale_access_token().await?;
+    let (_, _, stale_generation) = world.grant().await?;
     let (pat, pat_enrollment) = world.enroll("pat").await?;
     let header = world.step_one_sent(&pat, pat_enrollment).await?;
+    let (_, _, generation) = world.grant().await?;
+    assert_eq!(
+        generation,
+        stale_generation + 1,
+        "one refresh after the refusal"
+    );
 
     // Pat answers; the watcher reads Dovecot's INBOX with XOAUTH2 and the enrollment stops.
     let (_, access, _) = world.grant().await?;
