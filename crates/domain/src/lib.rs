@@ -17,6 +17,7 @@ pub mod service;
 pub mod telemetry;
 pub mod templates;
 pub mod tracking_token;
+pub mod webhooks;
 
 #[cfg(feature = "test-support")]
 pub mod testing;

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 
 use crate::infra::{self, Component, Infra};
 use crate::paths::Paths;
-use crate::{apt, cargo, deploy_tools, mail_checkers, postgres, process};
+use crate::{apt, cargo, deploy_tools, mail_checkers, postgres, process, webhook_verifier};
 
 const LEFT_RUNNING: &str = "infrastructure left running; `cargo xtask down` stops it";
 
@@ -30,6 +30,11 @@ pub fn infra(paths: &Paths) -> Result<ExitCode> {
         "export SEQ_TEST_SPAMASSASSIN={}",
         shell_quote(&spamassassin)
     );
+    let standardwebhooks = webhook_verifier::python(paths)?;
+    println!(
+        "export SEQ_TEST_PYTHON_STANDARDWEBHOOKS={}",
+        shell_quote(&standardwebhooks.display().to_string())
+    );
     eprintln!("{LEFT_RUNNING}");
     Ok(ExitCode::SUCCESS)
 }
@@ -42,6 +47,12 @@ pub fn test(paths: &Paths, args: &[String]) -> Result<ExitCode> {
     }
     if runs_package(args, "xtask") {
         extra.extend(deploy_tools::test_env(paths)?);
+    }
+    if runs_package(args, "domain") {
+        extra.push((
+            "SEQ_TEST_PYTHON_STANDARDWEBHOOKS",
+            webhook_verifier::python(paths)?.display().to_string(),
+        ));
     }
     if runs_package(args, "e2e") {
         apt::ensure(

@@ -21,6 +21,7 @@ mod probe;
 mod process;
 mod services;
 mod up;
+mod webhook_verifier;
 
 use std::process::ExitCode;
 
@@ -55,7 +56,8 @@ enum Cmd {
     /// Run `cargo test --workspace ARGS...` against the local infrastructure; tests of the
     /// sender-worker also get Postfix's smtp-sink in SEQ_TEST_SMTP_SINK and a Python with
     /// dkimpy in SEQ_TEST_PYTHON_DKIM, those of e2e SpamAssassin in SEQ_TEST_SPAMASSASSIN
-    /// (Debian packages, installed if missing).
+    /// (Debian packages, installed if missing), those of domain the Standard Webhooks library
+    /// in SEQ_TEST_PYTHON_STANDARDWEBHOOKS (from PyPI, into a virtualenv).
     Test {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,

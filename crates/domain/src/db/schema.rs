@@ -328,6 +328,53 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    webhook_endpoints (id) {
+        id -> Uuid,
+        workspace_id -> Uuid,
+        url -> Text,
+        description -> Nullable<Text>,
+        event_types -> Array<Text>,
+        enabled -> Bool,
+        disabled_reason -> Nullable<Text>,
+        secret_encrypted -> Bytea,
+        previous_secret_encrypted -> Nullable<Bytea>,
+        previous_secret_expires_at -> Nullable<Timestamptz>,
+        failing_since -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    webhook_deliveries (id) {
+        id -> Uuid,
+        endpoint_id -> Uuid,
+        workspace_id -> Uuid,
+        event_id -> Uuid,
+        event_type -> Text,
+        payload -> Jsonb,
+        status -> Text,
+        attempts -> Int4,
+        next_attempt_at -> Nullable<Timestamptz>,
+        occurred_at -> Timestamptz,
+        delivered_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    webhook_attempts (id) {
+        id -> Uuid,
+        delivery_id -> Uuid,
+        attempted_at -> Timestamptz,
+        status_code -> Nullable<Int4>,
+        latency_ms -> Int4,
+        error -> Nullable<Text>,
+        response_body -> Nullable<Text>,
+    }
+}
+
 diesel::joinable!(api_keys -> workspaces (workspace_id));
 diesel::joinable!(mailboxes -> workspaces (workspace_id));
 diesel::joinable!(contacts -> workspaces (workspace_id));
@@ -347,6 +394,9 @@ diesel::joinable!(inbox_watches -> mailboxes (mailbox_id));
 diesel::joinable!(inbox_folder_positions -> inbox_watches (mailbox_id));
 diesel::joinable!(mailbox_oauth -> mailboxes (mailbox_id));
 diesel::joinable!(oauth_authorizations -> workspaces (workspace_id));
+diesel::joinable!(webhook_endpoints -> workspaces (workspace_id));
+diesel::joinable!(webhook_deliveries -> webhook_endpoints (endpoint_id));
+diesel::joinable!(webhook_attempts -> webhook_deliveries (delivery_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     workspaces,
@@ -369,4 +419,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     inbox_folder_positions,
     mailbox_oauth,
     oauth_authorizations,
+    webhook_endpoints,
+    webhook_deliveries,
+    webhook_attempts,
 );

@@ -10,4 +10,5 @@ mod outbox;
 mod readiness;
 mod schema;
 mod suppressions;
+mod webhook_signatures;
 mod xoauth2;

@@ -68,6 +68,9 @@ async fn schema_rs_matches_the_migrated_database() -> anyhow::Result<()> {
         inbox_folder_positions,
         mailbox_oauth,
         oauth_authorizations,
+        webhook_endpoints,
+        webhook_deliveries,
+        webhook_attempts,
     );
     // Same tables, same column counts: together with the SELECT above, the same columns.
     assert_eq!(in_schema_rs, in_database);
