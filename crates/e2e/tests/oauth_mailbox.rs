@@ -270,7 +270,7 @@ impl World {
                 tokio::spawn(sender.run_until_stopped(self.shutdown.clone())),
             ));
         }
-        let watcher = tracker::inbox::Application::build_with(self.config.clone(), listener()?)?;
+        let watcher = inbox_watcher::Application::build_with(self.config.clone(), listener()?)?;
         self.services.push((
             "inbox watcher",
             tokio::spawn(watcher.run_until_stopped(self.shutdown.clone())),

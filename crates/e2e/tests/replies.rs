@@ -152,7 +152,7 @@ impl Flow {
 
         let shutdown = CancellationToken::new();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let watcher = tracker::inbox::Application::build_with(
+        let watcher = inbox_watcher::Application::build_with(
             config.clone(),
             TcpListener::bind("127.0.0.1:0")?,
         )?;

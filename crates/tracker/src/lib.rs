@@ -27,7 +27,6 @@
 
 pub mod bots;
 pub mod client_ip;
-pub mod inbox;
 pub mod pages;
 pub mod publish;
 pub mod recent_opens;

@@ -1,5 +1,4 @@
-//! The service binaries (the four services and the tracker's inbox watcher): build, migrate,
-//! spawn, readiness, stop.
+//! The service binaries (the five services): build, migrate, spawn, readiness, stop.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -55,7 +54,7 @@ pub const ALL: [Service; 5] = [
     },
     Service {
         name: "inbox-watcher",
-        package: "tracker",
+        package: "inbox-watcher",
         addr: "127.0.0.1:9104",
         bind_var: "SEQ_INBOX_WATCHER__ADMIN_BIND",
     },

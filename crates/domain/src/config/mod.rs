@@ -247,7 +247,7 @@ pub enum DkimAlgorithm {
     Ed25519,
 }
 
-/// The inbox watcher (the tracker's second binary): reads connected mailboxes over IMAP for
+/// The inbox watcher (`crates/inbox-watcher`): reads connected mailboxes over IMAP for
 /// replies, automatic answers and bounces.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,9 +1,7 @@
-//! Integration tests of the tracker service and the inbox watcher against real PostgreSQL,
-//! Kafka and (for the watcher) GreenMail.
+//! Integration tests of the tracker service against real PostgreSQL and Kafka.
 
 mod events;
 mod health;
-mod inbox;
 mod publish;
 mod responses;
 mod support;

@@ -1,5 +1,4 @@
-//! The inbox watcher, the tracker crate's second binary (`inbox-watcher`, its own
-//! Deployment): reads every connected mailbox's IMAP inbox for what comes back to the emails
+//! The inbox watcher (binary `inbox-watcher`, its own Deployment): reads every connected mailbox's IMAP inbox for what comes back to the emails
 //! we sent, and tells the scheduler through `email-events`:
 //!
 //! - a reply (matched by In-Reply-To/References, else by sender and thread subject):

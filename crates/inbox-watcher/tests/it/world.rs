@@ -303,7 +303,7 @@ pub struct Watcher {
 
 impl Watcher {
     pub async fn start(config: Config) -> anyhow::Result<Self> {
-        let app = tracker::inbox::Application::build_with(
+        let app = inbox_watcher::Application::build_with(
             config,
             std::net::TcpListener::bind("127.0.0.1:0")?,
         )?;

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use domain::events::EmailEvent;
 
-use super::world::{
+use crate::world::{
     InboxWorld, Seller, Sent, deliver, delivery_report, email, file_into, reply, seen_uids_in,
     watching,
 };

@@ -4,6 +4,6 @@ fn main() -> ExitCode {
     domain::service::cli::run(
         "inbox-watcher",
         |c| c.inbox_watcher.admin_bind,
-        tracker::inbox::serve,
+        inbox_watcher::serve,
     )
 }

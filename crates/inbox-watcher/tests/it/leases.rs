@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use domain::events::EmailEvent;
 use domain::testing::poll_until;
 
-use super::world::{InboxWorld, Seller, WAIT, Watcher, deliver, reply, watching};
+use crate::world::{InboxWorld, Seller, WAIT, Watcher, deliver, reply, watching};
 
 /// Owners of the sellers' watches, when every one is watched.
 async fn owners(world: &InboxWorld, sellers: &[Seller]) -> Option<HashMap<String, usize>> {

@@ -9,7 +9,7 @@ use domain::kafka::TopicNames;
 use domain::testing::process_stats::service_command;
 use domain::testing::{count_records, poll_until, read_topic};
 
-use super::world::{InboxWorld, Sent, WAIT, deliver, reply};
+use crate::world::{InboxWorld, Sent, WAIT, deliver, reply};
 
 fn start_binary(world: &InboxWorld) -> anyhow::Result<tokio::process::Child> {
     let watcher = &world.config.inbox_watcher;

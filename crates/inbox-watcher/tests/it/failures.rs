@@ -5,7 +5,7 @@ use domain::testing::poll_until;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::TcpListener;
 
-use super::world::{InboxWorld, WAIT};
+use crate::world::{InboxWorld, WAIT};
 
 #[tokio::test]
 async fn an_unreachable_server_is_retried_and_shown_on_the_mailbox() -> anyhow::Result<()> {

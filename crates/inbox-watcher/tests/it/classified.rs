@@ -5,7 +5,7 @@ use domain::events::EmailEvent;
 
 const MAILER_DAEMON: &str = "mailer-daemon@mx.prospect.test";
 
-use super::world::{InboxWorld, deliver, delivery_report, email, reply, seen_uids, watching};
+use crate::world::{InboxWorld, deliver, delivery_report, email, reply, seen_uids, watching};
 
 #[tokio::test]
 async fn a_reply_seen_through_idle_becomes_one_replied_event_and_stays_unread() -> anyhow::Result<()>
