@@ -59,6 +59,7 @@ impl Application {
             base.pool.clone(),
             cipher.as_ref(),
             outbound.clone(),
+            base.topics.mailbox_events.clone(),
         )?;
         let state = web::Data::new(AppState::new(
             base.pool.clone(),

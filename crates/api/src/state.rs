@@ -49,6 +49,7 @@ impl OAuth {
         pool: PgPool,
         cipher: Option<&SecretCipher>,
         outbound: OutboundGuard,
+        mailbox_events_topic: String,
     ) -> Result<Self, TokenError> {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let client = TokenClient::new(outbound, clock.clone(), TOKEN_TIMEOUT)?;
@@ -59,6 +60,7 @@ impl OAuth {
                 client.clone(),
                 config.clone(),
                 clock.clone(),
+                mailbox_events_topic,
             )
         });
         Ok(Self {

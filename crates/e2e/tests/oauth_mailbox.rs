@@ -372,6 +372,7 @@ impl World {
             )?,
             self.config.oauth.clone(),
             Arc::new(SystemClock),
+            TopicNames::from_config(&self.config.kafka).mailbox_events,
         );
         let refreshed = tokens.after_rejection(self.mailbox, generation).await?;
         anyhow::ensure!(

@@ -84,6 +84,7 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("OAuth token client: {e}"))?,
             base.config.oauth.clone(),
             clock,
+            base.topics.mailbox_events.clone(),
         );
         let shared = Arc::new(Shared {
             pool: base.pool.clone(),

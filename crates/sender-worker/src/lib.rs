@@ -84,6 +84,7 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("OAuth token client: {e}"))?,
             base.config.oauth.clone(),
             Arc::clone(&clock),
+            base.topics.mailbox_events.clone(),
         );
         let rechecker = Rechecker::new(
             base.pool.clone(),

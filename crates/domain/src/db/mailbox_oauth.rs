@@ -191,19 +191,21 @@ pub async fn store_refreshed(
 }
 
 /// Puts the mailbox in `reconnect_required` with `reason`, from `active` or `error`
-/// (`paused` and `disabled`, the client's choices, stay). True when the status changed.
+/// (`paused` and `disabled`, the client's choices, stay). Its workspace when the status
+/// changed.
 pub async fn require_reconnect(
     conn: &mut AsyncPgConnection,
     mailbox_id: Uuid,
     reason: &str,
-) -> QueryResult<bool> {
+) -> QueryResult<Option<Uuid>> {
     diesel::update(mailboxes::table.find(mailbox_id))
         .filter(mailboxes::status.eq_any([status::ACTIVE, status::ERROR]))
         .set((
             mailboxes::status.eq(status::RECONNECT_REQUIRED),
             mailboxes::status_reason.eq(Some(reason)),
         ))
-        .execute(conn)
+        .returning(mailboxes::workspace_id)
+        .get_result(conn)
         .await
-        .map(|n| n == 1)
+        .optional()
 }

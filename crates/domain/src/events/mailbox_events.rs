@@ -1,6 +1,7 @@
 //! `mailbox-events`: what happened to a mailbox's health, produced through the outbox by the
-//! scheduler (the reputation guard paused it) and the sender worker (an automatic re-check
-//! found it working again). Nothing consumes it yet; webhooks will.
+//! scheduler (the reputation guard paused it), the sender worker (an automatic re-check
+//! found it working again) and whoever refreshed an OAuth mailbox's token when the provider
+//! refused the grant (`oauth::AccessTokens`). Nothing consumes it yet; webhooks will.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -50,6 +51,15 @@ pub enum MailboxEvent {
         /// Re-checks that had failed before this one.
         failed_checks: u32,
     },
+    /// The OAuth provider refused the mailbox's grant (`invalid_grant`): it is
+    /// `reconnect_required` until its owner connects it again.
+    ReconnectRequired {
+        mailbox_id: Uuid,
+        /// `google` or `microsoft`.
+        provider: String,
+        /// As stored in the mailbox's `status_reason`.
+        reason: String,
+    },
 }
 
 impl Payload for MailboxEvent {
@@ -60,7 +70,8 @@ impl MailboxEvent {
     pub fn mailbox_id(&self) -> Uuid {
         match self {
             MailboxEvent::Paused { mailbox_id, .. }
-            | MailboxEvent::Recovered { mailbox_id, .. } => *mailbox_id,
+            | MailboxEvent::Recovered { mailbox_id, .. }
+            | MailboxEvent::ReconnectRequired { mailbox_id, .. } => *mailbox_id,
         }
     }
 }
@@ -83,6 +94,20 @@ mod tests {
         assert_eq!(json["type"], "paused");
         assert_eq!(json["payload"]["cause"], "bounce_rate");
         assert_eq!(json["payload"]["out_of"], 50);
+        assert_eq!(serde_json::from_value::<MailboxEvent>(json)?, event);
+        Ok(())
+    }
+
+    #[test]
+    fn a_reconnect_required_names_the_provider_and_the_reason() -> anyhow::Result<()> {
+        let event = MailboxEvent::ReconnectRequired {
+            mailbox_id: Uuid::nil(),
+            provider: "microsoft".into(),
+            reason: "invalid_grant".into(),
+        };
+        let json = serde_json::to_value(&event)?;
+        assert_eq!(json["type"], "reconnect_required");
+        assert_eq!(json["payload"]["provider"], "microsoft");
         assert_eq!(serde_json::from_value::<MailboxEvent>(json)?, event);
         Ok(())
     }

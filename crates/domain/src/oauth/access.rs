@@ -7,8 +7,9 @@
 //! Hydra a second refresh with the old refresh token would even revoke the grant). A rotated
 //! refresh token is stored in the same transaction as the access token it came with.
 //!
-//! `invalid_grant` puts the mailbox in `reconnect_required` (in that transaction too): its
-//! messages wait, the watcher stops reading it, `oauth_reconnect_required_total` counts it.
+//! `invalid_grant` puts the mailbox in `reconnect_required` (in that transaction too, with a
+//! `MailboxEvent::ReconnectRequired` on `mailbox-events` through the outbox): its messages
+//! wait, the watcher stops reading it, `oauth_reconnect_required_total` counts it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +27,10 @@ use crate::db::mailbox_oauth::{
     self, GrantState, MailboxOAuth, Refreshed, access_token_context, refresh_token_context,
 };
 use crate::db::mailboxes::status;
+use crate::db::outbox::{self, NewOutboxRecord};
 use crate::db::{DbError, PgPool};
+use crate::events::MailboxEvent;
+use crate::kafka::Envelope;
 use crate::mail::Login;
 
 /// How long a token endpoint call may take, connection included.
@@ -70,6 +74,9 @@ pub enum AccessError {
     Refresh(TokenError),
     #[error(transparent)]
     Db(#[from] DbError),
+    /// The mailbox event could not be serialized (a bug, not an input).
+    #[error("could not write the mailbox event: {0}")]
+    Event(#[from] serde_json::Error),
 }
 
 impl AccessError {
@@ -87,6 +94,8 @@ pub struct AccessTokens {
     client: TokenClient,
     config: Arc<OAuthConfig>,
     clock: Arc<dyn Clock>,
+    /// Where `MailboxEvent::ReconnectRequired` goes (`mailbox-events`).
+    mailbox_events_topic: String,
 }
 
 impl std::fmt::Debug for AccessTokens {
@@ -102,6 +111,7 @@ impl AccessTokens {
         client: TokenClient,
         config: OAuthConfig,
         clock: Arc<dyn Clock>,
+        mailbox_events_topic: String,
     ) -> Self {
         AccessTokens {
             pool,
@@ -109,6 +119,7 @@ impl AccessTokens {
             client,
             config: Arc::new(config),
             clock,
+            mailbox_events_topic,
         }
     }
 
@@ -209,10 +220,13 @@ impl AccessTokens {
             Err(error) if error.is_invalid_grant() => {
                 label("invalid_grant");
                 let reason = format!("the OAuth provider refused the grant: {error}");
-                if mailbox_oauth::require_reconnect(tx, grant.mailbox_id, &reason)
-                    .await
-                    .map_err(DbError::from)?
+                if let Some(workspace_id) =
+                    mailbox_oauth::require_reconnect(tx, grant.mailbox_id, &reason)
+                        .await
+                        .map_err(DbError::from)?
                 {
+                    self.announce_reconnect_required(tx, workspace_id, grant, &reason)
+                        .await?;
                     metrics::counter!(
                         "oauth_reconnect_required_total",
                         "provider" => grant.provider.clone(),
@@ -263,6 +277,34 @@ impl AccessTokens {
             token: tokens.access_token,
             generation: stored.generation,
         })
+    }
+
+    /// `MailboxEvent::ReconnectRequired` into the outbox, in the caller's transaction.
+    async fn announce_reconnect_required(
+        &self,
+        tx: &mut diesel_async::AsyncPgConnection,
+        workspace_id: Uuid,
+        grant: &MailboxOAuth,
+        reason: &str,
+    ) -> Result<(), AccessError> {
+        let mut envelope = Envelope::new(
+            workspace_id,
+            MailboxEvent::ReconnectRequired {
+                mailbox_id: grant.mailbox_id,
+                provider: grant.provider.clone(),
+                reason: reason.to_owned(),
+            },
+        );
+        envelope.occurred_at = self.clock.now();
+        let record = NewOutboxRecord::from_envelope(
+            &self.mailbox_events_topic,
+            grant.mailbox_id.to_string(),
+            &envelope,
+        )?;
+        outbox::insert_many(tx, std::slice::from_ref(&record))
+            .await
+            .map_err(DbError::from)?;
+        Ok(())
     }
 
     /// The grant's access token if it does not expire within the refresh margin.

@@ -21,6 +21,9 @@ use uuid::Uuid;
 use crate::oauth_tokens::{REDIRECT_URI, connected, some, token_client, unique_address};
 use crate::suppressions::workspace;
 
+/// The outbox topic of `MailboxEvent`s in these tests (nothing relays it).
+const MAILBOX_EVENTS: &str = "test.mailbox-events";
+
 fn disabled() -> OAuthProviderConfig {
     OAuthProviderConfig {
         client_id: String::new(),
@@ -107,6 +110,7 @@ async fn connected_mailbox(name: &str) -> anyhow::Result<Connected> {
         )?,
         oauth_config(provider),
         Arc::new(SystemClock),
+        MAILBOX_EVENTS.to_owned(),
     );
     Ok(Connected {
         db,
@@ -198,6 +202,18 @@ async fn a_revoked_grant_makes_the_mailbox_reconnect_required_with_the_reason() 
             .count(&format!(
                 "SELECT count(*) AS n FROM mailboxes WHERE id = '{id}' \
                     AND status = 'reconnect_required' AND status_reason LIKE '%invalid_grant%'"
+            ))
+            .await?,
+        1
+    );
+    // One `reconnect_required` record on mailbox-events, in the outbox with the status.
+    assert_eq!(
+        connected
+            .db
+            .count(&format!(
+                "SELECT count(*) AS n FROM outbox WHERE topic = '{MAILBOX_EVENTS}' \
+                    AND message_key = '{id}' AND payload ->> 'type' = 'reconnect_required' \
+                    AND payload -> 'payload' ->> 'provider' = 'google'"
             ))
             .await?,
         1
