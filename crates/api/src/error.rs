@@ -41,7 +41,7 @@ impl FieldError {
     code = 500,
     description = "Internal error",
     code = 503,
-    description = "The server is not configured for this request (e.g. no key to encrypt mailbox passwords)"
+    description = "The server is not configured for this request (e.g. no key to encrypt secrets)"
 )]
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -64,11 +64,12 @@ pub enum ApiError {
     Validation(Vec<FieldError>),
     #[error("rate limit exceeded; retry in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
-    /// Mailbox passwords cannot be stored or read: `security.encryption_keys` is empty. A
-    /// configuration problem of the server that the client cannot fix, hence 503.
+    /// Secrets (mailbox passwords, webhook signing secrets) cannot be stored or read:
+    /// `security.encryption_keys` is empty. A configuration problem of the server that the
+    /// client cannot fix, hence 503.
     #[error(
-        "this server cannot store or read mailbox passwords: its operator has not configured \
-         encryption keys (security.encryption_keys)"
+        "this server cannot store or read secrets (mailbox passwords, webhook signing \
+         secrets): its operator has not configured encryption keys (security.encryption_keys)"
     )]
     EncryptionUnavailable,
     #[error("internal error")]

@@ -35,6 +35,16 @@ pub trait Validate {
     }
 }
 
+/// For a field of a partial update that `null` clears: `Some(None)` for an explicit `null`,
+/// `None` when the field is absent. Use with `#[serde(default, deserialize_with = ...)]`.
+pub fn nullable<'de, T, D>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: serde::Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(deserializer).map(Some)
+}
+
 /// Limit for JSON bodies, from `api.max_body_bytes`.
 #[derive(Clone, Copy)]
 pub struct BodyLimit(pub usize);

@@ -62,7 +62,7 @@ pub fn base_spec() -> DefaultApiRaw {
         version: env!("CARGO_PKG_VERSION").into(),
         description: Some(
             "Campaign authoring: workspaces and keys, sequences and steps, mailboxes, contacts, \
-             enrollments, suppressions and stats. Errors use one envelope: \
+             enrollments, suppressions, stats and webhooks. Errors use one envelope: \
              {\"error\": {\"code\", \"message\", \"details\": [{\"field\", \"message\"}]}}."
                 .into(),
         ),
@@ -79,6 +79,7 @@ pub fn base_spec() -> DefaultApiRaw {
         "Enrollments",
         "Messages",
         "Stats",
+        "Webhooks",
     ]
     .into_iter()
     .map(|name| Tag {

@@ -22,6 +22,7 @@ use crate::routes::sequences::model::{
     DAY_NAMES, MAX_MAILBOXES, MAX_STEP_ORDER, MAX_STEPS, MAX_VARIANT_WEIGHT, MAX_VARIANTS,
     MAX_WAIT_DAYS, MAX_WAIT_HOURS, MAX_WAIT_MINUTES, MIN_STEP_ORDER,
 };
+use crate::routes::webhooks::MAX_DESCRIPTION_LEN as MAX_WEBHOOK_DESCRIPTION_LEN;
 use crate::validation::{
     MAX_ATTRIBUTE_KEY_LEN, MAX_ATTRIBUTE_NUMBER, MAX_ATTRIBUTE_VALUE_LEN, MAX_ATTRIBUTES,
     MAX_EMAIL_LEN, MAX_HOST_LEN, MAX_NAME_LEN, MAX_TEXT_LEN, MAX_URL_LEN,
@@ -60,6 +61,8 @@ pub mod patterns {
         r"^(?:[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})?$";
     /// An attribute name: an identifier usable as a template variable.
     pub const ATTRIBUTE_KEY: &str = r"^[A-Za-z_][A-Za-z0-9_]*$";
+    /// A generated webhook signing secret: `whsec_` and the base64 of 32 bytes.
+    pub const WEBHOOK_SECRET: &str = r"^whsec_[A-Za-z0-9+/]{43}=$";
 }
 
 pub fn apply(doc: &mut Value) -> Result<()> {
@@ -73,6 +76,7 @@ pub fn apply(doc: &mut Value) -> Result<()> {
     mailboxes(doc)?;
     oauth_connections(doc)?;
     messages(doc)?;
+    webhooks(doc)?;
     responses(doc)?;
     operations(doc)?;
     write_bodies_are_closed(doc)?;
@@ -236,7 +240,7 @@ fn range(min: i64, max: i64) -> Value {
 fn info(doc: &mut Value) {
     doc["info"]["description"] = json!(
         "Campaign authoring: workspaces and keys, sequences and steps, mailboxes, contacts, \
-         enrollments, suppressions and stats.\n\n\
+         enrollments, suppressions, stats and webhooks.\n\n\
          Authenticate with `Authorization: Bearer <API key>` (workspace creation: the admin \
          token). Errors use one envelope, `{\"error\": {\"code\", \"message\", \"details\": \
          [{\"field\", \"message\"}]}}`. A 422 means the request is invalid whatever the state \
@@ -839,6 +843,66 @@ fn messages(doc: &mut Value) -> Result<()> {
     Ok(())
 }
 
+fn webhooks(doc: &mut Value) -> Result<()> {
+    let names = domain::webhooks::event_types::ALL;
+    let url = json!({
+        "format": "uri",
+        "pattern": patterns::HTTP_URL,
+        "maxLength": MAX_URL_LEN,
+        "description": "A host given as an IP address that is not public is refused (422) \
+            unless the operator allows its network; a name is judged when a delivery \
+            resolves it.",
+    });
+    let event_types = json!({
+        "items": {"type": "string", "enum": names},
+        "uniqueItems": true,
+        "maxItems": names.len(),
+    });
+    for schema in ["CreateWebhook", "UpdateWebhook"] {
+        constrain(doc, schema, "url", url.clone())?;
+        constrain(doc, schema, "event_types", event_types.clone())?;
+        constrain(
+            doc,
+            schema,
+            "description",
+            json!({"maxLength": MAX_WEBHOOK_DESCRIPTION_LEN}),
+        )?;
+    }
+    not_required(doc, "CreateWebhook", &["event_types"])?;
+    not_nullable(doc, "CreateWebhook", "event_types")?;
+    for schema in ["Webhook", "CreatedWebhook"] {
+        constrain(
+            doc,
+            schema,
+            "event_types",
+            json!({"items": {"type": "string", "enum": names}}),
+        )?;
+    }
+    for schema in ["CreatedWebhook", "RotatedSecret"] {
+        constrain(
+            doc,
+            schema,
+            "secret",
+            json!({"pattern": patterns::WEBHOOK_SECRET}),
+        )?;
+    }
+    example(
+        doc,
+        "post",
+        "/webhooks",
+        json!({"url": "https://crm.example.com/hooks/sequences",
+               "event_types": ["contact.replied", "contact.unsubscribed", "message.bounced"],
+               "description": "CRM sync"}),
+    )?;
+    example(
+        doc,
+        "put",
+        "/webhooks/{id}",
+        json!({"event_types": [], "enabled": true}),
+    )?;
+    Ok(())
+}
+
 /// What responses hold beyond their Rust types.
 fn responses(doc: &mut Value) -> Result<()> {
     // Skipped when None rather than written as null.
@@ -919,7 +983,7 @@ fn operations(doc: &mut Value) -> Result<()> {
         ]}}},
     });
 
-    let conflicts: [(&str, &str); 21] = [
+    let conflicts: [(&str, &str); 22] = [
         ("createSequence", "A mailbox id the workspace does not have"),
         (
             "updateSequence",
@@ -984,6 +1048,11 @@ fn operations(doc: &mut Value) -> Result<()> {
             "verifyMailbox",
             "A stored password cannot be decrypted (set it again)",
         ),
+        (
+            "rotateWebhookSecret",
+            "The stored signing secret does not decrypt with the server's keys \
+            (`security.encryption_keys` changed): create the endpoint again",
+        ),
         ("pauseEnrollment", "The enrollment is not active"),
         ("resumeEnrollment", "The enrollment is not paused"),
         ("stopEnrollment", "The enrollment has ended"),
@@ -1006,6 +1075,12 @@ fn operations(doc: &mut Value) -> Result<()> {
     ] {
         operation_by_id(doc, id)?["responses"]["503"] = error_response(
             "The server has no key to encrypt or decrypt mailbox passwords \
+             (`encryption_not_configured`)",
+        );
+    }
+    for id in ["createWebhook", "rotateWebhookSecret"] {
+        operation_by_id(doc, id)?["responses"]["503"] = error_response(
+            "The server has no key to encrypt or decrypt webhook signing secrets \
              (`encryption_not_configured`)",
         );
     }
@@ -1153,6 +1228,20 @@ mod tests {
     fn matches(pattern: &str, value: &str) -> bool {
         let schema = json!({"type": "string", "pattern": pattern});
         jsonschema::is_valid(&schema, &json!(value))
+    }
+
+    #[test]
+    fn webhook_secret_pattern_matches_generated_secrets() {
+        use secrecy::ExposeSecret as _;
+        for _ in 0..100 {
+            let text = domain::webhooks::WebhookSecret::generate().text();
+            assert!(matches(patterns::WEBHOOK_SECRET, text.expose_secret()));
+        }
+        assert!(!matches(patterns::WEBHOOK_SECRET, "whsec_AAECAwQF"));
+        assert!(!matches(
+            patterns::WEBHOOK_SECRET,
+            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+        ));
     }
 
     #[test]

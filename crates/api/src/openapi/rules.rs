@@ -24,7 +24,7 @@ use super::{ENVELOPE, ERROR, PREFIX, schema_ref};
 
 /// Operation ids that read better than the derived ones (`createContact` for an upsert of
 /// one contact or a batch, `createSequenceContact` for enrolling many).
-const OPERATION_ID_OVERRIDES: [(&str, &str, &str); 5] = [
+const OPERATION_ID_OVERRIDES: [(&str, &str, &str); 6] = [
     ("post", "/api/v1/contacts", "upsertContacts"),
     ("post", "/api/v1/sequences/{id}/contacts", "enrollContacts"),
     (
@@ -38,6 +38,11 @@ const OPERATION_ID_OVERRIDES: [(&str, &str, &str); 5] = [
         "reconnectOAuthMailbox",
     ),
     ("get", "/api/v1/oauth/callback", "oauthCallback"),
+    (
+        "post",
+        "/api/v1/webhooks/{id}/rotate-secret",
+        "rotateWebhookSecret",
+    ),
 ];
 
 pub fn apply(doc: &mut Value) -> Result<()> {

@@ -11,6 +11,7 @@ pub(crate) mod messages;
 pub(crate) mod sequences;
 pub(crate) mod stats;
 pub(crate) mod suppressions;
+pub(crate) mod webhooks;
 pub(crate) mod workspaces;
 
 use paperclip::actix::web;
@@ -27,6 +28,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(stats::configure)
             .configure(contacts::configure)
             .configure(mailboxes::configure)
-            .configure(suppressions::configure),
+            .configure(suppressions::configure)
+            .configure(webhooks::configure),
     );
 }

@@ -18,4 +18,5 @@ mod openapi;
 mod sequences;
 mod support;
 mod suppressions;
+mod webhooks;
 mod workspaces;

@@ -82,6 +82,23 @@ pub async fn find(
         .optional()
 }
 
+/// [`find`], locking the row until the transaction ends: a partial update or a secret
+/// rotation reads and writes it without another one in between.
+pub async fn find_for_update(
+    conn: &mut AsyncPgConnection,
+    workspace_id: Uuid,
+    id: Uuid,
+) -> QueryResult<Option<WebhookEndpoint>> {
+    webhook_endpoints::table
+        .find(id)
+        .filter(webhook_endpoints::workspace_id.eq(workspace_id))
+        .select(WebhookEndpoint::as_select())
+        .for_update()
+        .first(conn)
+        .await
+        .optional()
+}
+
 /// A page of the workspace's endpoints in id (creation) order, after `after` when given.
 pub async fn list(
     conn: &mut AsyncPgConnection,
@@ -114,6 +131,16 @@ pub async fn update(
         .get_result(conn)
         .await
         .optional()
+}
+
+/// Forgets since when deliveries have been failing: an endpoint a person enabled again
+/// starts its failure period afresh instead of being disabled by its next failure.
+pub async fn clear_failing_since(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<()> {
+    diesel::update(webhook_endpoints::table.find(id))
+        .set(webhook_endpoints::failing_since.eq(None::<DateTime<Utc>>))
+        .execute(conn)
+        .await
+        .map(|_| ())
 }
 
 /// Replaces the signing secret; the one it replaces keeps signing until `previous_until`.

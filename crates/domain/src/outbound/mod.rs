@@ -125,12 +125,17 @@ impl OutboundGuard {
     /// kernel connects to it), so an allowed IPv4 network covers its mapped form.
     pub fn refusal(&self, ip: IpAddr) -> Option<&'static str> {
         let reason = refused_reason(ip)?;
+        (!self.is_allowed_network(ip)).then_some(reason)
+    }
+
+    /// Whether `ip` is in one of the operator's allowed networks (its IPv4-mapped form
+    /// counts as the IPv4 address). The API accepts `http://` webhook URLs only to these:
+    /// plain HTTP is for the operator's own private network, never the internet.
+    pub fn is_allowed_network(&self, ip: IpAddr) -> bool {
         let canonical = ip.to_canonical();
-        let allowed = self
-            .allowed
+        self.allowed
             .iter()
-            .any(|net| net.contains(&ip) || net.contains(&canonical));
-        (!allowed).then_some(reason)
+            .any(|net| net.contains(&ip) || net.contains(&canonical))
     }
 
     /// `Err` when `host` is an IP address (in any spelling the resolver accepts) that

@@ -61,6 +61,19 @@ fn loopback_allowed_covers_both_families() {
 }
 
 #[test]
+fn only_addresses_of_allowed_networks_are_in_them() {
+    let guard = loopback_allowed();
+    for inside in ["127.0.0.1", "127.9.9.9", "::1", "::ffff:127.0.0.1"] {
+        assert!(guard.is_allowed_network(ip(inside)), "{inside}");
+    }
+    // A public address is reachable, but in no allowed network.
+    for outside in ["8.8.8.8", "10.0.0.1", "::2"] {
+        assert!(!guard.is_allowed_network(ip(outside)), "{outside}");
+    }
+    assert!(!OutboundGuard::default().is_allowed_network(ip("127.0.0.1")));
+}
+
+#[test]
 fn literals_are_checked_and_names_left_to_resolution() {
     let guard = OutboundGuard::default();
     for literal in [

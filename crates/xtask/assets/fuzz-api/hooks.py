@@ -15,6 +15,10 @@ rules, and nothing else:
   ones;
 - a CSV import is a CSV file with an email column, which a JSON Schema string cannot say;
   generated text becomes the note of one contact in such a file;
+- a webhook URL's host (`https://` anywhere, `http://` only to an IP address the operator
+  allows, no IP address that is not public, no user name or fragment) is a rule about the
+  URL's parts and the server's configuration; a generated URL of the document's pattern
+  becomes a valid one;
 - two fields compared with each other: a sending window's start before its end (09:00 and
   17:00 when not given, on creation), a sequence's step orders unique, the step with the
   lowest order having a subject and not being `thread_with_previous`, a later step without
@@ -174,6 +178,20 @@ def _csv_file(text):
 
 
 HOST = re.compile(r"^[A-Za-z0-9._:\[\]-]{1,253}$")
+# crates/api/src/openapi/refine.rs patterns::HTTP_URL (the control and space characters it
+# leaves out) and validation::MAX_URL_LEN.
+HTTP_URL = re.compile(
+    "^https?://[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*$"
+)
+MAX_URL_LEN = 2000
+WEBHOOK_URL = "https://hooks.example.com/fuzz"
+
+
+def _webhook_url(body):
+    """A URL valid by the document becomes one the API accepts too."""
+    url = body.get("url")
+    if isinstance(url, str) and len(url) <= MAX_URL_LEN and HTTP_URL.match(url):
+        body["url"] = WEBHOOK_URL
 
 
 def _loopback(settings):
@@ -204,6 +222,8 @@ def _fix_body(path, method, body):
         _window(body.get("sending_window"), defaults=False)
     elif "/steps" in path:
         _templates(body)
+    if path.endswith("/webhooks") or path.endswith("/webhooks/{id}"):
+        _webhook_url(body)
     if path.endswith("/contacts") or path.endswith("/contacts/{id}"):
         _attributes(body)
         contacts = body.get("contacts")

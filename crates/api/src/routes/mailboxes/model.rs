@@ -9,7 +9,7 @@ use paperclip::actix::Apiv2Schema;
 use paperclip::v2::models::{DataType, DataTypeFormat};
 use paperclip::v2::schema::TypedData;
 use secrecy::SecretString;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -134,15 +134,6 @@ impl Password {
     }
 }
 
-/// `Some(None)` for an explicit `null`, `None` when the field is absent (with `#[serde(default)]`).
-fn nullable<'de, T, D>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
-where
-    T: Deserialize<'de>,
-    D: Deserializer<'de>,
-{
-    Option::<T>::deserialize(deserializer).map(Some)
-}
-
 #[derive(Debug, Deserialize, Apiv2Schema)]
 #[serde(deny_unknown_fields)]
 pub struct SmtpSettings {
@@ -215,7 +206,7 @@ pub struct SmtpUpdate {
     pub port: Option<u16>,
     pub security: Option<Security>,
     /// `null` removes authentication (and the stored password).
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "crate::extract::nullable")]
     pub username: Option<Option<String>>,
     /// Replaces the stored password; omitted keeps it.
     pub password: Option<Password>,
@@ -238,13 +229,13 @@ pub struct ImapUpdate {
 pub struct UpdateMailbox {
     pub email: Option<String>,
     /// `null` removes the display name.
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "crate::extract::nullable")]
     pub from_name: Option<Option<String>>,
     /// Fields given replace the stored ones.
     pub smtp: Option<SmtpUpdate>,
     /// `null` removes IMAP settings. Adding them requires every field; changing them, only
     /// the fields that change.
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "crate::extract::nullable")]
     pub imap: Option<Option<ImapUpdate>>,
     pub daily_limit: Option<i32>,
     pub min_interval_seconds: Option<i32>,
