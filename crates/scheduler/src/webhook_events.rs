@@ -245,7 +245,12 @@ impl Changes {
     /// Enrollments of the event's contact stopped with it (its own among them, or not).
     pub fn contact_stopped(&mut self, stopped: &[StoppedEnrollment], status: &str, reason: &str) {
         for enrollment in stopped {
-            let about = self.about.sibling(enrollment);
+            // Its own enrollment keeps naming the event's message and step.
+            let about = if enrollment.id == self.about.enrollment_id {
+                self.about.clone()
+            } else {
+                self.about.sibling(enrollment)
+            };
             self.announcements.push(enrollment_stopped(
                 self.source,
                 self.at,
@@ -520,6 +525,22 @@ mod tests {
             completed.announcements[1].envelope.body.event_type,
             "enrollment.completed"
         );
+        Ok(())
+    }
+
+    #[test]
+    fn the_event_s_own_enrollment_stopped_with_its_contact_keeps_its_message() -> anyhow::Result<()>
+    {
+        let source = envelope(every_event().remove(7))?;
+        let mut changes = Changes::recorded(&source, about());
+        let own = StoppedEnrollment {
+            id: Uuid::from_u128(2),
+            sequence_id: Uuid::from_u128(3),
+            current_step: 3,
+        };
+        changes.contact_stopped(&[own], "unsubscribed", "unsubscribed");
+        let expected = about().data(json!({"status": "unsubscribed", "reason": "unsubscribed"}));
+        assert_eq!(changes.announcements[1].envelope.body.data, expected);
         Ok(())
     }
 }

@@ -220,6 +220,33 @@ async fn an_unsubscribe_suppresses_the_address_and_stops_all_its_enrollments() -
         world.enrollment(other_enrollment).await?.status,
         "unsubscribed"
     );
+    // Announced: the unsubscribe, then each enrollment it stopped, keyed by its own id.
+    let announced = crate::webhook_events::announced_on(&world, WEBHOOK_EVENTS).await?;
+    let described: Vec<[String; 3]> = announced
+        .iter()
+        .map(|(key, e)| {
+            let sequence = e.body.data["sequence_id"].as_str().unwrap_or_default();
+            [key.clone(), e.body.event_type.clone(), sequence.to_owned()]
+        })
+        .collect();
+    let [unsubscribed, stops @ ..] = described.as_slice() else {
+        anyhow::bail!("nothing announced");
+    };
+    let row = |id: Uuid, event_type: &str, sequence: Uuid| {
+        [id.to_string(), event_type.to_owned(), sequence.to_string()]
+    };
+    assert_eq!(
+        unsubscribed,
+        &row(enrollment, "contact.unsubscribed", world.sequence_id)
+    );
+    let mut stops = stops.to_vec();
+    stops.sort();
+    let mut expected = vec![
+        row(enrollment, "enrollment.stopped", world.sequence_id),
+        row(other_enrollment, "enrollment.stopped", other),
+    ];
+    expected.sort();
+    assert_eq!(stops, expected);
     assert_eq!(
         world
             .count(
