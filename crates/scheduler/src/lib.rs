@@ -1,13 +1,14 @@
 //! Decides what is due and dispatches send jobs. The single owner of enrollment state and the
 //! clock of the system: it dispatches due steps (several loops per replica, any number of
 //! replicas), relays the outbox to `email-jobs`, and applies `email-events` and
-//! `email-retries`.
+//! `email-retries`, announcing what it recorded on `webhook-events`.
 
 pub mod dispatch;
 pub mod outcomes;
 pub mod reputation;
 pub mod retries;
 pub mod timing;
+pub mod webhook_events;
 pub mod window;
 
 use std::net::TcpListener;
@@ -27,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::dispatch::Dispatcher;
 use crate::outcomes::EventHandler;
 use crate::retries::RetryHandler;
+use crate::webhook_events::Webhooks;
 
 pub struct Application {
     base: ServiceBase,
@@ -105,6 +107,9 @@ impl Application {
             reputation::Guard {
                 topic: topics.mailbox_events.clone(),
             },
+            Webhooks {
+                topic: topics.webhook_events.clone(),
+            },
         );
         let events_shutdown = shutdown.clone();
         let events_topic = topics.email_events.clone();
@@ -121,7 +126,13 @@ impl Application {
             .iter()
             .map(|s| Duration::from_secs(*s))
             .collect();
-        let retries = RetryHandler::new(self.base.pool.clone(), backoff);
+        let retries = RetryHandler::new(
+            self.base.pool.clone(),
+            backoff,
+            Webhooks {
+                topic: topics.webhook_events.clone(),
+            },
+        );
         let retries_shutdown = shutdown.clone();
         let retries_topic = topics.email_retries.clone();
         tasks.spawn(async move {

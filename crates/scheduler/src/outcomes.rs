@@ -9,7 +9,7 @@
 use chrono::{DateTime, Utc};
 use diesel_async::{AsyncConnection as _, AsyncPgConnection};
 use domain::db::PgPool;
-use domain::db::progress::{self, EnrollmentContext, NewEvent};
+use domain::db::progress::{self, EnrollmentContext, NewEvent, StoppedEnrollment};
 use domain::db::suppressions::NewSuppression;
 use domain::events::{EmailEvent, MessageRef};
 use domain::kafka::{Envelope, Handler};
@@ -18,17 +18,23 @@ use uuid::Uuid;
 
 use crate::reputation;
 use crate::timing::{self, Wait};
+use crate::webhook_events::{About, Changes, Webhooks};
 use crate::window::SendWindow;
 
 #[derive(Clone)]
 pub struct EventHandler {
     pool: PgPool,
     reputation: reputation::Guard,
+    webhooks: Webhooks,
 }
 
 impl EventHandler {
-    pub fn new(pool: PgPool, reputation: reputation::Guard) -> Self {
-        Self { pool, reputation }
+    pub fn new(pool: PgPool, reputation: reputation::Guard, webhooks: Webhooks) -> Self {
+        Self {
+            pool,
+            reputation,
+            webhooks,
+        }
     }
 }
 
@@ -37,7 +43,7 @@ impl Handler<EmailEvent> for EventHandler {
         let mut conn = self.pool.get().await?;
         let (applied, paused) = conn
             .transaction(async |tx| -> Result<_, diesel::result::Error> {
-                let applied = apply(tx, &envelope).await?;
+                let applied = apply(tx, &envelope, &self.webhooks).await?;
                 // A hard bounce or complaint may put its mailbox over a reputation threshold.
                 let paused = match applied {
                     true => self.reputation.review(tx, &envelope).await?,
@@ -60,10 +66,12 @@ impl Handler<EmailEvent> for EventHandler {
     }
 }
 
-/// Applies one event; false when it was a duplicate or concerns nothing that still exists.
+/// Applies one event and announces it on `webhooks`; false when it was a duplicate or
+/// concerns nothing that still exists.
 pub async fn apply(
     tx: &mut AsyncPgConnection,
     envelope: &Envelope<EmailEvent>,
+    webhooks: &Webhooks,
 ) -> Result<bool, diesel::result::Error> {
     let event = &envelope.body;
     let message = message_of(event);
@@ -120,22 +128,43 @@ pub async fn apply(
     if !stored {
         return Ok(false);
     }
+    let step_order = match event {
+        EmailEvent::Sent { step_order, .. } => Some(*step_order),
+        _ if message_exists => {
+            crate::webhook_events::step_of_message(tx, message.message_id).await?
+        }
+        _ => None,
+    };
+    let mut changes = Changes::recorded(
+        envelope,
+        About::of(
+            &enrollment,
+            message_exists.then_some(message.message_id),
+            step_order,
+        ),
+    );
     let at = envelope.occurred_at;
     match event {
         EmailEvent::Sent { step_order, .. } => {
             if message_exists {
                 progress::set_message_outcome(tx, message.message_id, "sent", at, None).await?;
             }
-            advance_after(tx, &enrollment, *step_order, at).await?;
+            if advance_after(tx, &enrollment, *step_order, at).await? == Advanced::Completed {
+                changes.completed();
+            }
         }
         EmailEvent::Replied { .. } => {
-            if enrollment.stop_on_reply {
-                progress::stop(tx, enrollment.id, "replied", "replied").await?;
+            if enrollment.stop_on_reply
+                && progress::stop(tx, enrollment.id, "replied", "replied").await?
+            {
+                changes.stopped("replied", "replied");
             }
         }
         EmailEvent::AutoReplied { .. } => {
-            if enrollment.stop_on_auto_reply {
-                progress::stop(tx, enrollment.id, "replied", "auto_replied").await?;
+            if enrollment.stop_on_auto_reply
+                && progress::stop(tx, enrollment.id, "replied", "auto_replied").await?
+            {
+                changes.stopped("replied", "auto_replied");
             }
         }
         EmailEvent::Bounced { hard: true, .. } => {
@@ -144,10 +173,11 @@ pub async fn apply(
             }
             // The address does not exist: no sequence of the workspace should try it again,
             // and a contact re-imported later stays suppressed.
-            suppress(tx, &enrollment, "bounced", "bounced", "hard_bounce").await?;
+            let stopped = suppress(tx, &enrollment, "bounced", "bounced", "hard_bounce").await?;
+            changes.contact_stopped(&stopped, "bounced", "hard_bounce");
         }
         EmailEvent::Unsubscribed { .. } => {
-            suppress(
+            let stopped = suppress(
                 tx,
                 &enrollment,
                 "unsubscribed",
@@ -155,16 +185,20 @@ pub async fn apply(
                 "unsubscribed",
             )
             .await?;
+            changes.contact_stopped(&stopped, "unsubscribed", "unsubscribed");
         }
         EmailEvent::Complained { .. } => {
-            suppress(tx, &enrollment, "complained", "stopped", "complained").await?;
+            let stopped = suppress(tx, &enrollment, "complained", "stopped", "complained").await?;
+            changes.contact_stopped(&stopped, "stopped", "complained");
         }
         EmailEvent::Failed { reason, .. } => {
             if message_exists {
                 progress::set_message_outcome(tx, message.message_id, "failed", at, Some(reason))
                     .await?;
             }
-            progress::stop(tx, enrollment.id, "failed", "send_failed").await?;
+            if progress::stop(tx, enrollment.id, "failed", "send_failed").await? {
+                changes.stopped("failed", "send_failed");
+            }
         }
         EmailEvent::Held {
             step_order, reason, ..
@@ -175,7 +209,16 @@ pub async fn apply(
         | EmailEvent::Opened { .. }
         | EmailEvent::Clicked { .. } => {}
     }
+    webhooks.write(tx, &changes.announcements).await?;
     Ok(true)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Advanced {
+    /// Not at the step sent any more (a stale or replayed `sent`).
+    No,
+    NextStep,
+    Completed,
 }
 
 /// After step `sent_step` went out at `sent_at`: on to the next live step, due after its wait
@@ -186,9 +229,9 @@ async fn advance_after(
     enrollment: &EnrollmentContext,
     sent_step: i32,
     sent_at: DateTime<Utc>,
-) -> Result<(), diesel::result::Error> {
+) -> Result<Advanced, diesel::result::Error> {
     if enrollment.current_step != sent_step {
-        return Ok(());
+        return Ok(Advanced::No);
     }
     let steps = domain::db::steps::live_for(tx, &[enrollment.sequence_id]).await?;
     match steps.iter().find(|s| s.step_order > sent_step) {
@@ -200,24 +243,35 @@ async fn advance_after(
                 minutes: next.wait_minutes,
             };
             let due = timing::next_send_at(sent_at, wait, &window);
-            progress::advance(tx, enrollment.id, sent_step, next.step_order, due, sent_at).await?;
+            let moved =
+                progress::advance(tx, enrollment.id, sent_step, next.step_order, due, sent_at)
+                    .await?;
+            Ok(if moved {
+                Advanced::NextStep
+            } else {
+                Advanced::No
+            })
         }
         None => {
-            progress::complete(tx, enrollment.id, sent_step, sent_at).await?;
+            let completed = progress::complete(tx, enrollment.id, sent_step, sent_at).await?;
+            Ok(if completed {
+                Advanced::Completed
+            } else {
+                Advanced::No
+            })
         }
     }
-    Ok(())
 }
 
 /// Unsubscribe, complaint and hard bounce: the address goes on the workspace's suppression list, the
-/// contact is marked, and every running enrollment of the contact stops.
+/// contact is marked, and every running enrollment of the contact stops; returns those.
 async fn suppress(
     tx: &mut AsyncPgConnection,
     enrollment: &EnrollmentContext,
     reason: &str,
     enrollment_status: &str,
     stop_reason: &str,
-) -> Result<(), diesel::result::Error> {
+) -> Result<Vec<StoppedEnrollment>, diesel::result::Error> {
     domain::db::suppressions::insert_or_get(
         tx,
         &NewSuppression {
@@ -237,8 +291,7 @@ async fn suppress(
         enrollment_status,
         stop_reason,
     )
-    .await?;
-    Ok(())
+    .await
 }
 
 fn message_of(event: &EmailEvent) -> &MessageRef {

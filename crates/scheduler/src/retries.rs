@@ -15,19 +15,26 @@ use diesel_async::{AsyncConnection as _, AsyncPgConnection};
 use domain::db::PgPool;
 use domain::db::mailbox_health;
 use domain::db::progress::{self, NewEvent};
-use domain::events::{EmailRetry, RetryRequest};
-use domain::kafka::{Envelope, Handler};
+use domain::events::{EmailEvent, EmailRetry, MessageRef, RetryRequest};
+use domain::kafka::{Envelope, Handler, Payload as _};
 use serde_json::json;
+
+use crate::webhook_events::{self, About, Changes, Webhooks};
 
 #[derive(Clone)]
 pub struct RetryHandler {
     pool: PgPool,
     backoff: Vec<Duration>,
+    webhooks: Webhooks,
 }
 
 impl RetryHandler {
-    pub fn new(pool: PgPool, backoff: Vec<Duration>) -> Self {
-        Self { pool, backoff }
+    pub fn new(pool: PgPool, backoff: Vec<Duration>, webhooks: Webhooks) -> Self {
+        Self {
+            pool,
+            backoff,
+            webhooks,
+        }
     }
 }
 
@@ -51,7 +58,7 @@ impl Handler<EmailRetry> for RetryHandler {
         let EmailRetry::Retry(request) = &envelope.body;
         let outcome = conn
             .transaction(async |tx| -> Result<Outcome, diesel::result::Error> {
-                apply(tx, &envelope, request, &self.backoff).await
+                apply(tx, &envelope, request, &self.backoff, &self.webhooks).await
             })
             .await?;
         let label = match outcome {
@@ -75,11 +82,13 @@ pub enum Outcome {
     Ignored,
 }
 
+/// Applies one retry request; a message failed for good is announced on `webhooks`.
 pub async fn apply(
     tx: &mut AsyncPgConnection,
     envelope: &Envelope<EmailRetry>,
     request: &RetryRequest,
     backoff: &[Duration],
+    webhooks: &Webhooks,
 ) -> Result<Outcome, diesel::result::Error> {
     let attempt = i32::try_from(request.attempt).unwrap_or(i32::MAX);
     if !mailbox_health::is_active_locked(tx, request.mailbox_id).await? {
@@ -116,7 +125,7 @@ pub async fn apply(
                 return Ok(Outcome::Failed);
             };
             // Counted like any failure in the step's statistics.
-            progress::record_event(
+            let recorded = progress::record_event(
                 tx,
                 &NewEvent {
                     id: envelope.id,
@@ -135,7 +144,30 @@ pub async fn apply(
                 },
             )
             .await?;
-            progress::stop(tx, enrollment.id, "failed", "retries_exhausted").await?;
+            let stopped = progress::stop(tx, enrollment.id, "failed", "retries_exhausted").await?;
+            if recorded {
+                // Announced as the `failed` event it amounts to, under the request's id.
+                let failed = Envelope {
+                    id: envelope.id,
+                    version: EmailEvent::VERSION,
+                    occurred_at: envelope.occurred_at,
+                    workspace_id: enrollment.workspace_id,
+                    body: EmailEvent::Failed {
+                        message: MessageRef {
+                            message_id: request.message_id,
+                            enrollment_id: enrollment.id,
+                        },
+                        reason: request.error.clone(),
+                    },
+                };
+                let step_order = webhook_events::step_of_message(tx, request.message_id).await?;
+                let about = About::of(&enrollment, Some(request.message_id), step_order);
+                let mut changes = Changes::recorded(&failed, about);
+                if stopped {
+                    changes.stopped("failed", "retries_exhausted");
+                }
+                webhooks.write(tx, &changes.announcements).await?;
+            }
             Ok(Outcome::Failed)
         }
     }

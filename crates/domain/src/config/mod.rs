@@ -79,6 +79,7 @@ pub struct TopicsConfig {
     pub email_retries: String,
     pub email_events: String,
     pub mailbox_events: String,
+    pub webhook_events: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

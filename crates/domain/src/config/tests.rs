@@ -26,6 +26,7 @@ fn defaults_load_and_validate() {
         assert_eq!(config.kafka.topics.email_retries, "email-retries");
         assert_eq!(config.kafka.topics.email_events, "email-events");
         assert_eq!(config.kafka.topics.mailbox_events, "mailbox-events");
+        assert_eq!(config.kafka.topics.webhook_events, "webhook-events");
         assert_eq!(config.api.bind.port(), 8080);
         assert_eq!(config.telemetry.log_format, LogFormat::Json);
         assert_eq!(config.telemetry.otlp_endpoint(), None);

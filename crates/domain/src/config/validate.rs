@@ -311,6 +311,7 @@ pub(super) fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigE
         ("kafka.topics.email_retries", &topics.email_retries),
         ("kafka.topics.email_events", &topics.email_events),
         ("kafka.topics.mailbox_events", &topics.mailbox_events),
+        ("kafka.topics.webhook_events", &topics.webhook_events),
     ] {
         if !is_topic_safe(name, false) || name.len() + config.kafka.topic_prefix.len() > 249 {
             return fail(

@@ -192,24 +192,39 @@ pub async fn hold(
     .map(|n| n == 1)
 }
 
-/// Stops every running enrollment of a contact in its workspace (unsubscribe, complaint).
+/// An enrollment [`stop_contact`] stopped.
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+pub struct StoppedEnrollment {
+    #[diesel(sql_type = SqlUuid)]
+    pub id: Uuid,
+    #[diesel(sql_type = SqlUuid)]
+    pub sequence_id: Uuid,
+    #[diesel(sql_type = Int4)]
+    pub current_step: i32,
+}
+
+/// Stops every running enrollment of a contact in its workspace (unsubscribe, complaint);
+/// returns those it stopped, in id order.
 pub async fn stop_contact(
     conn: &mut AsyncPgConnection,
     workspace_id: Uuid,
     contact_id: Uuid,
     status: &str,
     reason: &str,
-) -> QueryResult<usize> {
-    diesel::sql_query(
+) -> QueryResult<Vec<StoppedEnrollment>> {
+    let mut stopped: Vec<StoppedEnrollment> = diesel::sql_query(
         "UPDATE enrollments SET status = $3, stop_reason = $4, next_send_at = NULL \
-          WHERE workspace_id = $1 AND contact_id = $2 AND status IN ('active', 'paused')",
+          WHERE workspace_id = $1 AND contact_id = $2 AND status IN ('active', 'paused') \
+         RETURNING id, sequence_id, current_step",
     )
     .bind::<SqlUuid, _>(workspace_id)
     .bind::<SqlUuid, _>(contact_id)
     .bind::<Text, _>(status)
     .bind::<Text, _>(reason)
-    .execute(conn)
-    .await
+    .load(conn)
+    .await?;
+    stopped.sort_by_key(|e| e.id);
+    Ok(stopped)
 }
 
 /// Sets a contact's status (unsubscribed, bounced, complained); an unsubscribed or complained

@@ -6,8 +6,10 @@ mod email_events;
 mod email_jobs;
 mod email_retries;
 mod mailbox_events;
+mod webhook_events;
 
 pub use email_events::{Client, EmailEvent, Inbound, MessageRef};
 pub use email_jobs::{EmailJob, SendJob};
 pub use email_retries::{EmailRetry, RetryRequest};
 pub use mailbox_events::{MailboxEvent, PauseCause};
+pub use webhook_events::WebhookEvent;

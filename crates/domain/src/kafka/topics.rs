@@ -14,6 +14,7 @@ pub struct TopicNames {
     pub email_retries: String,
     pub email_events: String,
     pub mailbox_events: String,
+    pub webhook_events: String,
 }
 
 impl TopicNames {
@@ -26,16 +27,18 @@ impl TopicNames {
             email_retries: format!("{p}{}", t.email_retries),
             email_events: format!("{p}{}", t.email_events),
             mailbox_events: format!("{p}{}", t.mailbox_events),
+            webhook_events: format!("{p}{}", t.webhook_events),
         }
     }
 
-    pub fn all(&self) -> [&str; 5] {
+    pub fn all(&self) -> [&str; 6] {
         [
             &self.email_jobs,
             &self.followup_events,
             &self.email_retries,
             &self.email_events,
             &self.mailbox_events,
+            &self.webhook_events,
         ]
     }
 }

@@ -6,4 +6,5 @@ mod outcomes;
 mod reputation;
 mod resolutions;
 mod service;
+mod webhook_events;
 mod world;

@@ -14,13 +14,23 @@ use scheduler::dispatch::Dispatcher;
 use scheduler::outcomes::{self, EventHandler};
 use scheduler::reputation;
 use scheduler::retries::{self, Outcome};
+use scheduler::webhook_events::Webhooks;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::world::{World, at};
 
+/// Where the direct applications below announce what they recorded.
+pub const WEBHOOK_EVENTS: &str = "test-webhook-events";
+
+pub fn webhooks() -> Webhooks {
+    Webhooks {
+        topic: WEBHOOK_EVENTS.to_owned(),
+    }
+}
+
 /// A world with `steps`, one enrollment dispatched at `now`: its id and first message's.
-async fn one_sent_step(
+pub async fn one_sent_step(
     steps: &[(i32, i32, i32)],
     now: DateTime<Utc>,
 ) -> anyhow::Result<(World, Uuid, Uuid)> {
@@ -33,13 +43,13 @@ async fn one_sent_step(
     Ok((world, enrollment, message))
 }
 
-fn envelope(world: &World, at: DateTime<Utc>, event: EmailEvent) -> Envelope<EmailEvent> {
+pub fn envelope(world: &World, at: DateTime<Utc>, event: EmailEvent) -> Envelope<EmailEvent> {
     let mut envelope = Envelope::new(world.workspace_id, event);
     envelope.occurred_at = at;
     envelope
 }
 
-fn sent(message_id: Uuid, enrollment_id: Uuid, step_order: i32) -> EmailEvent {
+pub fn sent(message_id: Uuid, enrollment_id: Uuid, step_order: i32) -> EmailEvent {
     EmailEvent::Sent {
         message: MessageRef {
             message_id,
@@ -50,10 +60,10 @@ fn sent(message_id: Uuid, enrollment_id: Uuid, step_order: i32) -> EmailEvent {
     }
 }
 
-async fn apply(world: &World, envelope: &Envelope<EmailEvent>) -> anyhow::Result<bool> {
+pub async fn apply(world: &World, envelope: &Envelope<EmailEvent>) -> anyhow::Result<bool> {
     let mut conn = world.conn().await?;
     Ok(conn
-        .transaction(async |tx| outcomes::apply(tx, envelope).await)
+        .transaction(async |tx| outcomes::apply(tx, envelope, &webhooks()).await)
         .await?)
 }
 
@@ -210,6 +220,33 @@ async fn an_unsubscribe_suppresses_the_address_and_stops_all_its_enrollments() -
         world.enrollment(other_enrollment).await?.status,
         "unsubscribed"
     );
+    // Announced: the unsubscribe, then each enrollment it stopped, keyed by its own id.
+    let announced = crate::webhook_events::announced_on(&world, WEBHOOK_EVENTS).await?;
+    let described: Vec<[String; 3]> = announced
+        .iter()
+        .map(|(key, e)| {
+            let sequence = e.body.data["sequence_id"].as_str().unwrap_or_default();
+            [key.clone(), e.body.event_type.clone(), sequence.to_owned()]
+        })
+        .collect();
+    let [unsubscribed, stops @ ..] = described.as_slice() else {
+        anyhow::bail!("nothing announced");
+    };
+    let row = |id: Uuid, event_type: &str, sequence: Uuid| {
+        [id.to_string(), event_type.to_owned(), sequence.to_string()]
+    };
+    assert_eq!(
+        unsubscribed,
+        &row(enrollment, "contact.unsubscribed", world.sequence_id)
+    );
+    let mut stops = stops.to_vec();
+    stops.sort();
+    let mut expected = vec![
+        row(enrollment, "enrollment.stopped", world.sequence_id),
+        row(other_enrollment, "enrollment.stopped", other),
+    ];
+    expected.sort();
+    assert_eq!(stops, expected);
     assert_eq!(
         world
             .count(
@@ -524,7 +561,9 @@ async fn retries_follow_the_backoff_then_fail_the_message() -> anyhow::Result<()
         let EmailRetry::Retry(request) = record.body.clone();
         let mut conn = world.conn().await?;
         Ok(conn
-            .transaction(async |tx| retries::apply(tx, &record, &request, &backoff).await)
+            .transaction(async |tx| {
+                retries::apply(tx, &record, &request, &backoff, &webhooks()).await
+            })
             .await?)
     };
 
@@ -598,6 +637,9 @@ async fn a_duplicate_delivery_through_kafka_changes_nothing() -> anyhow::Result<
         reputation::Guard {
             topic: topics.mailbox_events.clone(),
         },
+        Webhooks {
+            topic: topics.webhook_events.clone(),
+        },
     );
     let stop = shutdown.clone();
     let consumer = tokio::spawn(async move { run_consumer(&kafka, options, handler, stop).await });
@@ -623,6 +665,14 @@ async fn a_duplicate_delivery_through_kafka_changes_nothing() -> anyhow::Result<
     let row = world.enrollment(enrollment).await?;
     assert_eq!(row.current_step, 2);
     assert_eq!(row.next_send_at, Some(now + TimeDelta::days(1)));
+    // Announced once each, on the configured topic, in the order they were applied.
+    let announced = crate::webhook_events::announced_on(&world, &topics.webhook_events).await?;
+    let types: Vec<&str> = announced
+        .iter()
+        .map(|(_, e)| e.body.event_type.as_str())
+        .collect();
+    assert_eq!(types, ["message.sent", "message.opened"]);
+    assert_eq!(announced[0].1.id, record.id);
     Ok(())
 }
 

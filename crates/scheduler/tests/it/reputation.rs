@@ -270,6 +270,7 @@ async fn complaints_pause_at_the_mailboxs_own_threshold_not_below() -> anyhow::R
         reputation::Guard {
             topic: "test-mailbox-events".to_owned(),
         },
+        crate::outcomes::webhooks(),
     );
     let complained = |(enrollment_id, message_id): (Uuid, Uuid)| {
         event(

@@ -5,8 +5,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use diesel::sql_types::Jsonb;
-use diesel_async::{AsyncConnection as _, RunQueryDsl};
+use diesel_async::AsyncConnection as _;
 use domain::clock::{Clock, ManualClock};
 use domain::db::resolutions::{self, Outcome, Resolve, Resolved};
 use domain::events::EmailEvent;
@@ -72,24 +71,7 @@ async fn resolve(
 
 /// The `email-events` records waiting in the outbox, as the consumer would read them.
 async fn announced(world: &World) -> anyhow::Result<Vec<(String, Envelope<EmailEvent>)>> {
-    #[derive(diesel::QueryableByName)]
-    struct Row {
-        #[diesel(sql_type = diesel::sql_types::Text)]
-        message_key: String,
-        #[diesel(sql_type = Jsonb)]
-        payload: serde_json::Value,
-    }
-    let rows: Vec<Row> = diesel::sql_query(format!(
-        "SELECT message_key, payload FROM outbox WHERE topic = '{EVENTS}' ORDER BY id"
-    ))
-    .load(&mut world.conn().await?)
-    .await?;
-    rows.into_iter()
-        .map(|r| {
-            let bytes = serde_json::to_vec(&r.payload)?;
-            Ok((r.message_key, Envelope::from_json(&bytes)?))
-        })
-        .collect()
+    world.outbox_records(EVENTS).await
 }
 
 #[tokio::test]
@@ -117,8 +99,10 @@ async fn resolved_as_sent_moves_the_enrollment_as_the_worker_s_sent_would() -> a
 
     let mut conn = world.conn().await?;
     assert!(
-        conn.transaction(async |tx| outcomes::apply(tx, envelope).await)
-            .await?
+        conn.transaction(
+            async |tx| outcomes::apply(tx, envelope, &crate::outcomes::webhooks()).await
+        )
+        .await?
     );
     let row = world.enrollment(enrollment).await?;
     assert_eq!(row.status, "active");
@@ -167,7 +151,7 @@ async fn resolved_as_sent_after_the_last_step_completes() -> anyhow::Result<()> 
     resolve(&world, message, Outcome::Sent, now + TimeDelta::days(1)).await?;
     let (_, envelope) = announced(&world).await?.remove(0);
     let mut conn = world.conn().await?;
-    conn.transaction(async |tx| outcomes::apply(tx, &envelope).await)
+    conn.transaction(async |tx| outcomes::apply(tx, &envelope, &crate::outcomes::webhooks()).await)
         .await?;
     let row = world.enrollment(enrollment).await?;
     assert_eq!(row.status, "completed");

@@ -2,9 +2,10 @@
 //! a test database (the api is not part of these tests), and what the tests read back.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{BigInt, Integer, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use domain::db::PgPool;
+use domain::kafka::{Envelope, Payload};
 use domain::testing::TestDatabase;
 use uuid::Uuid;
 
@@ -130,6 +131,33 @@ impl World {
 
     pub async fn count(&self, sql: &str) -> anyhow::Result<i64> {
         self.db.count(sql).await
+    }
+
+    /// The records waiting in the outbox for `topic`, in publishing order, as a consumer
+    /// would read them: their keys and envelopes.
+    pub async fn outbox_records<P: Payload>(
+        &self,
+        topic: &str,
+    ) -> anyhow::Result<Vec<(String, Envelope<P>)>> {
+        #[derive(diesel::QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = Text)]
+            message_key: String,
+            #[diesel(sql_type = Jsonb)]
+            payload: serde_json::Value,
+        }
+        let rows: Vec<Row> = diesel::sql_query(
+            "SELECT message_key, payload FROM outbox WHERE topic = $1 ORDER BY id",
+        )
+        .bind::<Text, _>(topic)
+        .load(&mut self.conn().await?)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                let bytes = serde_json::to_vec(&r.payload)?;
+                Ok((r.message_key, Envelope::from_json(&bytes)?))
+            })
+            .collect()
     }
 
     pub async fn enrollment(&self, id: Uuid) -> anyhow::Result<EnrollmentRow> {
