@@ -36,6 +36,7 @@ pub struct Config {
     pub outbox: OutboxConfig,
     pub sender_worker: WorkerServiceConfig,
     pub inbox_watcher: InboxWatcherConfig,
+    pub webhooks: WebhooksConfig,
     pub security: SecurityConfig,
     pub oauth: OAuthConfig,
     pub shutdown: ShutdownConfig,
@@ -290,6 +291,39 @@ pub struct InboxWatcherConfig {
     /// First wait after a failed connection; it doubles per failure up to `backoff_max_ms`.
     pub backoff_initial_ms: u64,
     pub backoff_max_ms: u64,
+}
+
+/// The webhooks service (`crates/webhooks`): delivers recorded events to the endpoints
+/// workspaces registered, signed to the Standard Webhooks specification.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    pub admin_bind: SocketAddr,
+    /// Waits before the second, third... attempt of a delivery that failed; after the last
+    /// one fails the delivery is `failed`.
+    pub retry_schedule_seconds: Vec<u64>,
+    /// An attempt answered with 2xx within this long succeeded; anything else failed.
+    pub request_timeout_ms: u64,
+    /// Requests in flight to one endpoint at most. Events of one enrollment go one after
+    /// another (the same lane), in the order they were recorded.
+    pub concurrency_per_endpoint: u32,
+    /// Deliveries waiting in memory per endpoint; more wait in PostgreSQL for the next poll.
+    pub queue_per_endpoint: u32,
+    /// A replica's claim on a delivery it is about to send; after it another replica (or a
+    /// poll) may send it again.
+    pub lease_seconds: u64,
+    /// Pause between looks for due deliveries (retries, API tests, retries and replays).
+    pub poll_interval_ms: u64,
+    /// Deliveries claimed per poll.
+    pub poll_batch: u32,
+    /// Events fanned out per transaction, and how long to wait to fill a batch.
+    pub fanout_batch: u32,
+    pub fanout_wait_ms: u64,
+    /// Attempt results recorded per transaction, and how long to wait to fill a batch.
+    pub record_batch: u32,
+    pub record_wait_ms: u64,
+    /// An endpoint every attempt to which has failed for this long is disabled.
+    pub disable_after_failing_hours: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -182,6 +182,35 @@ pub(super) fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigE
             config.inbox_watcher.backoff_initial_ms,
         ),
         ("oauth.state_ttl_seconds", config.oauth.state_ttl_seconds),
+        (
+            "webhooks.request_timeout_ms",
+            config.webhooks.request_timeout_ms,
+        ),
+        (
+            "webhooks.concurrency_per_endpoint",
+            u64::from(config.webhooks.concurrency_per_endpoint),
+        ),
+        (
+            "webhooks.queue_per_endpoint",
+            u64::from(config.webhooks.queue_per_endpoint),
+        ),
+        (
+            "webhooks.poll_interval_ms",
+            config.webhooks.poll_interval_ms,
+        ),
+        ("webhooks.poll_batch", u64::from(config.webhooks.poll_batch)),
+        (
+            "webhooks.fanout_batch",
+            u64::from(config.webhooks.fanout_batch),
+        ),
+        (
+            "webhooks.record_batch",
+            u64::from(config.webhooks.record_batch),
+        ),
+        (
+            "webhooks.disable_after_failing_hours",
+            config.webhooks.disable_after_failing_hours,
+        ),
     ] {
         if value == 0 {
             return fail(key, "must be greater than 0".to_owned());
@@ -218,6 +247,28 @@ pub(super) fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigE
         return fail(
             "sender_worker.mailbox_recheck_max_seconds",
             "must be at least sender_worker.mailbox_recheck_initial_seconds".to_owned(),
+        );
+    }
+    let webhooks = &config.webhooks;
+    if webhooks.lease_seconds.saturating_mul(1000) <= webhooks.request_timeout_ms.saturating_mul(2)
+    {
+        return fail(
+            "webhooks.lease_seconds",
+            "must exceed twice webhooks.request_timeout_ms, or a delivery could be sent again \
+             while its first attempt is still waiting for an answer"
+                .to_owned(),
+        );
+    }
+    if webhooks.retry_schedule_seconds.len() > 100 {
+        return fail(
+            "webhooks.retry_schedule_seconds",
+            "must list at most 100 waits".to_owned(),
+        );
+    }
+    if webhooks.concurrency_per_endpoint > 256 {
+        return fail(
+            "webhooks.concurrency_per_endpoint",
+            "must be at most 256".to_owned(),
         );
     }
     let watcher = &config.inbox_watcher;

@@ -205,7 +205,7 @@ where
 
 /// rustls with ring and Mozilla's root certificates, independent of the host's trust store,
 /// so the check behaves the same in a container as on a laptop.
-pub(crate) fn tls_config() -> Result<Arc<tokio_rustls::rustls::ClientConfig>, String> {
+pub fn tls_config() -> Result<Arc<tokio_rustls::rustls::ClientConfig>, String> {
     use tokio_rustls::rustls;
     let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(

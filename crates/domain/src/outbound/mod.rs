@@ -40,6 +40,8 @@ pub enum Purpose {
     Imap,
     /// An OAuth provider's token or revocation endpoint (`domain::oauth`).
     OAuth,
+    /// A workspace's webhook endpoint (the webhooks service).
+    Webhook,
 }
 
 impl Purpose {
@@ -48,6 +50,7 @@ impl Purpose {
             Purpose::Smtp => "smtp",
             Purpose::Imap => "imap",
             Purpose::OAuth => "oauth",
+            Purpose::Webhook => "webhook",
         }
     }
 }

@@ -1,0 +1,97 @@
+//! Brings due deliveries back into the lanes: retries whose wait is over, deliveries whose
+//! lease lapsed (a replica died, a lane was full), and what the API asked for (a test, a
+//! retry, a replay). Claims are `SKIP LOCKED`, so replicas share the work.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use domain::clock::Clock;
+use domain::db::PgPool;
+use domain::db::webhook_dispatch;
+use hyper::body::Bytes;
+use tokio_util::sync::CancellationToken;
+
+use crate::lanes::{Dispatcher, Queued};
+use crate::targets::Targets;
+
+pub struct Poller {
+    pub pool: PgPool,
+    pub clock: Arc<dyn Clock>,
+    pub dispatcher: Arc<Dispatcher>,
+    pub targets: Arc<Targets>,
+    pub lease: chrono::Duration,
+    pub interval: Duration,
+    pub batch: u32,
+}
+
+impl Poller {
+    pub async fn run(self, shutdown: CancellationToken) {
+        loop {
+            let claimed = match self.poll().await {
+                Ok(claimed) => claimed,
+                Err(error) => {
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "polling due webhook deliveries failed"
+                    );
+                    0
+                }
+            };
+            // A full batch: more may be due right away.
+            if claimed < self.batch as usize {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(self.interval) => {}
+                }
+            } else if shutdown.is_cancelled() {
+                break;
+            }
+        }
+    }
+
+    /// One look: the number of deliveries claimed.
+    async fn poll(&self) -> anyhow::Result<usize> {
+        let now = self.clock.now();
+        let mut conn = self.pool.get().await.context("database connection")?;
+        let age = webhook_dispatch::oldest_due_age_seconds(&mut conn, now).await?;
+        metrics::gauge!("webhook_queue_oldest_due_seconds").set(age);
+        let lease_until = now + self.lease;
+        let due =
+            webhook_dispatch::claim_due(&mut conn, now, lease_until, i64::from(self.batch)).await?;
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let mut endpoint_ids: Vec<_> = due.iter().map(|d| d.endpoint_id).collect();
+        endpoint_ids.sort_unstable();
+        endpoint_ids.dedup();
+        let endpoints = webhook_dispatch::enabled_endpoints_by_id(&mut conn, &endpoint_ids).await?;
+        drop(conn);
+        let targets: HashMap<_, _> = endpoints
+            .iter()
+            .filter_map(|e| Some((e.id, self.targets.of(e)?)))
+            .collect();
+        let claimed = due.len();
+        for delivery in due {
+            let Some(target) = targets.get(&delivery.endpoint_id) else {
+                continue;
+            };
+            let order_key = serde_json::from_str::<serde_json::Value>(&delivery.payload)
+                .ok()
+                .and_then(|body| body["data"]["enrollment_id"].as_str().map(str::to_owned))
+                .and_then(|id| uuid::Uuid::parse_str(&id).ok())
+                .unwrap_or(delivery.id);
+            self.dispatcher.offer(Queued {
+                delivery_id: delivery.id,
+                target: Arc::clone(target),
+                payload: Bytes::from(delivery.payload),
+                occurred_at: delivery.occurred_at,
+                lease_until,
+                order_key,
+            });
+        }
+        metrics::counter!("webhook_deliveries_polled_total").increment(claimed as u64);
+        Ok(claimed)
+    }
+}

@@ -1,0 +1,1 @@
+//! Integration tests of the webhooks service (real PostgreSQL, Kafka, HTTP receivers).
