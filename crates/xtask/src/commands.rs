@@ -48,7 +48,10 @@ pub fn test(paths: &Paths, args: &[String]) -> Result<ExitCode> {
     if runs_package(args, "xtask") {
         extra.extend(deploy_tools::test_env(paths)?);
     }
-    if runs_package(args, "domain") {
+    if ["domain", "webhooks", "e2e"]
+        .iter()
+        .any(|package| runs_package(args, package))
+    {
         extra.push((
             "SEQ_TEST_PYTHON_STANDARDWEBHOOKS",
             webhook_verifier::python(paths)?.display().to_string(),

@@ -17,6 +17,7 @@ mod private_kafka;
 pub mod process_stats;
 mod smtp_sink;
 mod topic_reader;
+pub mod webhook_receiver;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -82,6 +83,7 @@ pub fn test_config_with_url(database_url: &str) -> anyhow::Result<Config> {
             "inbox_watcher.admin_bind",
             "127.0.0.1:0",
         ))
+        .merge(Serialized::default("webhooks.admin_bind", "127.0.0.1:0"))
         .merge(Serialized::default("shutdown.grace_period_seconds", 5))
         .merge(Serialized::default(
             "security.encryption_keys",
@@ -110,6 +112,19 @@ pub fn quick_inbox_watcher(config: &mut Config) {
     watcher.connect_timeout_ms = 5000;
     watcher.command_timeout_ms = 10_000;
     config.outbox.poll_interval_ms = 50;
+}
+
+/// Webhooks settings for tests: retries after 1 s each (five of them), polls every 100 ms,
+/// attempts time out after 3 s and leases last 8 s, so retries, takeovers and failures
+/// happen within a test's patience.
+pub fn quick_webhooks(config: &mut Config) {
+    let webhooks = &mut config.webhooks;
+    webhooks.retry_schedule_seconds = vec![1; 5];
+    webhooks.poll_interval_ms = 100;
+    webhooks.request_timeout_ms = 3000;
+    webhooks.lease_seconds = 8;
+    webhooks.fanout_wait_ms = 5;
+    webhooks.record_wait_ms = 10;
 }
 
 /// A PostgreSQL URL on a local port where nothing listens.
