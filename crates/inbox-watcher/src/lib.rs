@@ -94,6 +94,7 @@ impl Application {
             settings: base.config.inbox_watcher.clone(),
             owner: domain::service::instance_id("inbox-watcher"),
             events_topic: base.topics.email_events.clone(),
+            mailbox_events_topic: base.topics.mailbox_events.clone(),
         });
         Ok(Self {
             base,

@@ -19,6 +19,8 @@ use domain::db::PgPool;
 use domain::db::inbox::{self, FolderPosition, WatchedMailbox};
 use domain::db::mailboxes::imap_password_context;
 use domain::db::outbox::{self, NewOutboxRecord};
+use domain::events::{FoundBy, MailboxEvent};
+use domain::kafka::Envelope;
 use domain::mail::imap::ConnectError;
 use domain::mail::{self, Login, Security, Server};
 use domain::oauth::{AccessError, AccessToken, AccessTokens};
@@ -44,6 +46,8 @@ pub struct Shared {
     pub settings: InboxWatcherConfig,
     pub owner: String,
     pub events_topic: String,
+    /// Where `MailboxEvent::Failing` goes when a refused host puts a mailbox in `error`.
+    pub mailbox_events_topic: String,
 }
 
 /// Why a watch ended for good (anything else is retried).
@@ -59,7 +63,8 @@ enum Failure {
     /// Worth telling the mailbox's owner (connection, login, server behaviour).
     Mailbox(String),
     /// The outbound guard refused the IMAP host (it resolves to a non-public address that is
-    /// not allowed): shown on the watch and on the mailbox, which goes to `error`.
+    /// not allowed): shown on the watch and on the mailbox, which goes to `error` (announced
+    /// on `mailbox-events`).
     Refused(String),
     /// Ours (database, encoding): logged, not shown as the mailbox's problem.
     Internal(anyhow::Error),
@@ -112,13 +117,12 @@ pub async fn run(shared: Arc<Shared>, mailbox_id: Uuid, cancel: CancellationToke
                         inbox::record_failure(&mut conn, mailbox_id, &shared.owner, message).await;
                     if matches!(failure, Failure::Refused(_)) {
                         let reason = format!("inbox watcher: {message}");
-                        let _ = inbox::mark_mailbox_failing(
-                            &mut conn,
-                            mailbox_id,
-                            &shared.owner,
-                            &reason,
-                        )
-                        .await;
+                        if let Err(error) =
+                            fail_mailbox(&shared, &mut conn, mailbox_id, &reason).await
+                        {
+                            tracing::warn!(mailbox.id = %mailbox_id, error = format!("{error:#}"),
+                                           "could not put the mailbox in error");
+                        }
                     }
                 }
                 let pause = backoff(&shared.settings, failures);
@@ -129,6 +133,42 @@ pub async fn run(shared: Arc<Shared>, mailbox_id: Uuid, cancel: CancellationToke
             }
         }
     }
+}
+
+/// Puts the mailbox in `error` with `reason` and, when that changed its status, announces it
+/// (`MailboxEvent::Failing` on `mailbox-events`) in the same transaction: the next failure of
+/// a mailbox already in `error` announces nothing.
+async fn fail_mailbox(
+    shared: &Shared,
+    conn: &mut diesel_async::AsyncPgConnection,
+    mailbox_id: Uuid,
+    reason: &str,
+) -> anyhow::Result<()> {
+    let changed = conn
+        .transaction(async |tx| -> anyhow::Result<bool> {
+            let Some(workspace_id) =
+                inbox::mark_mailbox_failing(tx, mailbox_id, &shared.owner, reason).await?
+            else {
+                return Ok(false);
+            };
+            let event = MailboxEvent::Failing {
+                mailbox_id,
+                reason: reason.to_owned(),
+                found_by: FoundBy::Inbox,
+            };
+            let record = NewOutboxRecord::from_envelope(
+                &shared.mailbox_events_topic,
+                mailbox_id.to_string(),
+                &Envelope::new(workspace_id, event),
+            )?;
+            outbox::insert_many(tx, std::slice::from_ref(&record)).await?;
+            Ok(true)
+        })
+        .await?;
+    if changed {
+        tracing::warn!(mailbox.id = %mailbox_id, reason, "the mailbox is now in error");
+    }
+    Ok(())
 }
 
 /// One connection's life: everything until it fails or the watch ends.

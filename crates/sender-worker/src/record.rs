@@ -2,6 +2,11 @@
 //! the scheduler, in one transaction per batch (the outbox publishes the records). Only
 //! after it commits are the jobs' Kafka offsets stored, so a crash in between replays jobs
 //! whose claim then finds their message no longer `queued`.
+//!
+//! A mailbox whose server refused its login or sender goes to `error` in that transaction
+//! too, with a `MailboxEvent::Failing` on `mailbox-events` only when its status did change:
+//! a second failure of the same mailbox (in the batch, from another worker, or replayed)
+//! announces nothing.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -10,8 +15,9 @@ use diesel_async::AsyncConnection as _;
 use domain::clock::Clock;
 use domain::db::PgPool;
 use domain::db::outbox::{self, NewOutboxRecord};
+use domain::db::sending::FailedMailbox;
 use domain::db::sending::{self, SentRow, Settled, SettledRow};
-use domain::events::{EmailEvent, EmailRetry, MessageRef, RetryRequest};
+use domain::events::{EmailEvent, EmailRetry, FoundBy, MailboxEvent, MessageRef, RetryRequest};
 use domain::kafka::{Envelope, TopicNames};
 use uuid::Uuid;
 
@@ -81,21 +87,32 @@ impl Recorder {
 
         let mut conn = self.pool.get().await?;
         let worker_id = self.worker_id.as_str();
-        let written = conn
-            .transaction(async |tx| -> anyhow::Result<HashSet<Uuid>> {
-                let mut written: HashSet<Uuid> = HashSet::new();
-                written.extend(sending::mark_sent(tx, &sent, worker_id, now).await?);
-                written.extend(sending::settle(tx, &settled, worker_id, now).await?);
-                sending::mark_mailboxes_failing(tx, &failing, now).await?;
-                let records = results
-                    .iter()
-                    .filter(|(facts, _)| written.contains(&facts.id))
-                    .filter_map(|(facts, outcome)| self.announcement(facts, outcome).transpose())
-                    .collect::<Result<Vec<_>, _>>()?;
-                outbox::insert_many(tx, &records).await?;
-                Ok(written)
-            })
+        let (written, failed) = conn
+            .transaction(
+                async |tx| -> anyhow::Result<(HashSet<Uuid>, Vec<FailedMailbox>)> {
+                    let mut written: HashSet<Uuid> = HashSet::new();
+                    written.extend(sending::mark_sent(tx, &sent, worker_id, now).await?);
+                    written.extend(sending::settle(tx, &settled, worker_id, now).await?);
+                    let failed = sending::mark_mailboxes_failing(tx, &failing, now).await?;
+                    let mut records = results
+                        .iter()
+                        .filter(|(facts, _)| written.contains(&facts.id))
+                        .filter_map(|(facts, outcome)| {
+                            self.announcement(facts, outcome).transpose()
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    for mailbox in &failed {
+                        records.push(self.failing(mailbox, now)?);
+                    }
+                    outbox::insert_many(tx, &records).await?;
+                    Ok((written, failed))
+                },
+            )
             .await?;
+        for mailbox in &failed {
+            tracing::warn!(mailbox.id = %mailbox.id, reason = %mailbox.reason,
+                           "the mailbox's server refused it; the mailbox is now in error");
+        }
 
         let mut recorded = Recorded::default();
         for (facts, outcome) in results {
@@ -123,6 +140,26 @@ impl Recorder {
             metrics::counter!("emails_total", "outcome" => label).increment(1);
         }
         Ok(recorded)
+    }
+
+    /// The `mailbox-events` record of a mailbox this batch put in `error`.
+    fn failing(
+        &self,
+        mailbox: &FailedMailbox,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<NewOutboxRecord, serde_json::Error> {
+        let event = MailboxEvent::Failing {
+            mailbox_id: mailbox.id,
+            reason: mailbox.reason.clone(),
+            found_by: FoundBy::Sending,
+        };
+        let mut envelope = Envelope::new(mailbox.workspace_id, event);
+        envelope.occurred_at = now;
+        NewOutboxRecord::from_envelope(
+            &self.topics.mailbox_events,
+            mailbox.id.to_string(),
+            &envelope,
+        )
     }
 
     /// The record that tells the scheduler about `outcome`, if any.

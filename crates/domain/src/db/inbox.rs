@@ -308,25 +308,33 @@ pub async fn record_failure(
 /// `active` (`paused` and `disabled` are the owner's choice): for what the owner must fix,
 /// such as an IMAP host the outbound guard refuses. Like any mailbox in `error`, the
 /// scheduler stops choosing it until its settings change or a verify succeeds; it is still
-/// watched. True when the status changed.
+/// watched. The mailbox's workspace when the status changed (for its announcement), `None`
+/// when it did not (already in `error`, say, from the previous failure).
 pub async fn mark_mailbox_failing(
     conn: &mut AsyncPgConnection,
     mailbox_id: Uuid,
     owner: &str,
     reason: &str,
-) -> QueryResult<bool> {
-    diesel::sql_query(
+) -> QueryResult<Option<Uuid>> {
+    #[derive(QueryableByName)]
+    struct Workspace {
+        #[diesel(sql_type = SqlUuid)]
+        workspace_id: Uuid,
+    }
+    let changed: Option<Workspace> = diesel::sql_query(
         "UPDATE mailboxes m SET status = 'error', status_reason = $3 \
            FROM inbox_watches w \
           WHERE m.id = $1 AND w.mailbox_id = m.id AND w.owner = $2 \
-            AND w.lease_expires_at > now() AND m.status = 'active'",
+            AND w.lease_expires_at > now() AND m.status = 'active' \
+         RETURNING m.workspace_id",
     )
     .bind::<SqlUuid, _>(mailbox_id)
     .bind::<Text, _>(owner)
     .bind::<Text, _>(reason)
-    .execute(conn)
+    .get_result(conn)
     .await
-    .map(|n| n == 1)
+    .optional()?;
+    Ok(changed.map(|c| c.workspace_id))
 }
 
 /// What the API shows of a mailbox's watch.

@@ -377,25 +377,42 @@ pub async fn settle(
     Ok(changed.into_iter().map(|c| c.id).collect())
 }
 
+/// A mailbox [`mark_mailboxes_failing`] put in `error`.
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+pub struct FailedMailbox {
+    #[diesel(sql_type = SqlUuid)]
+    pub id: Uuid,
+    /// For the event's envelope.
+    #[diesel(sql_type = SqlUuid)]
+    pub workspace_id: Uuid,
+    /// As now stored in its `status_reason`.
+    #[diesel(sql_type = Text)]
+    pub reason: String,
+}
+
 /// Puts mailboxes whose server refused the login or the sender in `error`, with the reason,
-/// so the scheduler stops choosing them until someone fixes and re-checks them.
+/// so the scheduler stops choosing them until someone fixes and re-checks them. Returns the
+/// mailboxes whose status changed (each once, even if named twice): those already out of
+/// `active`, by an earlier or concurrent failure, are not returned, so a caller announcing
+/// them announces each change once.
 pub async fn mark_mailboxes_failing(
     conn: &mut AsyncPgConnection,
     failing: &[(Uuid, String)],
     now: DateTime<Utc>,
-) -> QueryResult<usize> {
+) -> QueryResult<Vec<FailedMailbox>> {
     if failing.is_empty() {
-        return Ok(0);
+        return Ok(Vec::new());
     }
     diesel::sql_query(
         "UPDATE mailboxes mb SET status = 'error', status_reason = t.reason, updated_at = $3 \
            FROM UNNEST($1::uuid[], $2::text[]) AS t(id, reason) \
-          WHERE mb.id = t.id AND mb.status = 'active'",
+          WHERE mb.id = t.id AND mb.status = 'active' \
+         RETURNING mb.id, mb.workspace_id, t.reason AS reason",
     )
     .bind::<Array<SqlUuid>, _>(failing.iter().map(|(id, _)| *id).collect::<Vec<_>>())
     .bind::<Array<Text>, _>(failing.iter().map(|(_, r)| r.as_str()).collect::<Vec<_>>())
     .bind::<Timestamptz, _>(now)
-    .execute(conn)
+    .load(conn)
     .await
 }
 

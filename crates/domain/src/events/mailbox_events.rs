@@ -1,7 +1,11 @@
 //! `mailbox-events`: what happened to a mailbox's health, produced through the outbox by the
-//! scheduler (the reputation guard paused it), the sender worker (an automatic re-check
-//! found it working again) and whoever refreshed an OAuth mailbox's token when the provider
-//! refused the grant (`oauth::AccessTokens`). Nothing consumes it yet; webhooks will.
+//! scheduler (the reputation guard paused it), the sender worker (its server refused the
+//! login or the sender, so it is in `error`; or an automatic re-check found it working
+//! again), the inbox watcher (the outbound guard refused its IMAP host: `error` too) and
+//! whoever refreshed an OAuth mailbox's token when the provider refused the grant
+//! (`oauth::AccessTokens`). Each is written in the transaction that changed the status, and
+//! only when it did change, so a replayed outcome announces nothing twice. Nothing consumes
+//! it yet; webhooks will.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -26,6 +30,17 @@ impl PauseCause {
             PauseCause::ComplaintRate => "complaint_rate",
         }
     }
+}
+
+/// Which service found a mailbox failing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FoundBy {
+    /// The sender worker: the SMTP server refused the login or the sender, or the outbound
+    /// guard refused the SMTP host.
+    Sending,
+    /// The inbox watcher: the outbound guard refused the IMAP host.
+    Inbox,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,6 +75,15 @@ pub enum MailboxEvent {
         /// As stored in the mailbox's `status_reason`.
         reason: String,
     },
+    /// The mailbox went from `active` to `error`: the scheduler stops choosing it until an
+    /// automatic re-check passes or a person fixes it.
+    Failing {
+        mailbox_id: Uuid,
+        /// As stored in the mailbox's `status_reason`: the stage and the server's answer
+        /// (credentials it echoed redacted), or why the outbound guard refused the host.
+        reason: String,
+        found_by: FoundBy,
+    },
 }
 
 impl Payload for MailboxEvent {
@@ -71,7 +95,8 @@ impl MailboxEvent {
         match self {
             MailboxEvent::Paused { mailbox_id, .. }
             | MailboxEvent::Recovered { mailbox_id, .. }
-            | MailboxEvent::ReconnectRequired { mailbox_id, .. } => *mailbox_id,
+            | MailboxEvent::ReconnectRequired { mailbox_id, .. }
+            | MailboxEvent::Failing { mailbox_id, .. } => *mailbox_id,
         }
     }
 }
@@ -108,6 +133,21 @@ mod tests {
         let json = serde_json::to_value(&event)?;
         assert_eq!(json["type"], "reconnect_required");
         assert_eq!(json["payload"]["provider"], "microsoft");
+        assert_eq!(serde_json::from_value::<MailboxEvent>(json)?, event);
+        Ok(())
+    }
+
+    #[test]
+    fn a_failing_mailbox_says_who_found_it() -> anyhow::Result<()> {
+        let event = MailboxEvent::Failing {
+            mailbox_id: Uuid::nil(),
+            reason: "auth: 535 5.7.8 authentication failed".into(),
+            found_by: FoundBy::Inbox,
+        };
+        let json = serde_json::to_value(&event)?;
+        assert_eq!(json["type"], "failing");
+        assert_eq!(json["payload"]["found_by"], "inbox");
+        assert_eq!(json["payload"]["mailbox_id"], Uuid::nil().to_string());
         assert_eq!(serde_json::from_value::<MailboxEvent>(json)?, event);
         Ok(())
     }

@@ -11,5 +11,5 @@ mod webhook_events;
 pub use email_events::{Client, EmailEvent, Inbound, MessageRef};
 pub use email_jobs::{EmailJob, SendJob};
 pub use email_retries::{EmailRetry, RetryRequest};
-pub use mailbox_events::{MailboxEvent, PauseCause};
+pub use mailbox_events::{FoundBy, MailboxEvent, PauseCause};
 pub use webhook_events::WebhookEvent;

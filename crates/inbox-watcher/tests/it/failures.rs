@@ -1,7 +1,7 @@
 //! Mailboxes whose IMAP server fails them: the failure shows on the watch, counts in the
 //! metrics, is retried with growing pauses, and never exposes the password.
 
-use domain::testing::poll_until;
+use domain::testing::{poll_until, the_only_failing_event};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::TcpListener;
 
@@ -82,8 +82,9 @@ async fn a_refused_login_is_shown_without_the_password() -> anyhow::Result<()> {
 }
 
 /// A mailbox whose IMAP host resolves to loopback, on a watcher that allows no private
-/// network: nothing is connected; the watch and the mailbox (now `error`) say why, and the
-/// refusal is counted.
+/// network: nothing is connected; the watch and the mailbox (now `error`) say why, the
+/// refusal is counted, and the mailbox's failing is announced on `mailbox-events` once,
+/// however often the refusal repeats.
 #[tokio::test]
 async fn a_host_resolving_to_a_private_address_is_refused_and_shown() -> anyhow::Result<()> {
     // Whatever the watcher would reach on that port: nothing may arrive there.
@@ -100,9 +101,11 @@ async fn a_host_resolving_to_a_private_address_is_refused_and_shown() -> anyhow:
         ))
         .await?;
     let watcher = world.watcher().await?;
+    // Each refusal is recorded on the watch before the mailbox is marked: at the third, the
+    // second refusal's marking (of a mailbox already in `error`) is done.
     let row = world
         .wait_watch(seller.mailbox_id, "the refusal recorded", |row| {
-            row.status == "error" && row.consecutive_failures >= 2
+            row.status == "error" && row.consecutive_failures >= 3
         })
         .await?;
     let error = row.last_error.unwrap_or_default();
@@ -128,6 +131,23 @@ async fn a_host_resolving_to_a_private_address_is_refused_and_shown() -> anyhow:
             .as_deref()
             .is_some_and(|r| r.contains("refused: resolves to a private address")),
         "{reason:?}"
+    );
+    // Announced once, though refused (and marked) again since.
+    let event = the_only_failing_event(
+        &world.db,
+        &world.config,
+        seller.mailbox_id,
+        world.workspace_id,
+        WAIT,
+    )
+    .await?;
+    assert_eq!(
+        event,
+        serde_json::json!({
+            "mailbox_id": seller.mailbox_id,
+            "reason": reason,
+            "found_by": "inbox",
+        })
     );
     let metrics_url = format!("{}/metrics", watcher.admin_url);
     poll_until(WAIT, "the refusal metrics", || async {

@@ -1,11 +1,17 @@
 //! What the worker does when the SMTP server says no, or says nothing: Postfix's smtp-sink
 //! with injected failures, then GreenMail once the server "recovers".
 
+use std::sync::Arc;
+
 use chrono::Utc;
+use domain::clock::SystemClock;
 use domain::db::{dispatch, progress};
-use domain::testing::{count_records, read_topic};
+use domain::testing::{count_records, read_topic, the_only_failing_event};
+use sender_worker::outcome::{MessageFacts, Outcome};
+use sender_worker::record::{Recorded, Recorder};
 use uuid::Uuid;
 
+use crate::fake_smtp::{Act, FakeSmtp};
 use crate::world::{SmtpSink, Step, WAIT, World, greenmail_smtp, wait_received};
 
 const STEP: Step = Step {
@@ -212,4 +218,98 @@ async fn a_host_resolving_to_a_private_address_fails_the_mailbox_and_connects_no
     world.wait_for(message, &["sent"]).await?;
     assert_eq!(wait_received(&to, 1).await?.len(), 1);
     worker.stop().await
+}
+
+/// A server that refuses the mailbox's login, quoting the AUTH line (credentials included)
+/// as careless servers do. Two messages fail on it; the mailbox goes to `error` with the
+/// redacted answer, announced once on `mailbox-events` (through the outbox, with the retry
+/// requests). A replayed failure outcome then changes and announces nothing.
+#[tokio::test]
+async fn a_refused_login_fails_the_mailbox_and_announces_it_once() -> anyhow::Result<()> {
+    let smtp = FakeSmtp::start(|_, event, line| {
+        (event == "AUTH").then(|| Act::Reply(format!("535 5.7.8 bad credentials: {line}")))
+    })
+    .await?;
+    let mut world = World::new(smtp.addr(), &[STEP]).await?;
+    // The relay keeps what it published: the outbox is counted below.
+    world.config.outbox.retention_seconds = 3600;
+    world
+        .set_smtp_login("ana@acme.test", "correct horse battery")
+        .await?;
+    let first = world
+        .queue(world.enroll(&contact_address(), None).await?, 1)
+        .await?;
+    let second = world
+        .queue(world.enroll(&contact_address(), None).await?, 1)
+        .await?;
+    world.publish_job(first).await?;
+    world.publish_job(second).await?;
+    let worker = world.start_worker()?;
+
+    // Both wait for a retry (the second refused too, or held back by the mailbox's `error`);
+    // their outcomes, and the mailbox's, are committed.
+    read_topic(&world.config.kafka, &world.topics.email_retries, 2, WAIT).await?;
+    let (status, reason) = world.mailbox_status().await?;
+    assert_eq!(status, "error");
+    let reason = reason.unwrap_or_default();
+    assert!(
+        reason.starts_with("auth: 535") && reason.contains("5.7.8 bad credentials"),
+        "{reason}"
+    );
+    assert!(reason.contains("[redacted]"), "{reason}");
+    // The password, plain and as AUTH PLAIN's base64 of "\0ana@acme.test\0correct horse battery".
+    assert!(!reason.contains("correct horse"), "{reason}");
+    assert!(!reason.contains("Y29ycmVjdCBob3JzZSBiYXR0ZXJ5"), "{reason}");
+
+    let only_failing = async || {
+        the_only_failing_event(
+            &world.db,
+            &world.config,
+            world.mailbox_id,
+            world.workspace_id,
+            WAIT,
+        )
+        .await
+    };
+    let event = only_failing().await?;
+    assert_eq!(
+        event,
+        serde_json::json!({
+            "mailbox_id": world.mailbox_id,
+            "reason": reason,
+            "found_by": "sending",
+        })
+    );
+    worker.stop().await?;
+
+    // The same failure recorded again (a replay after a crash, or another worker's): the
+    // mailbox is already in `error`, so nothing more is announced.
+    let row = world.message(first).await?;
+    let recorder = Recorder::new(
+        world.db.pool()?,
+        "replaying-worker".to_owned(),
+        world.topics.clone(),
+        Arc::new(SystemClock),
+    );
+    let facts = MessageFacts {
+        id: first,
+        workspace_id: world.workspace_id,
+        enrollment_id: row.enrollment_id,
+        mailbox_id: world.mailbox_id,
+        step_order: 1,
+        attempts: row.attempts,
+        message_id_header: row.message_id_header.unwrap_or_default(),
+    };
+    let replayed = recorder
+        .record(&[(facts, Outcome::MailboxFailing { error: reason })])
+        .await?;
+    assert_eq!(
+        replayed,
+        Recorded {
+            lost_lease: 1,
+            ..Recorded::default()
+        }
+    );
+    only_failing().await?;
+    Ok(())
 }

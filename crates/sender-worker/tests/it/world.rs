@@ -277,6 +277,25 @@ impl World {
         .await?)
     }
 
+    /// Makes the mailbox log in to its SMTP server as `username` with `password` (stored
+    /// encrypted, as the API stores it).
+    pub async fn set_smtp_login(&self, username: &str, password: &str) -> anyhow::Result<()> {
+        let cipher = self.config.security.cipher()?;
+        let encrypted = cipher.encrypt(
+            &secrecy::SecretString::from(password.to_owned()),
+            &domain::db::mailboxes::smtp_password_context(self.mailbox_id),
+        )?;
+        diesel::sql_query(
+            "UPDATE mailboxes SET smtp_username = $2, smtp_password_encrypted = $3 WHERE id = $1",
+        )
+        .bind::<SqlUuid, _>(self.mailbox_id)
+        .bind::<Text, _>(username)
+        .bind::<diesel::sql_types::Bytea, _>(encrypted)
+        .execute(&mut self.conn().await?)
+        .await?;
+        Ok(())
+    }
+
     /// The mailbox's `status` and `status_reason`.
     pub async fn mailbox_status(&self) -> anyhow::Result<(String, Option<String>)> {
         #[derive(diesel::QueryableByName)]
