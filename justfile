@@ -48,7 +48,7 @@ fuzz-api *ARGS:
 docker-build tag=env_var_or_default("SEQ_IMAGE_TAG", "dev"):
     #!/usr/bin/env bash
     set -euo pipefail
-    for service in api scheduler sender-worker tracker inbox-watcher; do
+    for service in api scheduler sender-worker tracker inbox-watcher webhooks; do
         docker build -f deploy/docker/Dockerfile --target "$service" \
             -t "sequence-service/$service:{{tag}}" .
     done

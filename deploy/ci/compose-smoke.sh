@@ -29,7 +29,7 @@ poll() {
 
 # Every long-running service healthy, the migration exited 0.
 check_health() {
-    local expected_workers="$1" line service state health
+    local expected_workers="$1" expected_webhooks="$2" line service state health
     while read -r service state health; do
         case "$service" in
             migrate) [ "$state" = exited ] || fail "migrate is $state" ;;
@@ -44,12 +44,14 @@ check_health() {
     done
     [ "$(compose ps -q sender-worker | wc -l)" = "$expected_workers" ] \
         || fail "not $expected_workers sender workers"
-    say "every service healthy ($expected_workers sender-worker)"
+    [ "$(compose ps -q webhooks | wc -l)" = "$expected_webhooks" ] \
+        || fail "not $expected_webhooks webhooks replicas"
+    say "every service healthy ($expected_workers sender-worker, $expected_webhooks webhooks)"
 }
 
 say "up --wait"
 compose up -d --no-build --wait --wait-timeout 300 || fail "up --wait"
-check_health 1
+check_health 1 1
 
 # Only loopback ports are published.
 while read -r ports; do
@@ -100,10 +102,10 @@ answer="$(command curl -s -o /dev/null -w '%{http_code} %{redirect_url}' "$link"
 [ "$answer" = "302 https://example.com/guide" ] || fail "the tracked link answered $answer"
 say "the email arrived in Mailpit; its tracked link answers $answer"
 
-say "up --scale sender-worker=3"
-compose up -d --no-build --wait --wait-timeout 300 --scale sender-worker=3 \
-    || fail "up --scale sender-worker=3"
-check_health 3
+say "up --scale sender-worker=3 --scale webhooks=2"
+compose up -d --no-build --wait --wait-timeout 300 --scale sender-worker=3 --scale webhooks=2 \
+    || fail "up --scale sender-worker=3 --scale webhooks=2"
+check_health 3 2
 
 say "down -v"
 compose down -v --timeout 30 || fail "down -v"

@@ -61,6 +61,12 @@ impl Event {
                 "mailbox.reconnect_required",
                 json!({"provider": provider, "reason": reason}),
             ),
+            MailboxEvent::Failing {
+                reason, found_by, ..
+            } => (
+                "mailbox.error",
+                json!({"reason": reason, "found_by": found_by}),
+            ),
             MailboxEvent::Paused { .. } | MailboxEvent::Recovered { .. } => return None,
         };
         let mut data = json!({
@@ -166,5 +172,26 @@ mod tests {
             },
         );
         assert_eq!(Event::of_mailbox(&recovered, None), None);
+    }
+
+    #[test]
+    fn a_failing_mailbox_is_a_mailbox_error_saying_why_and_who_found_it() {
+        let envelope = Envelope::new(
+            Uuid::from_u128(1),
+            MailboxEvent::Failing {
+                mailbox_id: Uuid::from_u128(3),
+                reason: "auth: 535 5.7.8 authentication failed".to_owned(),
+                found_by: domain::events::FoundBy::Sending,
+            },
+        );
+        let event = Event::of_mailbox(&envelope, None);
+        assert_eq!(
+            event.as_ref().map(|e| e.event_type.as_str()),
+            Some("mailbox.error")
+        );
+        let data = event.map(|e| e.data).unwrap_or_default();
+        assert_eq!(data["reason"], "auth: 535 5.7.8 authentication failed");
+        assert_eq!(data["found_by"], "sending");
+        assert_eq!(data["mailbox"]["email"], Value::Null);
     }
 }

@@ -43,7 +43,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Start PostgreSQL, Kafka, the mail server and the four services.
+    /// Start PostgreSQL, Kafka, the mail server and the six services.
     Up {
         /// Leave everything running in the background and return.
         #[arg(long)]

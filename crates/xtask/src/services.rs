@@ -1,4 +1,4 @@
-//! The service binaries (the five services): build, migrate, spawn, readiness, stop.
+//! The service binaries (the six services): build, migrate, spawn, readiness, stop.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -27,7 +27,7 @@ pub struct Service {
     bind_var: &'static str,
 }
 
-pub const ALL: [Service; 5] = [
+pub const ALL: [Service; 6] = [
     Service {
         name: "api",
         package: "api",
@@ -57,6 +57,12 @@ pub const ALL: [Service; 5] = [
         package: "inbox-watcher",
         addr: "127.0.0.1:9104",
         bind_var: "SEQ_INBOX_WATCHER__ADMIN_BIND",
+    },
+    Service {
+        name: "webhooks",
+        package: "webhooks",
+        addr: "127.0.0.1:9105",
+        bind_var: "SEQ_WEBHOOKS__ADMIN_BIND",
     },
 ];
 

@@ -1,4 +1,4 @@
-//! `cargo xtask up`: infrastructure plus the four services, in the foreground or detached.
+//! `cargo xtask up`: infrastructure plus the six services, in the foreground or detached.
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -115,7 +115,9 @@ fn print_summary(paths: &Paths, infra: &Infra, database_url: &str, api_key: &str
         let url = format!("http://{}", service.addr);
         let value = match service.name {
             "api" => format!("{url}  (health: {url}/api/v1/health)"),
-            "scheduler" | "sender-worker" | "inbox-watcher" => format!("{url}  (admin)"),
+            "scheduler" | "sender-worker" | "inbox-watcher" | "webhooks" => {
+                format!("{url}  (admin)")
+            }
             _ => url,
         };
         row(service.name, value);

@@ -1,20 +1,21 @@
 //! The deployment files, checked on every test run without Docker: the Dockerfile (hadolint,
 //! and the rules hadolint cannot know: an unprivileged user, pinned bases, each image's
 //! binary being the service's own) and docker-compose.yml (parses, runs every service the
-//! README lists, scales the sender worker, commits no secret, allows no private address but
-//! Mailpit's).
+//! README lists, scales the sender worker and webhooks, commits no secret, allows no private
+//! address but Mailpit's).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The images: one per service binary, each the Dockerfile stage of that name.
-const IMAGES: [&str; 5] = [
+const IMAGES: [&str; 6] = [
     "api",
     "scheduler",
     "sender-worker",
     "tracker",
     "inbox-watcher",
+    "webhooks",
 ];
 
 fn root() -> PathBuf {
@@ -234,7 +235,7 @@ fn readme_compose_services() -> anyhow::Result<BTreeSet<String>> {
 }
 
 #[test]
-fn compose_runs_what_the_readme_lists_and_scales_the_sender_worker() -> anyhow::Result<()> {
+fn compose_runs_what_the_readme_lists_and_scales_the_workers() -> anyhow::Result<()> {
     let services = compose_services()?;
     let names: BTreeSet<String> = services.keys().cloned().collect();
     assert_eq!(names, readme_compose_services()?);
@@ -291,8 +292,13 @@ fn compose_runs_what_the_readme_lists_and_scales_the_sender_worker() -> anyhow::
         }
     }
     // Several replicas cannot share a host port or a container name.
-    let worker = &services["sender-worker"];
-    assert!(worker.get("ports").is_none() && worker.get("container_name").is_none());
+    for scaled in ["sender-worker", "webhooks"] {
+        let service = &services[scaled];
+        assert!(
+            service.get("ports").is_none() && service.get("container_name").is_none(),
+            "{scaled} cannot scale"
+        );
+    }
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! deploy/k8s rendered by kustomize (base, dev, prod), every object validated by kubeconform
 //! against the Kubernetes JSON schemas and KEDA's ScaledObject CRD, then held to what schemas
 //! cannot say: probes, limits, graceful termination, a budget per service, no secret values,
-//! and worker scaling within the partitions. The tools come from `cargo xtask test`
+//! and worker (sender-worker, webhooks) scaling within the partitions. The tools come from `cargo xtask test`
 //! (`SEQ_TEST_KUSTOMIZE`, `SEQ_TEST_KUBECONFORM`, `SEQ_TEST_K8S_SCHEMAS`, `SEQ_TEST_KEDA_CRD`).
 
 use std::collections::BTreeSet;
@@ -16,12 +16,13 @@ const DIRECTORIES: [&str; 3] = [
     "deploy/k8s/overlays/dev",
     "deploy/k8s/overlays/prod",
 ];
-const SERVICES: [&str; 5] = [
+const SERVICES: [&str; 6] = [
     "api",
     "scheduler",
     "sender-worker",
     "tracker",
     "inbox-watcher",
+    "webhooks",
 ];
 /// The sender worker's Kafka consumer group (`sender_worker::worker::CONSUMER_GROUP`; xtask
 /// depends on no service crate).
@@ -281,7 +282,11 @@ fn workers_scale_by_cpu_in_dev_and_by_kafka_lag_in_prod_within_the_partitions() 
 
     let prod = objects(&render("deploy/k8s/overlays/prod")?)?;
     // KEDA runs an HPA of its own: two autoscalers on one Deployment would fight.
-    assert!(of_kind(&prod, "HorizontalPodAutoscaler").is_empty());
+    let hpa_targets: Vec<&str> = of_kind(&prod, "HorizontalPodAutoscaler")
+        .iter()
+        .filter_map(|h| h["spec"]["scaleTargetRef"]["name"].as_str())
+        .collect();
+    assert!(!hpa_targets.contains(&"sender-worker"), "{hpa_targets:?}");
     let scaled = named(&prod, "ScaledObject", "sender-worker")
         .ok_or_else(|| anyhow::anyhow!("prod has no ScaledObject for the sender workers"))?;
     assert_eq!(
@@ -295,12 +300,7 @@ fn workers_scale_by_cpu_in_dev_and_by_kafka_lag_in_prod_within_the_partitions() 
         trigger["metadata"]["consumerGroup"].as_str(),
         Some(WORKER_GROUP)
     );
-    let config = named(&prod, "ConfigMap", "sequence-config")
-        .ok_or_else(|| anyhow::anyhow!("prod has no ConfigMap"))?;
-    let partitions: u64 = config["data"]["SEQ_KAFKA__PARTITIONS"]
-        .as_str()
-        .unwrap_or_default()
-        .parse()?;
+    let partitions = partitions(&prod, "prod")?;
     let max = scaled["spec"]["maxReplicaCount"]
         .as_u64()
         .unwrap_or(u64::MAX);
@@ -308,5 +308,60 @@ fn workers_scale_by_cpu_in_dev_and_by_kafka_lag_in_prod_within_the_partitions() 
         max <= partitions,
         "{max} workers for {partitions} partitions: the extra ones would get no jobs"
     );
+    Ok(())
+}
+
+/// The ConfigMap's `SEQ_KAFKA__PARTITIONS` of a rendered overlay.
+fn partitions(objects: &[Value], directory: &str) -> anyhow::Result<u64> {
+    let config = named(objects, "ConfigMap", "sequence-config")
+        .ok_or_else(|| anyhow::anyhow!("{directory} has no ConfigMap"))?;
+    Ok(config["data"]["SEQ_KAFKA__PARTITIONS"]
+        .as_str()
+        .unwrap_or_default()
+        .parse()?)
+}
+
+/// The webhooks replicas share deliveries through leases in PostgreSQL, but new events are
+/// sent by the replica that read them from its partitions: scaled by CPU everywhere, never
+/// beyond the partitions.
+#[test]
+fn webhooks_scale_by_cpu_within_the_partitions_in_every_overlay() -> anyhow::Result<()> {
+    for directory in DIRECTORIES {
+        let objects = objects(&render(directory)?)?;
+        let hpa = named(&objects, "HorizontalPodAutoscaler", "webhooks")
+            .ok_or_else(|| anyhow::anyhow!("{directory}: no HPA for webhooks"))?;
+        let target = &hpa["spec"]["scaleTargetRef"];
+        assert_eq!(target["kind"].as_str(), Some("Deployment"), "{directory}");
+        assert_eq!(target["name"].as_str(), Some("webhooks"), "{directory}");
+        let metric = &hpa["spec"]["metrics"][0]["resource"];
+        assert_eq!(metric["name"].as_str(), Some("cpu"), "{directory}");
+        let min = hpa["spec"]["minReplicas"].as_u64().unwrap_or(0);
+        let max = hpa["spec"]["maxReplicas"].as_u64().unwrap_or(u64::MAX);
+        let partitions = partitions(&objects, directory)?;
+        assert!(
+            1 <= min && min <= max && max <= partitions,
+            "{directory}: webhooks from {min} to {max} replicas on {partitions} partitions"
+        );
+        let deployment = named(&objects, "Deployment", "webhooks")
+            .ok_or_else(|| anyhow::anyhow!("{directory}: no webhooks Deployment"))?;
+        let annotations = &deployment["spec"]["template"]["metadata"]["annotations"];
+        assert_eq!(
+            annotations["prometheus.io/port"].as_str(),
+            Some("9105"),
+            "{directory}"
+        );
+        assert_eq!(
+            deployment["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"]
+                .as_u64(),
+            Some(9105),
+            "{directory}"
+        );
+        assert!(
+            of_kind(&objects, "ScaledObject")
+                .iter()
+                .all(|s| s["spec"]["scaleTargetRef"]["name"].as_str() != Some("webhooks")),
+            "{directory}: two autoscalers on webhooks would fight"
+        );
+    }
     Ok(())
 }

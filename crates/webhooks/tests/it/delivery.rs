@@ -5,8 +5,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use domain::events::MailboxEvent;
-use domain::testing::webhook_receiver::{WebhookReceiver, verify_all};
 use domain::testing::assert_healthy_and_ready;
+use domain::testing::webhook_receiver::{WebhookReceiver, verify_all};
 use serde_json::json;
 use uuid::Uuid;
 

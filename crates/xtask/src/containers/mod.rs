@@ -27,6 +27,7 @@ pub const SERVICES: &[&str] = &[
     "sender-worker",
     "tracker",
     "inbox-watcher",
+    "webhooks",
 ];
 /// The tag docker-compose.yml uses when `SEQ_IMAGE_TAG` is unset.
 const TAG: &str = "dev";
