@@ -19,6 +19,7 @@ use domain::clock::Clock;
 use domain::webhooks::sign;
 use hyper::body::Bytes;
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -37,6 +38,9 @@ pub struct Queued {
     pub lease_until: DateTime<Utc>,
     pub order_key: Uuid,
 }
+
+/// A lane with nothing to send for this long closes, with its connection.
+const IDLE_LANE: Duration = Duration::from_secs(300);
 
 struct Lanes {
     senders: Vec<mpsc::Sender<Queued>>,
@@ -99,13 +103,16 @@ impl Dispatcher {
         // Offered from an enabled endpoint's row: it is enabled again.
         lanes.disabled.store(false, Ordering::Relaxed);
         let lane = lane_of(queued.order_key, lanes.senders.len());
-        match lanes.senders[lane].try_send(queued) {
-            Ok(()) => {
-                metrics::gauge!("webhook_deliveries_queued").increment(1.0);
-                true
-            }
-            Err(_) => false,
-        }
+        let queued = match lanes.senders[lane].try_send(queued) {
+            Ok(()) => return counted(true),
+            Err(TrySendError::Full(_)) => return false,
+            // Its lanes closed for being idle: open them again.
+            Err(TrySendError::Closed(queued)) => queued,
+        };
+        let lanes = self.open_lanes(endpoint_id);
+        let sent = lanes.senders[lane].try_send(queued).is_ok();
+        all.insert(endpoint_id, lanes);
+        counted(sent)
     }
 
     /// The platform disabled `endpoint_id`: its lanes drop what they hold.
@@ -149,6 +156,13 @@ impl Dispatcher {
     }
 }
 
+fn counted(queued: bool) -> bool {
+    if queued {
+        metrics::gauge!("webhook_deliveries_queued").increment(1.0);
+    }
+    queued
+}
+
 fn lane_of(key: Uuid, lanes: usize) -> usize {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     key.hash(&mut hasher);
@@ -175,22 +189,23 @@ impl Lane {
             let queued = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
-                queued = queue.recv() => match queued {
-                    Some(queued) => queued,
-                    None => break,
+                queued = tokio::time::timeout(IDLE_LANE, queue.recv()) => match queued {
+                    Ok(Some(queued)) => queued,
+                    Ok(None) => break,
+                    Err(_) => {
+                        // Idle: close (and its connection with it). What was offered in
+                        // between is still sent; the next offer opens new lanes.
+                        queue.close();
+                        while let Some(queued) = queue.recv().await {
+                            metrics::gauge!("webhook_deliveries_queued").decrement(1.0);
+                            self.send_if_held(queued).await;
+                        }
+                        return;
+                    }
                 },
             };
             metrics::gauge!("webhook_deliveries_queued").decrement(1.0);
-            if self.disabled.load(Ordering::Relaxed) {
-                continue;
-            }
-            let margin = chrono::Duration::from_std(self.timeout).unwrap_or_default();
-            if self.clock.now() + margin >= queued.lease_until {
-                // Too late to be sure no one else has it: a poll brings it back.
-                metrics::counter!("webhook_lease_lapsed_total").increment(1);
-                continue;
-            }
-            self.send(queued).await;
+            self.send_if_held(queued).await;
         }
         // Stopping: hand what is still queued back, due now, rather than after its lease.
         queue.close();
@@ -199,6 +214,20 @@ impl Lane {
             let _ = self.outcomes.send(Outcome::Released(queued.delivery_id));
         }
         tracing::debug!(webhook.id = %endpoint_id, "webhook lane closed");
+    }
+
+    /// Sends `queued` unless its endpoint was disabled or its lease could run out during
+    /// the attempt (then another replica may have it by now; a poll brings it back).
+    async fn send_if_held(&mut self, queued: Queued) {
+        if self.disabled.load(Ordering::Relaxed) {
+            return;
+        }
+        let margin = chrono::Duration::from_std(self.timeout).unwrap_or_default();
+        if self.clock.now() + margin >= queued.lease_until {
+            metrics::counter!("webhook_lease_lapsed_total").increment(1);
+            return;
+        }
+        self.send(queued).await;
     }
 
     async fn send(&mut self, queued: Queued) {
