@@ -25,6 +25,7 @@ pub mod sequences;
 pub mod stats;
 pub mod steps;
 pub mod suppressions;
+pub mod webhook_deliveries;
 pub mod webhook_dispatch;
 pub mod webhook_endpoints;
 pub mod workspaces;
