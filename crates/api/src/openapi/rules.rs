@@ -287,6 +287,8 @@ fn camel(segment: &str, singular: bool) -> String {
 fn singular_of(plural: &str) -> String {
     if let Some(stem) = plural.strip_suffix("xes") {
         format!("{stem}x")
+    } else if let Some(stem) = plural.strip_suffix("ies") {
+        format!("{stem}y")
     } else if let Some(stem) = plural.strip_suffix('s') {
         stem.to_owned()
     } else {
@@ -488,6 +490,7 @@ mod tests {
             "/api/v1/sequences/{id}/steps": {"post": op},
             "/api/v1/sequences/{id}/steps/{step_id}": {"put": op},
             "/api/v1/sequences/{id}/stats": {"get": op},
+            "/api/v1/webhooks/{id}/deliveries/{delivery_id}": {"get": op},
         }})
     }
 
@@ -510,6 +513,11 @@ mod tests {
                 "updateSequenceStep",
             ),
             ("get", "/api/v1/sequences/{id}/stats", "getSequenceStats"),
+            (
+                "get",
+                "/api/v1/webhooks/{id}/deliveries/{delivery_id}",
+                "getWebhookDelivery",
+            ),
         ] {
             assert_eq!(operation_id(&doc, method, path), id, "{method} {path}");
         }
