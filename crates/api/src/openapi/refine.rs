@@ -886,6 +886,7 @@ fn webhooks(doc: &mut Value) -> Result<()> {
             json!({"pattern": patterns::WEBHOOK_SECRET}),
         )?;
     }
+    deliveries(doc)?;
     example(
         doc,
         "post",
@@ -900,6 +901,52 @@ fn webhooks(doc: &mut Value) -> Result<()> {
         "/webhooks/{id}",
         json!({"event_types": [], "enabled": true}),
     )?;
+    Ok(())
+}
+
+/// An endpoint's deliveries: their statuses and event types, the body sent, the filters
+/// and the replay's `since`.
+fn deliveries(doc: &mut Value) -> Result<()> {
+    let names = domain::webhooks::event_types::ALL;
+    constrain(
+        doc,
+        "WebhookDelivery",
+        "status",
+        json!({"enum": domain::db::webhook_deliveries::STATUSES}),
+    )?;
+    constrain(doc, "WebhookDelivery", "event_type", json!({"enum": names}))?;
+    constrain(doc, "WebhookDelivery", "attempts", json!({"minimum": 0}))?;
+    replace(
+        doc,
+        "WebhookDelivery",
+        "payload",
+        json!({
+            "type": "object",
+            "required": ["type", "timestamp", "data"],
+            "properties": {
+                "type": {"type": "string", "enum": names},
+                "timestamp": {"type": "string", "format": "date-time",
+                              "description": "When the event occurred."},
+                "data": {"type": "object", "additionalProperties": true,
+                         "description": "What the event type carries."},
+            },
+        }),
+    )?;
+    let list = operation(doc, "get", "/webhooks/{id}/deliveries")?;
+    for parameter in list["parameters"].as_array_mut().into_iter().flatten() {
+        if parameter["name"] == "event_type" {
+            parameter["schema"] = json!({"type": "string", "enum": names});
+        }
+    }
+    let replay = operation(doc, "post", "/webhooks/{id}/replay")?;
+    let since = replay["parameters"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+        .find(|p| p["name"] == "since")
+        .context("no parameter since of POST /webhooks/{id}/replay")?;
+    since["required"] = json!(true);
+    since["schema"] = json!({"type": "string", "format": "date-time"});
     Ok(())
 }
 
@@ -983,7 +1030,7 @@ fn operations(doc: &mut Value) -> Result<()> {
         ]}}},
     });
 
-    let conflicts: [(&str, &str); 22] = [
+    let conflicts: [(&str, &str); 23] = [
         ("createSequence", "A mailbox id the workspace does not have"),
         (
             "updateSequence",
@@ -1053,6 +1100,7 @@ fn operations(doc: &mut Value) -> Result<()> {
             "The stored signing secret does not decrypt with the server's keys \
             (`security.encryption_keys` changed): create the endpoint again",
         ),
+        ("testWebhook", "The endpoint is disabled: enable it first"),
         ("pauseEnrollment", "The enrollment is not active"),
         ("resumeEnrollment", "The enrollment is not paused"),
         ("stopEnrollment", "The enrollment has ended"),
@@ -1121,6 +1169,7 @@ fn operations(doc: &mut Value) -> Result<()> {
             "/sequences/{id}/contacts" => Some(&domain::db::enrollments::STATUSES),
             "/sequences/{id}/messages" | "/messages" => Some(&domain::db::messages::STATUSES),
             "/contacts" => Some(&domain::db::contacts::STATUSES),
+            "/webhooks/{id}/deliveries" => Some(&domain::db::webhook_deliveries::STATUSES),
             _ => None,
         };
         let paged = get["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]

@@ -1,5 +1,6 @@
 //! `/api/v1/webhooks`: the workspace's webhook endpoints (Standard Webhooks), and
-//! `POST /api/v1/webhooks/{id}/rotate-secret`. Deliveries are the webhooks service's.
+//! `POST /api/v1/webhooks/{id}/rotate-secret`; their deliveries in [`deliveries`]. Sending
+//! is the webhooks service's: the API only records what is to be sent.
 //!
 //! **Invariant:** a signing secret (`whsec_...`) is generated here, stored encrypted
 //! ([`secrets`]), and shown only in the answers of the creation and of a rotation; never in
@@ -8,6 +9,8 @@
 //! `PUT` is a partial update: omitted fields keep their values, `description: null` removes
 //! the description.
 
+mod deliveries;
+mod delivery_model;
 mod model;
 mod secrets;
 mod validation;
@@ -45,6 +48,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::delete().to(delete)),
     )
     .service(web::resource("/webhooks/{id}/rotate-secret").route(web::post().to(rotate_secret)));
+    deliveries::configure(cfg);
 }
 
 /// Create a webhook endpoint
