@@ -18,5 +18,6 @@ mod openapi;
 mod sequences;
 mod support;
 mod suppressions;
+mod webhook_deliveries;
 mod webhooks;
 mod workspaces;

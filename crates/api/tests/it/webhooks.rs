@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::support::{ENCRYPTION_KEYS, Tenant, TestApi, assert_error, assert_field_error};
 
-const HOOK_URL: &str = "https://hooks.acme.example/sequences";
+pub(crate) const HOOK_URL: &str = "https://hooks.acme.example/sequences";
 
 fn id_of(body: &Value) -> String {
     body["id"].as_str().unwrap_or_default().to_owned()
@@ -75,7 +75,7 @@ async fn create(api: &TestApi, tenant: &Tenant, body: Value) -> anyhow::Result<V
     Ok(created)
 }
 
-fn time_of(body: &Value, field: &str) -> anyhow::Result<DateTime<Utc>> {
+pub(crate) fn time_of(body: &Value, field: &str) -> anyhow::Result<DateTime<Utc>> {
     let text = body[field]
         .as_str()
         .ok_or_else(|| anyhow::anyhow!("no {field} in {body}"))?;
