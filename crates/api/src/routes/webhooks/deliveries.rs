@@ -72,11 +72,10 @@ async fn test(
     let mut conn = state.pool.get().await?;
     let target = endpoint(&mut conn, workspace_id, id).await?;
     if !target.enabled {
-        return Err(ApiError::Conflict(
+        return Err(ApiError::Conflict(format!(
             "the webhook endpoint is disabled and receives nothing; enable it first \
-             (PUT /api/v1/webhooks/{id} with {\"enabled\": true})"
-                .into(),
-        ));
+             (PUT /api/v1/webhooks/{id} with {{\"enabled\": true}})"
+        )));
     }
     // As PostgreSQL stores it, so the body's timestamp is the delivery's `occurred_at`.
     let now = Utc::now().trunc_subsecs(6);
@@ -192,9 +191,9 @@ async fn retry(
 /// (RFC 3339, e.g. `2026-03-02T10:00:00Z`; write a `+` offset as `%2B`): each of its
 /// deliveries, whatever its status, becomes pending and due now, with its `webhook-id`
 /// unchanged. Answers 202 with how many. Only what was recorded for this endpoint is
-/// replayed: events from before it existed, of types it did not ask for, or that occurred
-/// while it was disabled were never recorded for it. A disabled endpoint's deliveries wait
-/// until it is enabled. `since` missing, malformed or in the future: 422 naming it.
+/// replayed: events from before it existed, or of types it did not ask for, were never
+/// recorded for it. A disabled endpoint's deliveries wait until it is enabled. `since`
+/// missing, malformed or in the future: 422 naming it.
 #[api_v2_operation(tags(Webhooks))]
 async fn replay(
     caller: Caller,
