@@ -77,11 +77,12 @@ async fn test(
              (PUT /api/v1/webhooks/{id} with {{\"enabled\": true}})"
         )));
     }
-    // As PostgreSQL stores it, so the body's timestamp is the delivery's `occurred_at`.
-    let now = Utc::now().trunc_subsecs(6);
+    // Milliseconds, as the webhooks service writes every body's timestamp; truncated so
+    // that the delivery's `occurred_at` is the body's timestamp.
+    let now = Utc::now().trunc_subsecs(3);
     let payload = json!({
         "type": TEST_EVENT,
-        "timestamp": now.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+        "timestamp": now.to_rfc3339_opts(SecondsFormat::Millis, true),
         "data": {"workspace_id": workspace_id, "webhook_id": id},
     });
     let row = db::insert(
@@ -168,8 +169,10 @@ async fn get(
 /// Retry a delivery
 ///
 /// Makes the delivery pending and due now, whatever its status (a delivered one is sent
-/// again, with the same `webhook-id`), and answers 202 with it. `attempts` keeps counting.
-/// A disabled endpoint's deliveries wait until it is enabled.
+/// again, with the same `webhook-id`), and answers 202 with it. `attempts` keeps counting:
+/// if this attempt fails too, the delivery is retried on what is left of the retry
+/// schedule, or `failed` at once when its retries had run out. A disabled endpoint's
+/// deliveries wait until it is enabled.
 #[api_v2_operation(tags(Webhooks))]
 async fn retry(
     caller: Caller,
@@ -191,9 +194,9 @@ async fn retry(
 /// (RFC 3339, e.g. `2026-03-02T10:00:00Z`; write a `+` offset as `%2B`): each of its
 /// deliveries, whatever its status, becomes pending and due now, with its `webhook-id`
 /// unchanged. Answers 202 with how many. Only what was recorded for this endpoint is
-/// replayed: events from before it existed, or of types it did not ask for, were never
-/// recorded for it. A disabled endpoint's deliveries wait until it is enabled. `since`
-/// missing, malformed or in the future: 422 naming it.
+/// replayed: events from before it existed, of types it did not ask for, or that occurred
+/// while it was disabled were never recorded for it. A disabled endpoint's deliveries wait
+/// until it is enabled. `since` missing, malformed or in the future: 422 naming it.
 #[api_v2_operation(tags(Webhooks))]
 async fn replay(
     caller: Caller,

@@ -46,7 +46,7 @@ pub struct WebhookDelivery {
     pub next_attempt_at: Option<DateTime<Utc>>,
     /// When the event happened.
     pub occurred_at: DateTime<Utc>,
-    /// When an attempt last succeeded.
+    /// When it was first delivered; kept when it is sent again (a retry, a replay).
     pub delivered_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     /// The request body: `{"type", "timestamp", "data"}`.
