@@ -1,6 +1,6 @@
-//! The platform as users reach it: the api, scheduler and sender worker running in this
-//! process on a test database and topic prefix, GreenMail as the mail server, and a
-//! workspace with its first API key.
+//! The platform as users reach it: the api, scheduler and sender worker (or every service)
+//! running in this process on a test database and topic prefix, GreenMail as the mail
+//! server, and a workspace with its first API key.
 
 // Each test binary that includes this module uses a part of it.
 #![allow(dead_code)]
@@ -25,6 +25,9 @@ pub struct Platform {
     pub db: TestDatabase,
     /// `http://127.0.0.1:<port>`.
     pub api_url: String,
+    /// `http://127.0.0.1:<port>`, the configuration's `tracker.public_url`, when the tracker
+    /// runs ([`Platform::start_all`]).
+    pub tracker_url: Option<String>,
     /// The workspace's API key.
     pub key: String,
     client: reqwest::Client,
@@ -39,8 +42,28 @@ impl Platform {
 
     /// Like [`Platform::start`], with `configure` applied to the services' configuration.
     pub async fn start_with(configure: impl FnOnce(&mut Config)) -> anyhow::Result<Self> {
+        Self::start_services(configure, false).await
+    }
+
+    /// Every service: also the tracker (on a loopback port that is its `tracker.public_url`,
+    /// so the emails' links lead to it), the inbox watcher and the webhooks service.
+    pub async fn start_all(configure: impl FnOnce(&mut Config)) -> anyhow::Result<Self> {
+        Self::start_services(configure, true).await
+    }
+
+    async fn start_services(
+        configure: impl FnOnce(&mut Config),
+        all: bool,
+    ) -> anyhow::Result<Self> {
         let db = TestDatabase::create().await?;
         let mut config = test_config_for(&db)?;
+        let tracker_listener = if all {
+            let listener = TcpListener::bind("127.0.0.1:0")?;
+            config.tracker.public_url = format!("http://{}", listener.local_addr()?);
+            Some(listener)
+        } else {
+            None
+        };
         config.api.admin_token = ADMIN_TOKEN.to_owned().into();
         config.scheduler.poll_interval_ms = 100;
         config.outbox.poll_interval_ms = 50;
@@ -63,9 +86,37 @@ impl Platform {
             TcpListener::bind("127.0.0.1:0")?,
             Arc::clone(&clock),
         )?;
+        let mut services = Vec::new();
+        let mut tracker_url = None;
+        if let Some(listener) = tracker_listener {
+            let tracker = tracker::Application::build_with_listener(config.clone(), listener)?;
+            tracker_url = Some(config.tracker.public_url.clone());
+            let watcher = inbox_watcher::Application::build_with(
+                config.clone(),
+                TcpListener::bind("127.0.0.1:0")?,
+            )?;
+            let webhooks = webhooks::Application::build_with(
+                config.clone(),
+                TcpListener::bind("127.0.0.1:0")?,
+            )?;
+            services.extend([
+                (
+                    "tracker",
+                    tokio::spawn(tracker.run_until_stopped(shutdown.clone())),
+                ),
+                (
+                    "inbox watcher",
+                    tokio::spawn(watcher.run_until_stopped(shutdown.clone())),
+                ),
+                (
+                    "webhooks",
+                    tokio::spawn(webhooks.run_until_stopped(shutdown.clone())),
+                ),
+            ]);
+        }
         let scheduler =
             scheduler::Application::build_with(config, TcpListener::bind("127.0.0.1:0")?, clock)?;
-        let services = vec![
+        services.extend([
             ("api", tokio::spawn(api.run_until_stopped(shutdown.clone()))),
             (
                 "sender worker",
@@ -75,7 +126,7 @@ impl Platform {
                 "scheduler",
                 tokio::spawn(scheduler.run_until_stopped(shutdown.clone())),
             ),
-        ];
+        ]);
         let client = reqwest::Client::new();
         let response = client
             .post(format!("{api_url}/api/v1/workspaces"))
@@ -92,6 +143,7 @@ impl Platform {
         Ok(Self {
             db,
             api_url,
+            tracker_url,
             key,
             client,
             shutdown,
@@ -146,18 +198,27 @@ impl Platform {
         steps: Value,
         contacts: Value,
     ) -> anyhow::Result<String> {
+        self.launch_sequence(
+            json!({
+                "name": "e2e",
+                "mailbox_ids": [mailbox_id],
+                "sending_window": any_time(),
+                "steps": steps,
+            }),
+            contacts,
+        )
+        .await
+    }
+
+    /// The sequence `sequence` (the creation request) created, `contacts` enrolled in it,
+    /// and activated; its id.
+    pub async fn launch_sequence(
+        &self,
+        sequence: Value,
+        contacts: Value,
+    ) -> anyhow::Result<String> {
         let (status, sequence) = self
-            .call(
-                reqwest::Method::POST,
-                "/sequences",
-                Some(json!({
-                    "name": "e2e",
-                    "mailbox_ids": [mailbox_id],
-                    "sending_window": {"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
-                                       "start_time": "00:00", "end_time": "23:59"},
-                    "steps": steps,
-                })),
-            )
+            .call(reqwest::Method::POST, "/sequences", Some(sequence))
             .await?;
         anyhow::ensure!(status == 201, "sequence: {status} {sequence}");
         let sequence_id = id_of(&sequence)?;
@@ -191,7 +252,14 @@ impl Platform {
     }
 }
 
-fn id_of(resource: &Value) -> anyhow::Result<String> {
+/// A sequence's `sending_window`: any hour of any day.
+pub fn any_time() -> Value {
+    json!({"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+           "start_time": "00:00", "end_time": "23:59"})
+}
+
+/// The `id` of an API resource.
+pub fn id_of(resource: &Value) -> anyhow::Result<String> {
     resource["id"]
         .as_str()
         .map(str::to_owned)
