@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use diesel_async::AsyncConnection as _;
 use domain::clock::Clock;
 use domain::db::PgPool;
+use domain::db::webhook_deliveries;
 use domain::db::webhook_dispatch::{self, AttemptRecord};
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -176,6 +177,9 @@ impl Recorder {
                         if let Some(endpoint) = webhook_dispatch::disable(tx, *id, &reason).await? {
                             disabled.push(endpoint);
                         }
+                    }
+                    for endpoint in &disabled {
+                        webhook_deliveries::park_pending(tx, endpoint.id).await?;
                     }
                     if !disabled.is_empty() {
                         let events: Vec<Event> =

@@ -646,3 +646,53 @@ async fn another_workspaces_deliveries_are_not_found() -> anyhow::Result<()> {
     assert_eq!(status_of(&api, delivery).await?, "failed");
     Ok(())
 }
+
+#[tokio::test]
+async fn disabling_parks_the_pending_deliveries_and_enabling_makes_them_due() -> anyhow::Result<()>
+{
+    let api = TestApi::start().await?;
+    let tenant = api.tenant("acme").await?;
+    let id = endpoint(&api, &tenant, json!({"url": HOOK_URL})).await?;
+    let (pending, delivered) = (id_at(1), id_at(2));
+    for (delivery, status) in [(pending, "pending"), (delivered, "delivered")] {
+        let stored_as = Stored {
+            id: delivery,
+            event_type: "message.sent",
+            occurred_at: Utc::now() - Duration::hours(1),
+            status,
+            attempts: 1,
+        };
+        stored(&api, &tenant, id, stored_as).await?;
+    }
+    let parked = |delivery: Uuid| {
+        let api = &api;
+        async move {
+            let mut conn = api.db().await?;
+            let next: Option<DateTime<Utc>> = table::table
+                .find(delivery)
+                .select(table::next_attempt_at)
+                .get_result(&mut conn)
+                .await?;
+            anyhow::Ok(next.is_none())
+        }
+    };
+    let path = format!("/api/v1/webhooks/{id}");
+    let (status, _) = api
+        .put(&path, &tenant.key, json!({"enabled": false}))
+        .await?;
+    assert_eq!(status, 200);
+    assert!(
+        parked(pending).await?,
+        "a disabled endpoint's delivery waits, parked"
+    );
+    assert_eq!(status_of(&api, pending).await?, "pending");
+
+    let (status, _) = api
+        .put(&path, &tenant.key, json!({"enabled": true}))
+        .await?;
+    assert_eq!(status, 200);
+    assert!(due_now(&api, pending).await?, "enabled again: due now");
+    assert_eq!(status_of(&api, delivered).await?, "delivered");
+    assert!(!due_now(&api, delivered).await?);
+    Ok(())
+}

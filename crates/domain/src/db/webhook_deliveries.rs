@@ -191,3 +191,26 @@ pub async fn replay(
         .execute(conn)
         .await
 }
+
+/// Parks the pending deliveries of an endpoint that was disabled (`next_attempt_at` NULL):
+/// the webhooks service's polls then skip them by the due index instead of reading past
+/// them on every look, however many wait.
+pub async fn park_pending(conn: &mut AsyncPgConnection, endpoint_id: Uuid) -> QueryResult<usize> {
+    diesel::update(webhook_deliveries::table)
+        .filter(webhook_deliveries::endpoint_id.eq(endpoint_id))
+        .filter(webhook_deliveries::status.eq("pending"))
+        .set(webhook_deliveries::next_attempt_at.eq(None::<DateTime<Utc>>))
+        .execute(conn)
+        .await
+}
+
+/// Makes the parked deliveries of an endpoint enabled again due now.
+pub async fn unpark_pending(conn: &mut AsyncPgConnection, endpoint_id: Uuid) -> QueryResult<usize> {
+    diesel::update(webhook_deliveries::table)
+        .filter(webhook_deliveries::endpoint_id.eq(endpoint_id))
+        .filter(webhook_deliveries::status.eq("pending"))
+        .filter(webhook_deliveries::next_attempt_at.is_null())
+        .set(webhook_deliveries::next_attempt_at.eq(diesel::dsl::now))
+        .execute(conn)
+        .await
+}

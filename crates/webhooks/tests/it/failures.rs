@@ -156,13 +156,28 @@ async fn gone_disables_the_endpoint_and_the_workspace_hears_of_it() -> anyhow::R
             .await?,
         1
     );
-    // Its delivery waits, pending, for the endpoint to be enabled again.
-    assert_eq!(
-        world
-            .count("SELECT count(*) AS n FROM webhook_deliveries WHERE status = 'pending' AND event_type = 'message.sent'")
-            .await?,
-        1
-    );
+    // Its delivery waits, pending and parked, for the endpoint to be enabled again.
+    let parked = "SELECT count(*) AS n FROM webhook_deliveries WHERE status = 'pending' \
+                  AND event_type = 'message.sent' AND next_attempt_at IS NULL";
+    poll_until(Duration::from_secs(10), "the delivery parked", || async {
+        world.count(parked).await.ok().filter(|n| *n == 1)
+    })
+    .await?;
+    // Enabled again (as PUT does), it goes.
+    gone.answer(Answer::Status(200));
+    let mut conn = world.connect().await?;
+    world
+        .db
+        .exec(&format!(
+            "UPDATE webhook_endpoints SET enabled = true, disabled_reason = NULL WHERE id = '{}'",
+            endpoint.id
+        ))
+        .await?;
+    domain::db::webhook_deliveries::unpark_pending(&mut conn, endpoint.id).await?;
+    world.until_delivered(2, Duration::from_secs(10)).await?;
+    let got = gone.received();
+    assert_eq!(got.len(), 2, "the 410, then the delivery once enabled");
+    assert_eq!(got[0].id, got[1].id);
     running.stop().await?;
     Ok(())
 }

@@ -185,6 +185,9 @@ async fn update(
             if values.enabled && !was_enabled {
                 db::clear_failing_since(tx, id).await?;
                 updated.failing_since = None;
+                domain::db::webhook_deliveries::unpark_pending(tx, id).await?;
+            } else if !values.enabled && was_enabled {
+                domain::db::webhook_deliveries::park_pending(tx, id).await?;
             }
             Ok(updated)
         })
