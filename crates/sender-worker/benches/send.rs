@@ -25,7 +25,8 @@ use domain::config::Config;
 use domain::events::{EmailJob, SendJob};
 use domain::kafka::{Envelope, Producer, TopicNames, ensure_topics};
 use domain::testing::process_stats::{
-    OUTBOX_ROWS_WRITTEN, clock_ticks, env_number, peak_memory_kib, process_cpu_ticks, service_env,
+    OUTBOX_ROWS_WRITTEN, clock_ticks, env_number, peak_memory_kib, postgres_cpu_ticks,
+    process_cpu_ticks, service_env, ticks_between,
 };
 use domain::testing::{TestDatabase, count_records, test_config_for};
 use uuid::Uuid;
@@ -153,11 +154,7 @@ async fn main() -> anyhow::Result<()> {
     let window = (t1 - t0).as_secs_f64();
     let timed = (emails - sent_at_t0) as f64;
     let worker_cpu = (cpu_t1 - cpu_t0) as f64 / ticks;
-    let pg_cpu: u64 = pg_t1
-        .iter()
-        .map(|(pid, t)| t.saturating_sub(pg_t0.get(pid).copied().unwrap_or(0)))
-        .sum();
-    let pg_cpu = pg_cpu as f64 / ticks;
+    let pg_cpu = ticks_between(&pg_t0, &pg_t1) as f64 / ticks;
     println!();
     println!("sender-worker send bench: {emails} emails, {MAILBOXES} mailboxes, one smtp-sink");
     println!("  settings: {settings}");
@@ -445,32 +442,6 @@ async fn count(conn: &mut AsyncPgConnection, sql: &str) -> anyhow::Result<i64> {
     }
     let row: Count = diesel::sql_query(sql).get_result(conn).await?;
     Ok(row.n)
-}
-
-/// CPU ticks of the PostgreSQL processes that work for the worker: the backends connected to
-/// this database (but the bench's own) and the server's own processes (WAL writer,
-/// checkpointer, autovacuum...), by pid. Other databases' backends are left out.
-async fn postgres_cpu_ticks(conn: &mut AsyncPgConnection) -> anyhow::Result<HashMap<i32, u64>> {
-    #[derive(diesel::QueryableByName)]
-    struct Pid {
-        #[diesel(sql_type = Integer)]
-        pid: i32,
-    }
-    let pids: Vec<Pid> = diesel::sql_query(
-        "SELECT pid FROM pg_stat_activity \
-          WHERE (datname = current_database() OR backend_type <> 'client backend') \
-            AND pid <> pg_backend_pid()",
-    )
-    .load(conn)
-    .await?;
-    let mut ticks = HashMap::new();
-    for Pid { pid } in pids {
-        // A process that ended in between is simply not counted.
-        if let Ok(t) = process_cpu_ticks(u32::try_from(pid)?) {
-            ticks.insert(pid, t);
-        }
-    }
-    Ok(ticks)
 }
 
 fn is_root() -> bool {

@@ -1,7 +1,11 @@
 //! What the benchmarks read about the processes they measure (from `/proc`), and their
 //! numeric settings from the environment.
 
+use std::collections::HashMap;
 use std::str::FromStr;
+
+use diesel::sql_types::Integer;
+use diesel_async::{AsyncPgConnection, RunQueryDsl as _};
 
 /// Rows the outbox was given so far, for benchmarks' progress checks: its identity's last
 /// value, since the relay deletes the rows it published.
@@ -25,6 +29,64 @@ pub fn process_cpu_ticks(pid: u32) -> anyhow::Result<u64> {
             .parse()?)
     };
     Ok(field(14)? + field(15)?)
+}
+
+/// utime + stime of each thread of a process, in clock ticks, summed by thread name (`comm`,
+/// at most 15 bytes: `actix-server wo` for actix's workers, `tokio-runtime-w` for tokio's).
+pub fn thread_cpu_ticks(pid: u32) -> anyhow::Result<HashMap<String, u64>> {
+    let mut by_name = HashMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let path = task?.path();
+        // A thread that ended in between is simply not counted.
+        let Ok(stat) = std::fs::read_to_string(path.join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = stat[open + 1..close].to_owned();
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let field = |i: usize| fields.get(i - 3).and_then(|f| f.parse::<u64>().ok());
+        if let (Some(utime), Some(stime)) = (field(14), field(15)) {
+            *by_name.entry(name).or_insert(0) += utime + stime;
+        }
+    }
+    Ok(by_name)
+}
+
+/// CPU ticks of the PostgreSQL processes that work for a service under test: the backends
+/// connected to `conn`'s database (but `conn`'s own) and the server's own processes (WAL
+/// writer, checkpointer, autovacuum...), by pid. Other databases' backends are left out.
+pub async fn postgres_cpu_ticks(conn: &mut AsyncPgConnection) -> anyhow::Result<HashMap<i32, u64>> {
+    #[derive(diesel::QueryableByName)]
+    struct Pid {
+        #[diesel(sql_type = Integer)]
+        pid: i32,
+    }
+    let pids: Vec<Pid> = diesel::sql_query(
+        "SELECT pid FROM pg_stat_activity \
+          WHERE (datname = current_database() OR backend_type <> 'client backend') \
+            AND pid <> pg_backend_pid()",
+    )
+    .load(conn)
+    .await?;
+    let mut ticks = HashMap::new();
+    for Pid { pid } in pids {
+        // A process that ended in between is simply not counted.
+        if let Ok(t) = process_cpu_ticks(u32::try_from(pid)?) {
+            ticks.insert(pid, t);
+        }
+    }
+    Ok(ticks)
+}
+
+/// The ticks spent between two readings of [`postgres_cpu_ticks`] (a process that started in
+/// between counts from zero).
+pub fn ticks_between(before: &HashMap<i32, u64>, after: &HashMap<i32, u64>) -> u64 {
+    after
+        .iter()
+        .map(|(pid, t)| t.saturating_sub(before.get(pid).copied().unwrap_or(0)))
+        .sum()
 }
 
 /// Peak resident memory (VmHWM) of a process, in KiB.

@@ -21,6 +21,8 @@ pub struct ConsumedRecord {
     pub payload: Vec<u8>,
     /// Headers with UTF-8 values, in the order they were sent.
     pub headers: Vec<(String, String)>,
+    /// The record's timestamp (when the producer made it), when it has one.
+    pub timestamp: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl ConsumedRecord {
@@ -85,6 +87,10 @@ pub async fn read_topic(
                 .map(|k| String::from_utf8_lossy(k).into_owned()),
             payload: message.payload().unwrap_or_default().to_vec(),
             headers,
+            timestamp: message
+                .timestamp()
+                .to_millis()
+                .and_then(chrono::DateTime::from_timestamp_millis),
         });
     }
     Ok(records)

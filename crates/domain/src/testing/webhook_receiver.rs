@@ -2,7 +2,8 @@
 //! request and answers as the test says (2xx, another status, or never), can go down and
 //! come back on the same port, and has every request it got judged by the Standard Webhooks
 //! specification's own library ([`verify_all`]: `standardwebhooks` from PyPI, in
-//! `SEQ_TEST_PYTHON_STANDARDWEBHOOKS`).
+//! `SEQ_TEST_PYTHON_STANDARDWEBHOOKS`). [`insert_endpoint`] makes the endpoint that points
+//! at it.
 
 use std::io::Write as _;
 use std::net::TcpListener;
@@ -21,6 +22,8 @@ pub struct Received {
     pub timestamp: String,
     pub signature: String,
     pub body: String,
+    /// When the request's body had been read (for benchmarks' delays).
+    pub received_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl Received {
@@ -86,6 +89,11 @@ impl WebhookReceiver {
             .unwrap_or_default()
     }
 
+    /// How many requests came so far (cheaper than [`Self::received`] to poll).
+    pub fn count(&self) -> usize {
+        self.state.lock().map(|s| s.received.len()).unwrap_or(0)
+    }
+
     /// Stops listening: connections are refused until [`Self::up`].
     pub async fn down(&mut self) {
         if let Some(server) = self.server.take() {
@@ -149,6 +157,7 @@ async fn receive(
                 timestamp: header("webhook-timestamp"),
                 signature: header("webhook-signature"),
                 body: String::from_utf8_lossy(&body).into_owned(),
+                received_at: chrono::Utc::now(),
             });
             state.answer
         }
@@ -165,6 +174,37 @@ async fn receive(
             HttpResponse::ServiceUnavailable().finish()
         }
     }
+}
+
+/// Inserts an enabled endpoint of `workspace` at `url` for `event_types` (empty: all) as the
+/// API creates one, its new signing secret encrypted with `cipher`; returns its id and secret.
+pub async fn insert_endpoint(
+    conn: &mut diesel_async::AsyncPgConnection,
+    cipher: &crate::crypto::SecretCipher,
+    workspace: uuid::Uuid,
+    url: &str,
+    event_types: &[&str],
+) -> anyhow::Result<(uuid::Uuid, crate::webhooks::WebhookSecret)> {
+    use crate::db::webhook_endpoints::{self, EndpointValues, NewEndpoint};
+    let id = uuid::Uuid::now_v7();
+    let secret = crate::webhooks::WebhookSecret::generate();
+    let secret_encrypted =
+        cipher.encrypt(&secret.text(), &webhook_endpoints::secret_context(id))?;
+    let values = EndpointValues {
+        url: url.to_owned(),
+        description: None,
+        event_types: event_types.iter().map(|t| (*t).to_owned()).collect(),
+        enabled: true,
+        disabled_reason: None,
+    };
+    let endpoint = NewEndpoint {
+        id,
+        workspace_id: workspace,
+        values,
+        secret_encrypted,
+    };
+    webhook_endpoints::insert(conn, &endpoint).await?;
+    Ok((id, secret))
 }
 
 /// Reads JSON lines `{secret, id, timestamp, signature, body}`; prints `verified` or the

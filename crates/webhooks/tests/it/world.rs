@@ -6,11 +6,11 @@ use std::time::Duration;
 use diesel_async::AsyncPgConnection;
 use domain::config::Config;
 use domain::crypto::SecretCipher;
-use domain::db::webhook_endpoints::{self, EndpointValues, NewEndpoint};
+use domain::db::webhook_endpoints;
 use domain::db::workspaces::{self, NewWorkspace};
 use domain::events::{MailboxEvent, WebhookEvent};
 use domain::kafka::{Envelope, Producer, TopicNames, ensure_topics};
-use domain::testing::webhook_receiver::Received;
+use domain::testing::webhook_receiver::{Received, insert_endpoint};
 use domain::testing::{TestDatabase, poll_until, quick_webhooks, test_config_for};
 use domain::webhooks::WebhookSecret;
 use secrecy::ExposeSecret as _;
@@ -95,25 +95,12 @@ impl World {
         url: &str,
         event_types: &[&str],
     ) -> anyhow::Result<Endpoint> {
-        let id = Uuid::now_v7();
-        let secret = WebhookSecret::generate();
-        let secret_encrypted = self
-            .cipher
-            .encrypt(&secret.text(), &webhook_endpoints::secret_context(id))?;
-        webhook_endpoints::insert(
+        let (id, secret) = insert_endpoint(
             &mut self.connect().await?,
-            &NewEndpoint {
-                id,
-                workspace_id: workspace,
-                values: EndpointValues {
-                    url: url.to_owned(),
-                    description: None,
-                    event_types: event_types.iter().map(|t| (*t).to_owned()).collect(),
-                    enabled: true,
-                    disabled_reason: None,
-                },
-                secret_encrypted,
-            },
+            &self.cipher,
+            workspace,
+            url,
+            event_types,
         )
         .await?;
         Ok(Endpoint { id, secret })
