@@ -252,6 +252,7 @@ impl Fanout {
         metrics::counter!("webhook_deliveries_created_total").increment(inserted.len() as u64);
         let endpoints: HashMap<Uuid, &WebhookEndpoint> =
             endpoints.iter().map(|e| (e.id, e)).collect();
+        let mut refused = Vec::new();
         for (event, delivery) in planned {
             if !inserted.contains(&delivery.id) {
                 continue;
@@ -262,8 +263,7 @@ impl Fanout {
             else {
                 continue;
             };
-            // Not queued (its lanes are full): it waits, leased, for a poll.
-            self.dispatcher.offer(Queued {
+            let queued = self.dispatcher.offer(Queued {
                 delivery_id: delivery.id,
                 target,
                 payload: Bytes::from(delivery.payload),
@@ -271,8 +271,37 @@ impl Fanout {
                 lease_until,
                 order_key: event.order_key,
             });
+            if !queued {
+                refused.push(delivery.id);
+            }
+        }
+        if !refused.is_empty() {
+            release(&self.pool, &refused, now).await;
+            self.dispatcher.handed_back();
         }
         Ok(())
+    }
+}
+
+/// Hands deliveries the lanes refused (full) back as due now, for a poll to bring when
+/// there is room, instead of leaving them leased. Failing that, their lease runs out.
+pub async fn release(pool: &PgPool, refused: &[Uuid], now: DateTime<Utc>) {
+    if refused.is_empty() {
+        return;
+    }
+    metrics::counter!("webhook_deliveries_refused_total").increment(refused.len() as u64);
+    let released = match pool.get().await {
+        Ok(mut conn) => webhook_dispatch::release(&mut conn, refused, now)
+            .await
+            .map_err(anyhow::Error::from),
+        Err(error) => Err(anyhow::Error::from(error)),
+    };
+    if let Err(error) = released {
+        tracing::warn!(
+            error = format!("{error:#}"),
+            count = refused.len(),
+            "deliveries the lanes refused wait for their lease instead"
+        );
     }
 }
 

@@ -18,8 +18,8 @@ use chrono::{DateTime, Utc};
 use domain::clock::Clock;
 use domain::webhooks::sign;
 use hyper::body::Bytes;
-use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -60,6 +60,10 @@ pub struct Dispatcher {
     timeout: Duration,
     shutdown: CancellationToken,
     tasks: tokio_util::task::TaskTracker,
+    /// Woken when a lane's queue has drained to half: the poller brings more.
+    room: Arc<Notify>,
+    /// Woken when the fan-out handed back deliveries the lanes had no room for.
+    refused: Notify,
 }
 
 impl Dispatcher {
@@ -84,11 +88,14 @@ impl Dispatcher {
             timeout,
             shutdown,
             tasks: tokio_util::task::TaskTracker::new(),
+            room: Arc::new(Notify::new()),
+            refused: Notify::new(),
         }
     }
 
     /// Queues `queued` in its endpoint's lane for its key. False when that lane is full (or
-    /// the service is stopping): it stays leased in PostgreSQL until a poll brings it back.
+    /// the service is stopping): the caller releases it in PostgreSQL (due now), and a poll
+    /// brings it back when the lanes have room.
     pub fn offer(&self, queued: Queued) -> bool {
         if self.shutdown.is_cancelled() {
             return false;
@@ -113,6 +120,36 @@ impl Dispatcher {
         let sent = lanes.senders[lane].try_send(queued).is_ok();
         all.insert(endpoint_id, lanes);
         counted(sent)
+    }
+
+    /// Endpoints with less room in their lanes than one lane holds: a poll claims nothing
+    /// for them (it would only be refused).
+    pub fn busy_endpoints(&self) -> Vec<Uuid> {
+        let Ok(all) = self.lanes.lock() else {
+            return Vec::new();
+        };
+        all.iter()
+            .filter(|(_, lanes)| {
+                let room: usize = lanes.senders.iter().map(|s| s.capacity()).sum();
+                room < self.lane_capacity
+            })
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Resolves once a lane has drained to half its queue since the last call.
+    pub async fn room(&self) {
+        self.room.notified().await;
+    }
+
+    /// Tells the poller that deliveries wait in PostgreSQL for room in the lanes.
+    pub fn handed_back(&self) {
+        self.refused.notify_one();
+    }
+
+    /// Resolves once deliveries were handed back since the last call.
+    pub async fn backlog(&self) {
+        self.refused.notified().await;
     }
 
     /// The platform disabled `endpoint_id`: its lanes drop what they hold.
@@ -140,6 +177,8 @@ impl Dispatcher {
             .map(|_| {
                 let (sender, receiver) = mpsc::channel(self.lane_capacity);
                 let lane = Lane {
+                    room: Arc::clone(&self.room),
+                    half: self.lane_capacity / 2,
                     client: self.client.clone(),
                     clock: Arc::clone(&self.clock),
                     outcomes: self.outcomes.clone(),
@@ -170,6 +209,9 @@ fn lane_of(key: Uuid, lanes: usize) -> usize {
 }
 
 struct Lane {
+    room: Arc<Notify>,
+    /// The queue length at which the lane says it has room.
+    half: usize,
     client: Client,
     clock: Arc<dyn Clock>,
     outcomes: mpsc::UnboundedSender<Outcome>,
@@ -205,6 +247,9 @@ impl Lane {
                 },
             };
             metrics::gauge!("webhook_deliveries_queued").decrement(1.0);
+            if queue.len() == self.half {
+                self.room.notify_one();
+            }
             self.send_if_held(queued).await;
         }
         // Stopping: hand what is still queued back, due now, rather than after its lease.

@@ -1,6 +1,8 @@
 //! Brings due deliveries back into the lanes: retries whose wait is over, deliveries whose
-//! lease lapsed (a replica died, a lane was full), and what the API asked for (a test, a
-//! retry, a replay). Claims are `SKIP LOCKED`, so replicas share the work.
+//! lease lapsed (a replica died), those the lanes had no room for, and what the API asked
+//! for (a test, a retry, a replay). Claims are `SKIP LOCKED`, so replicas share the work,
+//! and skip the endpoints whose lanes are full: a backlog is claimed as the lanes drain,
+//! woken by them, instead of being claimed and refused.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use domain::db::webhook_dispatch;
 use hyper::body::Bytes;
 use tokio_util::sync::CancellationToken;
 
+use crate::fanout::release;
 use crate::lanes::{Dispatcher, Queued};
 use crate::targets::Targets;
 
@@ -26,42 +29,68 @@ pub struct Poller {
     pub batch: u32,
 }
 
+/// What one look found.
+#[derive(Debug, Default)]
+struct Look {
+    claimed: usize,
+    /// Lanes were too full to take all that is due.
+    backlog: bool,
+}
+
 impl Poller {
     pub async fn run(self, shutdown: CancellationToken) {
         loop {
-            let claimed = match self.poll().await {
-                Ok(claimed) => claimed,
+            let look = match self.poll().await {
+                Ok(look) => look,
                 Err(error) => {
                     tracing::warn!(
                         error = format!("{error:#}"),
                         "polling due webhook deliveries failed"
                     );
-                    0
+                    Look::default()
                 }
             };
+            if shutdown.is_cancelled() {
+                break;
+            }
             // A full batch: more may be due right away.
-            if claimed < self.batch as usize {
+            if look.claimed >= self.batch as usize {
+                continue;
+            }
+            if look.backlog {
+                // Look again as soon as a lane has room.
                 tokio::select! {
                     () = shutdown.cancelled() => break,
+                    () = self.dispatcher.room() => {}
                     () = tokio::time::sleep(self.interval) => {}
                 }
-            } else if shutdown.is_cancelled() {
-                break;
+            } else {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = self.dispatcher.backlog() => {}
+                    () = tokio::time::sleep(self.interval) => {}
+                }
             }
         }
     }
 
-    /// One look: the number of deliveries claimed.
-    async fn poll(&self) -> anyhow::Result<usize> {
+    async fn poll(&self) -> anyhow::Result<Look> {
         let now = self.clock.now();
         let mut conn = self.pool.get().await.context("database connection")?;
         let age = webhook_dispatch::oldest_due_age_seconds(&mut conn, now).await?;
         metrics::gauge!("webhook_queue_oldest_due_seconds").set(age);
         let lease_until = now + self.lease;
+        let busy = self.dispatcher.busy_endpoints();
         let due =
-            webhook_dispatch::claim_due(&mut conn, now, lease_until, i64::from(self.batch)).await?;
+            webhook_dispatch::claim_due(&mut conn, now, lease_until, i64::from(self.batch), &busy)
+                .await?;
+        // A busy endpoint may have deliveries due that this look passed over.
+        let mut look = Look {
+            claimed: due.len(),
+            backlog: !busy.is_empty() && age > 0.0,
+        };
         if due.is_empty() {
-            return Ok(0);
+            return Ok(look);
         }
         let mut endpoint_ids: Vec<_> = due.iter().map(|d| d.endpoint_id).collect();
         endpoint_ids.sort_unstable();
@@ -72,7 +101,7 @@ impl Poller {
             .iter()
             .filter_map(|e| Some((e.id, self.targets.of(e)?)))
             .collect();
-        let claimed = due.len();
+        let mut refused = Vec::new();
         for delivery in due {
             let Some(target) = targets.get(&delivery.endpoint_id) else {
                 continue;
@@ -82,16 +111,22 @@ impl Poller {
                 .and_then(|body| body["data"]["enrollment_id"].as_str().map(str::to_owned))
                 .and_then(|id| uuid::Uuid::parse_str(&id).ok())
                 .unwrap_or(delivery.id);
-            self.dispatcher.offer(Queued {
-                delivery_id: delivery.id,
+            let id = delivery.id;
+            let queued = self.dispatcher.offer(Queued {
+                delivery_id: id,
                 target: Arc::clone(target),
                 payload: Bytes::from(delivery.payload),
                 occurred_at: delivery.occurred_at,
                 lease_until,
                 order_key,
             });
+            if !queued {
+                refused.push(id);
+            }
         }
-        metrics::counter!("webhook_deliveries_polled_total").increment(claimed as u64);
-        Ok(claimed)
+        metrics::counter!("webhook_deliveries_polled_total").increment(look.claimed as u64);
+        look.backlog |= !refused.is_empty();
+        release(&self.pool, &refused, now).await;
+        Ok(look)
     }
 }

@@ -128,19 +128,21 @@ pub struct DueDelivery {
     pub occurred_at: DateTime<Utc>,
 }
 
-/// Claims up to `limit` pending deliveries due at `now` whose endpoint is enabled, oldest
-/// due first, moving each one's `next_attempt_at` to `lease_until`.
+/// Claims up to `limit` pending deliveries due at `now` whose endpoint is enabled and not
+/// one of `busy`, oldest due first, moving each one's `next_attempt_at` to `lease_until`.
 pub async fn claim_due(
     conn: &mut AsyncPgConnection,
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
     limit: i64,
+    busy: &[Uuid],
 ) -> QueryResult<Vec<DueDelivery>> {
     diesel::sql_query(
         "UPDATE webhook_deliveries d SET next_attempt_at = $2 \
            FROM (SELECT d.id FROM webhook_deliveries d \
                    JOIN webhook_endpoints e ON e.id = d.endpoint_id AND e.enabled \
                   WHERE d.status = 'pending' AND d.next_attempt_at <= $1 \
+                    AND d.endpoint_id <> ALL($4) \
                   ORDER BY d.next_attempt_at LIMIT $3 \
                     FOR UPDATE OF d SKIP LOCKED) due \
           WHERE d.id = due.id \
@@ -149,6 +151,7 @@ pub async fn claim_due(
     .bind::<Timestamptz, _>(now)
     .bind::<Timestamptz, _>(lease_until)
     .bind::<BigInt, _>(limit)
+    .bind::<Array<SqlUuid>, _>(busy)
     .load(conn)
     .await
 }

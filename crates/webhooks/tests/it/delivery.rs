@@ -176,3 +176,31 @@ async fn mailbox_events_and_deliveries_the_api_adds_are_sent() -> anyhow::Result
     running.stop().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_burst_beyond_the_lanes_room_is_sent_as_they_drain() -> anyhow::Result<()> {
+    let world = World::new().await?;
+    let receiver = WebhookReceiver::start()?;
+    world.endpoint(&receiver.url(), &[]).await?;
+    let mut config = world.config.clone();
+    // Room for 4 in memory; a lease no test waits out, so only the hand-back can bring the
+    // rest.
+    config.webhooks.concurrency_per_endpoint = 2;
+    config.webhooks.queue_per_endpoint = 4;
+    config.webhooks.lease_seconds = 600;
+    config.webhooks.poll_interval_ms = 60_000;
+    let running = world.start_with(config)?;
+    for _ in 0..300 {
+        world
+            .record(world.workspace, Uuid::now_v7(), "message.sent", json!({}))
+            .await?;
+    }
+    world
+        .until_delivered(300, std::time::Duration::from_secs(30))
+        .await?;
+    let ids: HashSet<String> = receiver.received().into_iter().map(|r| r.id).collect();
+    assert_eq!(ids.len(), 300);
+    assert_eq!(receiver.received().len(), 300, "each once");
+    running.stop().await?;
+    Ok(())
+}
