@@ -21,7 +21,7 @@ pub struct ListDeliveries {
 
 #[derive(Debug, Deserialize, Apiv2Schema)]
 pub struct ReplayQuery {
-    /// RFC 3339 time, not in the future: the deliveries of events that occurred at or
+    /// RFC 3339 time: the deliveries of events that occurred at or
     /// after it are sent again.
     pub since: Option<String>,
 }
