@@ -356,7 +356,11 @@ async fn produce(
             .iter()
             .zip(&keys)
             .map(|(envelope, key)| producer.send(topic, key, envelope));
-        for (result, envelope) in futures::future::join_all(sends).await.into_iter().zip(chunk) {
+        for (result, envelope) in futures::future::join_all(sends)
+            .await
+            .into_iter()
+            .zip(chunk)
+        {
             delivered.push((result?.partition, envelope.id));
         }
     }
@@ -432,11 +436,7 @@ async fn check(
     .await?;
     expect("step_stats.sent", stats, mix.sent)?;
     let written = count(conn, OUTBOX_ROWS_WRITTEN).await? - outbox_before;
-    expect(
-        "announcements written",
-        written,
-        burst.unique + mix.replied,
-    )?;
+    expect("announcements written", written, burst.unique + mix.replied)?;
     Ok(())
 }
 
