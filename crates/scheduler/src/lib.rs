@@ -18,7 +18,7 @@ use std::time::Duration;
 use actix_web::dev::Server;
 use domain::clock::{Clock, SystemClock};
 use domain::config::Config;
-use domain::kafka::{ConsumerOptions, Producer, run_consumer};
+use domain::kafka::{ConsumerOptions, Producer, run_batch_consumer, run_consumer};
 use domain::outbox::OutboxRelay;
 use domain::service::ServiceBase;
 use domain::service::admin::{admin_server, bind, run_until_cancelled};
@@ -115,7 +115,10 @@ impl Application {
         let events_topic = topics.email_events.clone();
         tasks.spawn(async move {
             let options = ConsumerOptions::new("scheduler-email-events", vec![events_topic]);
-            if let Err(error) = run_consumer(&kafka, options, events, events_shutdown).await {
+            let batching = crate::outcomes::BATCHING;
+            if let Err(error) =
+                run_batch_consumer(&kafka, options, batching, events, events_shutdown).await
+            {
                 tracing::error!(%error, "email-events consumer stopped");
             }
         });

@@ -1,18 +1,26 @@
-//! The consumer of `email-events`: what happened to a message moves its enrollment. Each
-//! event is applied in one transaction that also stores it under its envelope id, so a
-//! redelivered event finds itself stored and changes nothing.
+//! The consumer of `email-events`: what happened to a message moves its enrollment. Events
+//! are applied by batches (what the consumer read within a few milliseconds, up to
+//! [`BATCH`]), each batch in one transaction that also stores its events under their envelope
+//! ids: a redelivered event, within the batch or after it, finds itself stored and changes
+//! nothing. The batch's enrollments are locked together, its events stored by one statement
+//! that reports which are new, and the new ones applied in the batch's order, which keeps
+//! each enrollment's events in the order of their partition.
 //!
 //! `sent` advances the enrollment here rather than through a `followup-events` hop: the
 //! scheduler owns enrollment state, and a second topic would add a second at-least-once step
 //! (and a window where the event is stored but the step not advanced) for no gain.
 
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use diesel_async::{AsyncConnection as _, AsyncPgConnection};
 use domain::db::PgPool;
-use domain::db::progress::{self, EnrollmentContext, NewEvent, StoppedEnrollment};
+use domain::db::progress::{self, EnrollmentContext, MessageOwner, NewEvent, StoppedEnrollment};
+use domain::db::steps::Step;
 use domain::db::suppressions::NewSuppression;
-use domain::events::{EmailEvent, MessageRef};
-use domain::kafka::{Envelope, Handler};
+use domain::events::{EmailEvent, MessageRef, PauseCause};
+use domain::kafka::{BatchHandler, Batching, Envelope, Handler};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -20,6 +28,19 @@ use crate::reputation;
 use crate::timing::{self, Wait};
 use crate::webhook_events::{About, Changes, Webhooks};
 use crate::window::SendWindow;
+
+/// Events applied per transaction at most.
+pub const BATCH: usize = 500;
+
+/// How the consumer gathers a batch: up to [`BATCH`] events, waiting at most 5 ms after the
+/// first (a lone event is applied about as soon as it was one at a time).
+pub const BATCHING: Batching = Batching {
+    max_records: BATCH,
+    wait: Duration::from_millis(5),
+};
+
+/// Rows per `INSERT` of events (13 parameters each, far below PostgreSQL's 65,535).
+const INSERT_CHUNK: usize = 1_000;
 
 #[derive(Clone)]
 pub struct EventHandler {
@@ -38,32 +59,47 @@ impl EventHandler {
     }
 }
 
-impl Handler<EmailEvent> for EventHandler {
-    async fn handle(&self, envelope: Envelope<EmailEvent>) -> anyhow::Result<()> {
+impl BatchHandler<EmailEvent> for EventHandler {
+    async fn handle(&self, batch: &[Envelope<EmailEvent>]) -> anyhow::Result<()> {
         let mut conn = self.pool.get().await?;
-        let (applied, paused) = conn
-            .transaction(async |tx| -> Result<_, diesel::result::Error> {
-                let applied = apply(tx, &envelope, &self.webhooks).await?;
-                // A hard bounce or complaint may put its mailbox over a reputation threshold.
-                let paused = match applied {
-                    true => self.reputation.review(tx, &envelope).await?,
-                    false => None,
-                };
-                Ok((applied, paused))
+        let outcomes = conn
+            .transaction(async |tx| {
+                apply_batch(tx, batch, &self.webhooks, Some(&self.reputation)).await
             })
             .await?;
-        if let Some(cause) = paused {
-            metrics::counter!("mailboxes_auto_paused_total", "reason" => cause.as_str())
-                .increment(1);
-        }
-        let kind = event_type(&envelope.body);
-        if applied {
-            metrics::counter!("scheduler_events_applied_total", "type" => kind).increment(1);
-        } else {
-            metrics::counter!("scheduler_events_ignored_total", "type" => kind).increment(1);
+        for outcome in outcomes {
+            if let Some(cause) = outcome.paused {
+                metrics::counter!("mailboxes_auto_paused_total", "reason" => cause.as_str())
+                    .increment(1);
+            }
+            if outcome.applied {
+                metrics::counter!("scheduler_events_applied_total", "type" => outcome.kind)
+                    .increment(1);
+            } else {
+                metrics::counter!("scheduler_events_ignored_total", "type" => outcome.kind)
+                    .increment(1);
+            }
         }
         Ok(())
     }
+}
+
+/// One event at a time, as a batch of one.
+impl Handler<EmailEvent> for EventHandler {
+    async fn handle(&self, envelope: Envelope<EmailEvent>) -> anyhow::Result<()> {
+        BatchHandler::handle(self, std::slice::from_ref(&envelope)).await
+    }
+}
+
+/// What applying a batch did with one of its events.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// Its `events.event_type`.
+    pub kind: &'static str,
+    /// False for a duplicate or an event about nothing that still exists.
+    pub applied: bool,
+    /// The mailbox the reputation guard paused after it, if it did.
+    pub paused: Option<PauseCause>,
 }
 
 /// Applies one event and announces it on `webhooks`; false when it was a duplicate or
@@ -73,21 +109,124 @@ pub async fn apply(
     envelope: &Envelope<EmailEvent>,
     webhooks: &Webhooks,
 ) -> Result<bool, diesel::result::Error> {
-    let event = &envelope.body;
-    let message = message_of(event);
-    let Some(enrollment) = progress::lock_enrollment(tx, message.enrollment_id).await? else {
-        tracing::info!(enrollment.id = %message.enrollment_id, "event for a deleted enrollment ignored");
-        return Ok(false);
-    };
-    if enrollment.workspace_id != envelope.workspace_id {
-        tracing::warn!(
-            enrollment.id = %enrollment.id,
-            "event names another workspace than its enrollment's; ignored"
-        );
-        return Ok(false);
+    let outcomes = apply_batch(tx, std::slice::from_ref(envelope), webhooks, None).await?;
+    Ok(outcomes.first().is_some_and(|o| o.applied))
+}
+
+/// Applies `batch` in its order and announces what it recorded on `webhooks`; with
+/// `reputation`, a hard bounce or complaint has its mailbox's reputation reviewed after it.
+/// Returns what became of each event, in the batch's order.
+pub async fn apply_batch(
+    tx: &mut AsyncPgConnection,
+    batch: &[Envelope<EmailEvent>],
+    webhooks: &Webhooks,
+    reputation: Option<&reputation::Guard>,
+) -> Result<Vec<Outcome>, diesel::result::Error> {
+    let mut outcomes: Vec<Outcome> = batch
+        .iter()
+        .map(|e| Outcome {
+            kind: event_type(&e.body),
+            applied: false,
+            paused: None,
+        })
+        .collect();
+    // A copy within the batch is a redelivery like any other: the first one counts.
+    let mut seen = HashSet::with_capacity(batch.len());
+    let unique: Vec<usize> = (0..batch.len())
+        .filter(|&i| seen.insert(batch[i].id))
+        .collect();
+
+    let mut enrollment_ids: Vec<Uuid> = unique
+        .iter()
+        .map(|&i| message_of(&batch[i].body).enrollment_id)
+        .collect();
+    enrollment_ids.sort_unstable();
+    enrollment_ids.dedup();
+    let mut enrollments: HashMap<Uuid, EnrollmentContext> =
+        progress::lock_enrollments(tx, &enrollment_ids)
+            .await?
+            .into_iter()
+            .map(|e| (e.id, e))
+            .collect();
+
+    let mut relevant = Vec::with_capacity(unique.len());
+    for i in unique {
+        let envelope = &batch[i];
+        let enrollment_id = message_of(&envelope.body).enrollment_id;
+        match enrollments.get(&enrollment_id) {
+            None => {
+                tracing::info!(enrollment.id = %enrollment_id, "event for a deleted enrollment ignored");
+            }
+            Some(enrollment) if enrollment.workspace_id != envelope.workspace_id => {
+                tracing::warn!(
+                    enrollment.id = %enrollment.id,
+                    "event names another workspace than its enrollment's; ignored"
+                );
+            }
+            Some(_) => relevant.push(i),
+        }
     }
-    let message_exists =
-        progress::message_of_enrollment(tx, message.message_id, enrollment.id).await?;
+    let mut message_ids: Vec<Uuid> = relevant
+        .iter()
+        .map(|&i| message_of(&batch[i].body).message_id)
+        .collect();
+    message_ids.sort_unstable();
+    message_ids.dedup();
+    let owners: HashMap<Uuid, MessageOwner> = progress::message_owners(tx, &message_ids)
+        .await?
+        .into_iter()
+        .map(|m| (m.id, m))
+        .collect();
+    // The message, when it exists and belongs to the event's enrollment.
+    let owner_of = |envelope: &Envelope<EmailEvent>| {
+        let message = message_of(&envelope.body);
+        owners
+            .get(&message.message_id)
+            .filter(|o| o.enrollment_id == message.enrollment_id)
+            .copied()
+    };
+
+    let rows: Vec<NewEvent<'_>> = relevant
+        .iter()
+        .filter_map(|&i| {
+            let envelope = &batch[i];
+            let enrollment = enrollments.get(&message_of(&envelope.body).enrollment_id)?;
+            Some(new_event(envelope, enrollment, owner_of(envelope)))
+        })
+        .collect();
+    let stored = record_events(tx, rows).await?;
+
+    let steps = steps_for(tx, batch, &relevant, &stored, &enrollments).await?;
+    let mut announcements = Vec::new();
+    for i in relevant {
+        let envelope = &batch[i];
+        if !stored.contains(&envelope.id) {
+            continue;
+        }
+        let owner = owner_of(envelope);
+        let Some(enrollment) = enrollments.get_mut(&message_of(&envelope.body).enrollment_id)
+        else {
+            continue;
+        };
+        let changes = apply_stored(tx, envelope, enrollment, owner, &steps).await?;
+        announcements.extend(changes.announcements);
+        outcomes[i].applied = true;
+        // A hard bounce or complaint may put its mailbox over a reputation threshold.
+        if let Some(guard) = reputation {
+            outcomes[i].paused = guard.review(tx, envelope).await?;
+        }
+    }
+    webhooks.write(tx, &announcements).await?;
+    Ok(outcomes)
+}
+
+/// The events table's row for `envelope`.
+fn new_event<'a>(
+    envelope: &'a Envelope<EmailEvent>,
+    enrollment: &EnrollmentContext,
+    owner: Option<MessageOwner>,
+) -> NewEvent<'a> {
+    let event = &envelope.body;
     let (is_bot, bot_reason, url) = match event {
         EmailEvent::Opened {
             is_bot, bot_reason, ..
@@ -106,39 +245,106 @@ pub async fn apply(
         | EmailEvent::Unsubscribed { client, .. } => Some(client),
         _ => None,
     };
-    let stored = progress::record_event(
-        tx,
-        &NewEvent {
-            id: envelope.id,
-            workspace_id: envelope.workspace_id,
-            message_id: message_exists.then_some(message.message_id),
-            enrollment_id: Some(enrollment.id),
-            contact_id: Some(enrollment.contact_id),
-            event_type: event_type(event),
-            occurred_at: envelope.occurred_at,
-            is_bot,
-            bot_reason,
-            url,
-            user_agent: client.and_then(|c| c.user_agent.as_deref()),
-            client_ip: client.and_then(|c| c.client_ip.as_deref()),
-            payload: details(event),
-        },
-    )
-    .await?;
-    if !stored {
-        return Ok(false);
+    NewEvent {
+        id: envelope.id,
+        workspace_id: envelope.workspace_id,
+        message_id: owner.map(|o| o.id),
+        enrollment_id: Some(enrollment.id),
+        contact_id: Some(enrollment.contact_id),
+        event_type: event_type(event),
+        occurred_at: envelope.occurred_at,
+        is_bot,
+        bot_reason,
+        url,
+        user_agent: client.and_then(|c| c.user_agent.as_deref()),
+        client_ip: client.and_then(|c| c.client_ip.as_deref()),
+        payload: details(event),
     }
+}
+
+/// Stores `rows` (no id twice); returns the ids stored now. The statistics trigger counts
+/// an outcome once per message by looking for an earlier row of the same message, type and
+/// bot flag, and rows of one statement see each other: so rows sharing those go into
+/// separate statements, in their order (the first of a message's opens into the first).
+async fn record_events(
+    tx: &mut AsyncPgConnection,
+    rows: Vec<NewEvent<'_>>,
+) -> Result<HashSet<Uuid>, diesel::result::Error> {
+    let mut rounds: Vec<Vec<NewEvent<'_>>> = Vec::new();
+    let mut repeats: HashMap<(Uuid, &str, bool), usize> = HashMap::new();
+    for row in rows {
+        let round = match row.message_id {
+            Some(message) => {
+                let key = (message, row.event_type, row.is_bot.unwrap_or(false));
+                let seen = repeats.entry(key).or_insert(0);
+                *seen += 1;
+                *seen - 1
+            }
+            None => 0,
+        };
+        if rounds.len() <= round {
+            rounds.resize_with(round + 1, Vec::new);
+        }
+        rounds[round].push(row);
+    }
+    let mut stored = HashSet::new();
+    for round in &rounds {
+        for chunk in round.chunks(INSERT_CHUNK) {
+            stored.extend(progress::record_events(tx, chunk).await?);
+        }
+    }
+    Ok(stored)
+}
+
+/// The live steps of the sequences whose enrollments a newly stored `sent` may advance, by
+/// sequence.
+async fn steps_for(
+    tx: &mut AsyncPgConnection,
+    batch: &[Envelope<EmailEvent>],
+    relevant: &[usize],
+    stored: &HashSet<Uuid>,
+    enrollments: &HashMap<Uuid, EnrollmentContext>,
+) -> Result<HashMap<Uuid, Vec<Step>>, diesel::result::Error> {
+    let mut sequences: Vec<Uuid> = relevant
+        .iter()
+        .map(|&i| &batch[i])
+        .filter(|e| matches!(e.body, EmailEvent::Sent { .. }) && stored.contains(&e.id))
+        .filter_map(|e| enrollments.get(&message_of(&e.body).enrollment_id))
+        .map(|e| e.sequence_id)
+        .collect();
+    if sequences.is_empty() {
+        return Ok(HashMap::new());
+    }
+    sequences.sort_unstable();
+    sequences.dedup();
+    let mut steps: HashMap<Uuid, Vec<Step>> = HashMap::new();
+    // In step order within each sequence.
+    for step in domain::db::steps::live_for(tx, &sequences).await? {
+        steps.entry(step.sequence_id).or_default().push(step);
+    }
+    Ok(steps)
+}
+
+/// Applies the effects of an event just stored, on its locked `enrollment` (kept current for
+/// the batch's later events); returns what to announce.
+async fn apply_stored(
+    tx: &mut AsyncPgConnection,
+    envelope: &Envelope<EmailEvent>,
+    enrollment: &mut EnrollmentContext,
+    owner: Option<MessageOwner>,
+    steps: &HashMap<Uuid, Vec<Step>>,
+) -> Result<Changes, diesel::result::Error> {
+    let event = &envelope.body;
+    let message_exists = owner.is_some();
+    let message = message_of(event);
     let step_order = match event {
         EmailEvent::Sent { step_order, .. } => Some(*step_order),
-        _ if message_exists => {
-            crate::webhook_events::step_of_message(tx, message.message_id).await?
-        }
-        _ => None,
+        _ => owner.map(|o| o.step_order),
     };
     let mut changes = Changes::recorded(
         envelope,
         About::of(
-            &enrollment,
+            enrollment,
             message_exists.then_some(message.message_id),
             step_order,
         ),
@@ -149,8 +355,14 @@ pub async fn apply(
             if message_exists {
                 progress::set_message_outcome(tx, message.message_id, "sent", at, None).await?;
             }
-            if advance_after(tx, &enrollment, *step_order, at).await? == Advanced::Completed {
-                changes.completed();
+            let live = steps
+                .get(&enrollment.sequence_id)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            match advance_after(tx, enrollment, live, *step_order, at).await? {
+                Advanced::NextStep(next) => enrollment.current_step = next,
+                Advanced::Completed => changes.completed(),
+                Advanced::No => {}
             }
         }
         EmailEvent::Replied { .. } => {
@@ -173,13 +385,13 @@ pub async fn apply(
             }
             // The address does not exist: no sequence of the workspace should try it again,
             // and a contact re-imported later stays suppressed.
-            let stopped = suppress(tx, &enrollment, "bounced", "bounced", "hard_bounce").await?;
+            let stopped = suppress(tx, enrollment, "bounced", "bounced", "hard_bounce").await?;
             changes.contact_stopped(&stopped, "bounced", "hard_bounce");
         }
         EmailEvent::Unsubscribed { .. } => {
             let stopped = suppress(
                 tx,
-                &enrollment,
+                enrollment,
                 "unsubscribed",
                 "unsubscribed",
                 "unsubscribed",
@@ -188,7 +400,7 @@ pub async fn apply(
             changes.contact_stopped(&stopped, "unsubscribed", "unsubscribed");
         }
         EmailEvent::Complained { .. } => {
-            let stopped = suppress(tx, &enrollment, "complained", "stopped", "complained").await?;
+            let stopped = suppress(tx, enrollment, "complained", "stopped", "complained").await?;
             changes.contact_stopped(&stopped, "stopped", "complained");
         }
         EmailEvent::Failed { reason, .. } => {
@@ -209,32 +421,32 @@ pub async fn apply(
         | EmailEvent::Opened { .. }
         | EmailEvent::Clicked { .. } => {}
     }
-    webhooks.write(tx, &changes.announcements).await?;
-    Ok(true)
+    Ok(changes)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Advanced {
     /// Not at the step sent any more (a stale or replayed `sent`).
     No,
-    NextStep,
+    /// On to this step.
+    NextStep(i32),
     Completed,
 }
 
-/// After step `sent_step` went out at `sent_at`: on to the next live step, due after its wait
-/// inside the window, or completed after the last one. Applies only while the enrollment is
-/// still at that step.
+/// After step `sent_step` went out at `sent_at`: on to the next of the sequence's `live`
+/// steps (in order), due after its wait inside the window, or completed after the last one.
+/// Applies only while the enrollment is still at that step.
 async fn advance_after(
     tx: &mut AsyncPgConnection,
     enrollment: &EnrollmentContext,
+    live: &[Step],
     sent_step: i32,
     sent_at: DateTime<Utc>,
 ) -> Result<Advanced, diesel::result::Error> {
     if enrollment.current_step != sent_step {
         return Ok(Advanced::No);
     }
-    let steps = domain::db::steps::live_for(tx, &[enrollment.sequence_id]).await?;
-    match steps.iter().find(|s| s.step_order > sent_step) {
+    match live.iter().find(|s| s.step_order > sent_step) {
         Some(next) => {
             let window = SendWindow::of(&enrollment.window);
             let wait = Wait {
@@ -247,7 +459,7 @@ async fn advance_after(
                 progress::advance(tx, enrollment.id, sent_step, next.step_order, due, sent_at)
                     .await?;
             Ok(if moved {
-                Advanced::NextStep
+                Advanced::NextStep(next.step_order)
             } else {
                 Advanced::No
             })

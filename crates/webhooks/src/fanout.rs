@@ -20,8 +20,8 @@ use domain::kafka::Envelope;
 use domain::kafka::consumer::stored_offsets_consumer;
 use domain::webhooks::event_types;
 use hyper::body::Bytes;
+use rdkafka::Message as _;
 use rdkafka::consumer::{CommitMode, Consumer as _};
-use rdkafka::{Message as _, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -305,26 +305,15 @@ pub async fn release(pool: &PgPool, refused: &[Uuid], now: DateTime<Utc>) {
     }
 }
 
-/// Stores the offsets after the batch's records (the whole batch was handled).
+/// Stores the offsets after the batch's records (the whole batch was handled); a partition
+/// lost in a rebalance is read again by its new owner, which finds the deliveries there.
 fn store_offsets(consumer: &rdkafka::consumer::StreamConsumer, batch: &[Read]) {
-    let mut next: HashMap<(&str, i32), i64> = HashMap::new();
-    for read in batch {
-        let entry = next
-            .entry((read.topic.as_str(), read.partition))
-            .or_insert(read.offset + 1);
-        *entry = (*entry).max(read.offset + 1);
-    }
-    let mut list = TopicPartitionList::new();
-    for ((topic, partition), offset) in next {
-        if let Err(error) = list.add_partition_offset(topic, partition, Offset::Offset(offset)) {
-            tracing::warn!(%error, "offset not stored");
-        }
-    }
-    // Fails for a partition lost in a rebalance; its new owner reads the records again and
-    // finds their deliveries there.
-    if let Err(error) = consumer.store_offsets(&list) {
-        tracing::debug!(%error, "offsets not stored");
-    }
+    domain::kafka::store_offsets_after(
+        consumer,
+        batch
+            .iter()
+            .map(|r| (r.topic.as_str(), r.partition, r.offset)),
+    );
 }
 
 #[cfg(test)]

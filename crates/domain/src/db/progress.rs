@@ -1,5 +1,6 @@
 //! How events move enrollments, messages and contacts: the scheduler's consumer of
-//! `email-events` and `email-retries` applies them with these, one transaction per event.
+//! `email-events` (a batch of events per transaction) and `email-retries` (one request per
+//! transaction) applies them with these.
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -40,6 +41,16 @@ pub async fn lock_enrollment(
     conn: &mut AsyncPgConnection,
     id: Uuid,
 ) -> QueryResult<Option<EnrollmentContext>> {
+    Ok(lock_enrollments(conn, &[id]).await?.pop())
+}
+
+/// Locks the enrollment rows of `ids` that exist (a batch of events applies under these
+/// locks), in id order so two transactions locking overlapping sets wait rather than
+/// deadlock.
+pub async fn lock_enrollments(
+    conn: &mut AsyncPgConnection,
+    ids: &[Uuid],
+) -> QueryResult<Vec<EnrollmentContext>> {
     diesel::sql_query(
         "SELECT e.id, e.workspace_id, e.sequence_id, e.contact_id, e.current_step, e.status, \
                 c.email, c.timezone AS contact_timezone, s.send_days, s.window_start, \
@@ -48,13 +59,35 @@ pub async fn lock_enrollment(
            FROM enrollments e \
            JOIN sequences s ON s.id = e.sequence_id \
            JOIN contacts c ON c.id = e.contact_id \
-          WHERE e.id = $1 \
+          WHERE e.id = ANY($1) \
+          ORDER BY e.id \
             FOR UPDATE OF e",
     )
-    .bind::<SqlUuid, _>(id)
-    .get_result(conn)
+    .bind::<diesel::sql_types::Array<SqlUuid>, _>(ids)
+    .load(conn)
     .await
-    .optional()
+}
+
+/// A message an event names: its enrollment and step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Queryable)]
+pub struct MessageOwner {
+    pub id: Uuid,
+    pub enrollment_id: Uuid,
+    pub step_order: i32,
+}
+
+/// The messages of `ids` that still exist (events may outlive a deleted contact, whose
+/// messages cascade away).
+pub async fn message_owners(
+    conn: &mut AsyncPgConnection,
+    ids: &[Uuid],
+) -> QueryResult<Vec<MessageOwner>> {
+    use super::schema::messages;
+    messages::table
+        .filter(messages::id.eq_any(ids))
+        .select((messages::id, messages::enrollment_id, messages::step_order))
+        .load(conn)
+        .await
 }
 
 #[derive(Debug, Clone, Insertable)]
@@ -86,6 +119,25 @@ pub async fn record_event(conn: &mut AsyncPgConnection, event: &NewEvent<'_>) ->
         .execute(conn)
         .await
         .map(|n| n == 1)
+}
+
+/// Stores the events whose ids were not stored before, in one statement; returns the ids
+/// stored now (the others are redeliveries, to change nothing else for). `events` must not
+/// repeat an id.
+pub async fn record_events(
+    conn: &mut AsyncPgConnection,
+    events: &[NewEvent<'_>],
+) -> QueryResult<Vec<Uuid>> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    diesel::insert_into(events::table)
+        .values(events)
+        .on_conflict(events::id)
+        .do_nothing()
+        .returning(events::id)
+        .get_results(conn)
+        .await
 }
 
 /// Whether the message exists and belongs to the enrollment (events may outlive a deleted

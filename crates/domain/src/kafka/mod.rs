@@ -1,6 +1,7 @@
 //! Kafka plumbing shared by the services: typed envelopes, an idempotent producer, an
-//! at-least-once consumer loop, topic creation and a reachability probe.
+//! at-least-once consumer loop (one record or a batch at a time), topic creation and a reachability probe.
 
+pub mod batch_consumer;
 pub mod consumer;
 pub mod envelope;
 pub mod health;
@@ -14,6 +15,7 @@ use rdkafka::ClientConfig;
 
 use crate::config::KafkaConfig;
 
+pub use batch_consumer::{BatchHandler, Batching, run_batch_consumer, store_offsets_after};
 pub use consumer::{ConsumerOptions, Handler, run_consumer};
 pub use envelope::{Envelope, EnvelopeError, Payload};
 pub use producer::Producer;

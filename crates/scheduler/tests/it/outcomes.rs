@@ -755,3 +755,66 @@ async fn a_held_message_pauses_the_enrollment_until_it_is_resumed() -> anyhow::R
     );
     Ok(())
 }
+
+fn opened(message_id: Uuid, enrollment_id: Uuid, is_bot: bool) -> EmailEvent {
+    EmailEvent::Opened {
+        message: MessageRef {
+            message_id,
+            enrollment_id,
+        },
+        is_bot,
+        bot_reason: None,
+        client: Client::default(),
+    }
+}
+
+#[tokio::test]
+async fn a_batch_applies_in_order_once_each_and_counts_each_outcome_once() -> anyhow::Result<()> {
+    let now = at("2026-03-02T10:00:00Z")?;
+    let (world, enrollment, message) =
+        one_sent_step(&[(0, 0, 0), (1, 0, 0), (1, 0, 0)], now).await?;
+    let first_sent = envelope(&world, now, sent(message, enrollment, 1));
+    let first_open = envelope(&world, now, opened(message, enrollment, false));
+    let batch = vec![
+        first_sent,
+        first_open.clone(),
+        // A copy within the batch, a second human open and a bot's: one row each but the
+        // copy, one human and one bot open counted.
+        first_open.clone(),
+        envelope(&world, now, opened(message, enrollment, false)),
+        envelope(&world, now, opened(message, enrollment, true)),
+        // The same step sent again (stale): recorded, the enrollment stays at step 2.
+        envelope(&world, now, sent(message, enrollment, 1)),
+    ];
+    let mut conn = world.conn().await?;
+    let outcomes = conn
+        .transaction(async |tx| outcomes::apply_batch(tx, &batch, &webhooks(), None).await)
+        .await?;
+    let applied: Vec<bool> = outcomes.iter().map(|o| o.applied).collect();
+    assert_eq!(applied, [true, true, false, true, true, true]);
+    assert_eq!(world.count("SELECT count(*) AS n FROM events").await?, 5);
+    let row = world.enrollment(enrollment).await?;
+    assert_eq!(row.current_step, 2);
+    assert_eq!(row.next_send_at, Some(now + TimeDelta::days(1)));
+    for (column, want) in [("sent", 1), ("opened_human", 1), ("opened_bot", 1)] {
+        let sql = format!("SELECT coalesce(sum({column}), 0)::bigint AS n FROM step_stats");
+        assert_eq!(world.count(&sql).await?, want, "{column}");
+    }
+    let announced = world
+        .count("SELECT count(*) AS n FROM outbox WHERE topic = 'test-webhook-events'")
+        .await?;
+    assert_eq!(announced, 5);
+
+    // The whole batch delivered again changes nothing.
+    let again = conn
+        .transaction(async |tx| outcomes::apply_batch(tx, &batch, &webhooks(), None).await)
+        .await?;
+    assert!(again.iter().all(|o| !o.applied));
+    assert_eq!(world.count("SELECT count(*) AS n FROM events").await?, 5);
+    assert_eq!(world.enrollment(enrollment).await?.current_step, 2);
+    let announced_again = world
+        .count("SELECT count(*) AS n FROM outbox WHERE topic = 'test-webhook-events'")
+        .await?;
+    assert_eq!(announced_again, 5);
+    Ok(())
+}
