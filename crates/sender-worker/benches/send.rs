@@ -15,7 +15,7 @@
 //! `SEQ_SENDER_WORKER__*`, `SEQ_OUTBOX__*` and `SEQ_DATABASE__MAX_CONNECTIONS`.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -28,7 +28,7 @@ use domain::testing::process_stats::{
     OUTBOX_ROWS_WRITTEN, clock_ticks, env_number, peak_memory_kib, postgres_cpu_ticks,
     process_cpu_ticks, service_env, ticks_between,
 };
-use domain::testing::{TestDatabase, count_records, test_config_for};
+use domain::testing::{DiscardingSink, TestDatabase, count_records, test_config_for};
 use uuid::Uuid;
 
 const MAILBOXES: i64 = 200;
@@ -70,7 +70,7 @@ async fn main() -> anyhow::Result<()> {
     config.kafka.partitions = PARTITIONS;
     let topics = TopicNames::from_config(&config.kafka);
     ensure_topics(&config.kafka, &topics.all()).await?;
-    let sink = start_sink(&sink_program).await?;
+    let sink = DiscardingSink::start(&sink_program).await?;
     let mut conn = db.connect().await?;
 
     let started = Instant::now();
@@ -269,42 +269,6 @@ fn start_worker(config: &Config, settings: &Settings) -> anyhow::Result<tokio::p
         .spawn()?)
 }
 
-/// `smtp-sink` on a free port, accepting everything, keeping nothing.
-struct Sink {
-    addr: SocketAddr,
-    _child: tokio::process::Child,
-}
-
-async fn start_sink(program: &std::ffi::OsStr) -> anyhow::Result<Sink> {
-    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-    let mut command = tokio::process::Command::new(program);
-    if is_root() {
-        // It refuses to run as root; it drops to `nobody` after binding.
-        command.args(["-u", "nobody"]);
-    }
-    let child = command
-        .args(["-m", "1000"])
-        .arg(addr.to_string())
-        .arg("1000")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "smtp-sink does not listen on {addr}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok(Sink {
-        addr,
-        _child: child,
-    })
-}
-
 /// The workspace, its sequence and step, the mailboxes, and `emails` contacts each enrolled
 /// with its first message queued, round-robin over the mailboxes. Returns the workspace.
 async fn populate(
@@ -442,12 +406,4 @@ async fn count(conn: &mut AsyncPgConnection, sql: &str) -> anyhow::Result<i64> {
     }
     let row: Count = diesel::sql_query(sql).get_result(conn).await?;
     Ok(row.n)
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find(|l| l.starts_with("Uid:"))
-            .is_some_and(|l| l.split_whitespace().nth(1) == Some("0"))
-    })
 }

@@ -81,7 +81,7 @@ const SMTP_SINK: &str = "/usr/sbin/smtp-sink";
 
 pub fn bench(paths: &Paths, args: &[String]) -> Result<ExitCode> {
     let mut extra = Vec::new();
-    if runs_package(args, "sender-worker") {
+    if runs_package(args, "sender-worker") || runs_package(args, "e2e") {
         extra.push(("SEQ_BENCH_SMTP_SINK", smtp_sink()?));
     }
     if runs_package(args, "tracker") {
@@ -93,9 +93,10 @@ pub fn bench(paths: &Paths, args: &[String]) -> Result<ExitCode> {
     Ok(code)
 }
 
-/// Postfix's `smtp-sink`, which the sender-worker's tests and benchmark send to (they start
-/// sinks themselves, with the failures they need), installed with the `postfix` package when missing. Installing postfix needs no
-/// running mail system; apt::install answers debconf non-interactively.
+/// Postfix's `smtp-sink`, which the sender-worker's tests and benchmark and the pipeline
+/// benchmark send to (they start sinks themselves, with the failures they need), installed
+/// with the `postfix` package when missing. Installing postfix needs no running mail system;
+/// apt::install answers debconf non-interactively.
 fn smtp_sink() -> Result<String> {
     apt::ensure(
         &["postfix"],

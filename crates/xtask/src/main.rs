@@ -70,8 +70,9 @@ enum Cmd {
         all: bool,
     },
     /// Run `cargo bench --workspace ARGS...` against the local infrastructure; a bench of the
-    /// sender-worker also gets Postfix's smtp-sink, installed if missing, in SEQ_BENCH_SMTP_SINK;
-    /// one of the tracker gets wrk, installed if missing, in SEQ_BENCH_WRK.
+    /// sender-worker or of e2e (the whole pipeline) also gets Postfix's smtp-sink, installed if
+    /// missing, in SEQ_BENCH_SMTP_SINK; one of the tracker gets wrk, installed if missing, in
+    /// SEQ_BENCH_WRK.
     Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,

@@ -34,7 +34,7 @@ pub use filter::pipe_through;
 pub use http::{assert_healthy_and_ready, assert_unready_without_database, get_json, get_text};
 pub use mailbox_events::the_only_failing_event;
 pub use private_kafka::PrivateKafka;
-pub use smtp_sink::SmtpSink;
+pub use smtp_sink::{DiscardingSink, SmtpSink};
 pub use topic_reader::{ConsumedRecord, count_records, read_topic};
 
 /// `security.encryption_keys` of test configurations (a published, test-only key).

@@ -1,6 +1,8 @@
-//! Postfix's `smtp-sink`, the mail server of tests that need a failure GreenMail cannot
-//! make: a 4xx or 5xx to a command, or no reply at all after the data.
+//! Postfix's `smtp-sink`: the mail server of tests that need a failure GreenMail cannot
+//! make (a 4xx or 5xx to a command, or no reply at all after the data), and the benchmarks'
+//! sink that keeps nothing.
 
+use std::ffi::{OsStr, OsString};
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::PermissionsExt as _;
 use std::process::Stdio;
@@ -25,26 +27,10 @@ impl SmtpSink {
         let dumps = tempfile::tempdir()?;
         // smtp-sink drops root privileges to `nobody`, who must be able to write the dumps.
         std::fs::set_permissions(dumps.path(), std::fs::Permissions::from_mode(0o777))?;
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-        let mut command = tokio::process::Command::new(program);
-        if is_root() {
-            command.args(["-u", "nobody"]);
-        }
-        let child = command
-            .args(options)
-            .arg("-d")
-            .arg(dumps.path().join("%M."))
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("100")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()?;
-        poll_until(Duration::from_secs(10), "smtp-sink to listen", || async {
-            tokio::net::TcpStream::connect(addr).await.ok()
-        })
-        .await?;
+        let mut arguments: Vec<OsString> = options.iter().map(OsString::from).collect();
+        arguments.push("-d".into());
+        arguments.push(dumps.path().join("%M.").into());
+        let (addr, child) = spawn(OsStr::new(&program), &arguments, "100", Stdio::null()).await?;
         Ok(Self { addr, dumps, child })
     }
 
@@ -61,6 +47,57 @@ impl SmtpSink {
         self.child.kill().await?;
         Ok(())
     }
+}
+
+/// Postfix's `smtp-sink` on a free port, accepting everything and keeping nothing: the mail
+/// server the benchmarks send to (`-m 1000` sessions at once, a listen backlog of 1,000). It
+/// is killed when dropped.
+pub struct DiscardingSink {
+    pub addr: SocketAddr,
+    child: tokio::process::Child,
+}
+
+impl DiscardingSink {
+    /// `program` is smtp-sink's path (`SEQ_BENCH_SMTP_SINK`).
+    pub async fn start(program: &OsStr) -> anyhow::Result<Self> {
+        let options = ["-m", "1000"].map(OsString::from);
+        let (addr, child) = spawn(program, &options, "1000", Stdio::inherit()).await?;
+        Ok(Self { addr, child })
+    }
+
+    /// Its process id, for reading its CPU time; `None` once it has exited.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+}
+
+/// smtp-sink on a free loopback port with `options`, then `backlog` (its listen queue), once
+/// it listens. It refuses to run as root, so as root it drops to `nobody` after binding.
+async fn spawn(
+    program: &OsStr,
+    options: &[OsString],
+    backlog: &str,
+    stderr: Stdio,
+) -> anyhow::Result<(SocketAddr, tokio::process::Child)> {
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let mut command = tokio::process::Command::new(program);
+    if is_root() {
+        command.args(["-u", "nobody"]);
+    }
+    let child = command
+        .args(options)
+        .arg(addr.to_string())
+        .arg(backlog)
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .kill_on_drop(true)
+        .spawn()?;
+    poll_until(Duration::from_secs(10), "smtp-sink to listen", || async {
+        tokio::net::TcpStream::connect(addr).await.ok()
+    })
+    .await?;
+    Ok((addr, child))
 }
 
 fn is_root() -> bool {
