@@ -158,16 +158,24 @@ async fn enroll_in(
             }),
         }
     }
+    // Everything to enroll, by id, with what decides whether it may be: the upsert returns it.
+    let mut candidates: Vec<domain::db::contacts::ContactKey> = Vec::with_capacity(upserts.len());
     for chunk in upserts.chunks(CHUNK) {
-        domain::db::contacts::upsert_many(tx, workspace_id, chunk).await?;
+        let written = domain::db::contacts::upsert_many_keys(tx, workspace_id, chunk).await?;
+        if written.len() < chunk.len() {
+            // A contact this transaction's snapshot saw updated at `now()` is not returned by
+            // the upsert (see its first-write-wins rule): look those up.
+            let returned: HashSet<&str> = written.iter().map(|k| k.email.as_str()).collect();
+            let missing: Vec<String> = chunk
+                .iter()
+                .filter(|u| !returned.contains(u.email.as_str()))
+                .map(|u| u.email.clone())
+                .collect();
+            candidates.extend(domain::db::contacts::keys(tx, workspace_id, &missing, &[]).await?);
+        }
+        candidates.extend(written);
     }
-
-    // Everything to enroll, by id, with what decides whether it may be.
-    let emails: Vec<String> = upserts.into_iter().map(|u| u.email).collect();
-    let mut candidates: Vec<domain::db::contacts::ContactKey> = Vec::new();
-    for chunk in emails.chunks(CHUNK) {
-        candidates.extend(domain::db::contacts::keys(tx, workspace_id, chunk, &[]).await?);
-    }
+    drop(upserts);
     let wanted_ids: Vec<Uuid> = body
         .contact_ids
         .iter()
