@@ -253,3 +253,31 @@ async fn two_concurrent_requests_enroll_a_shared_contact_once() -> anyhow::Resul
     assert_eq!(stats["enrollments"]["enrolled"], 500, "{stats}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_request_larger_than_one_chunk_enrolls_each_contact_once() -> anyhow::Result<()> {
+    let api = TestApi::start().await?;
+    let t = api.tenant("acme").await?;
+    let seq = sequence(&api, &t.key).await?;
+    // More than one chunk of 10,000; the last 50 repeat the first 50 across the chunk border.
+    let mut contacts: Vec<Value> = (0..10_000)
+        .map(|i| json!({"email": format!("c{i}@example.com")}))
+        .collect();
+    contacts.extend((0..50).map(|i| json!({"email": format!("C{i}@Example.com")})));
+    contacts.push(json!({"email": "broken"}));
+    let (status, result) = api
+        .post(
+            &format!("/api/v1/sequences/{seq}/contacts"),
+            &t.key,
+            json!({ "contacts": contacts }),
+        )
+        .await?;
+    assert_eq!(status, 201, "{result}");
+    assert_eq!(result["contacts_added"], 10_000);
+    assert_eq!(reasons(&result), vec![("broken".into(), "invalid".into())]);
+    let (_, stats) = api
+        .get(&format!("/api/v1/sequences/{seq}/stats"), &t.key)
+        .await?;
+    assert_eq!(stats["enrollments"]["enrolled"], 10_000, "{stats}");
+    Ok(())
+}
