@@ -126,48 +126,30 @@ async fn enroll_in(
             "archived sequences take no new contacts".to_owned(),
         ));
     }
-    let mut skipped = Vec::new();
-
-    // Contacts given as data: validate each on its own, then upsert the valid ones.
-    let mut upserts: Vec<ContactUpsert> = Vec::with_capacity(body.contacts.len());
-    let mut seen: HashSet<String> = HashSet::new();
-    for item in body.contacts {
-        let email_hint = item
-            .0
-            .get("email")
-            .and_then(|e| e.as_str())
-            .map(str::to_owned);
-        let prepared = crate::extract::from_value::<ContactInput>(item.0)
-            .map_err(|e| format!("{}: {}", e.field, e.message))
-            .and_then(|input| {
-                normalise(&input).map_err(|errors| {
-                    errors
-                        .iter()
-                        .map(|e| format!("{}: {}", e.field, e.message))
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                })
-            });
-        match prepared {
-            Ok(contact) if seen.insert(contact.email.clone()) => upserts.push(contact),
-            // The same address twice in one request is one contact.
-            Ok(_) => {}
-            Err(detail) => skipped.push(Skipped {
-                detail: Some(detail),
-                ..Skipped::new(email_hint, None, "invalid")
-            }),
-        }
-    }
-    for chunk in upserts.chunks(CHUNK) {
-        domain::db::contacts::upsert_many(tx, workspace_id, chunk).await?;
-    }
-
-    // Everything to enroll, by id, with what decides whether it may be.
-    let emails: Vec<String> = upserts.into_iter().map(|u| u.email).collect();
+    // Contacts given as data: validated on a blocking thread while this connection upserts
+    // the chunks already validated, so parsing each item costs the request no time of its own.
+    let (chunks, mut validated) = tokio::sync::mpsc::channel(2);
+    let items = body.contacts;
+    let validation = tokio::task::spawn_blocking(move || validate_in_chunks(items, &chunks));
+    // Everything to enroll, by id, with what decides whether it may be: the upsert returns it.
     let mut candidates: Vec<domain::db::contacts::ContactKey> = Vec::new();
-    for chunk in emails.chunks(CHUNK) {
-        candidates.extend(domain::db::contacts::keys(tx, workspace_id, chunk, &[]).await?);
+    while let Some(chunk) = validated.recv().await {
+        let written = domain::db::contacts::upsert_many_keys(tx, workspace_id, &chunk).await?;
+        if written.len() < chunk.len() {
+            // A contact this transaction's snapshot saw updated at `now()` is not returned by
+            // the upsert (see its first-write-wins rule): look those up.
+            let returned: HashSet<&str> = written.iter().map(|k| k.email.as_str()).collect();
+            let missing: Vec<String> = chunk
+                .iter()
+                .filter(|u| !returned.contains(u.email.as_str()))
+                .map(|u| u.email.clone())
+                .collect();
+            candidates.extend(domain::db::contacts::keys(tx, workspace_id, &missing, &[]).await?);
+        }
+        candidates.extend(written);
     }
+    let mut skipped = validation.await.map_err(ApiError::internal)?;
+
     let wanted_ids: Vec<Uuid> = body
         .contact_ids
         .iter()
@@ -259,4 +241,55 @@ async fn enroll_in(
         contacts_added: added.len(),
         skipped,
     })
+}
+
+/// Validates and normalises the contacts given as data, in order, handing the valid ones on in
+/// chunks of [`CHUNK`]; returns the invalid ones. The same address twice is one contact (its
+/// first occurrence). Stops early when the receiver is gone (the request failed).
+fn validate_in_chunks(
+    items: Vec<BatchItem>,
+    chunks: &tokio::sync::mpsc::Sender<Vec<ContactUpsert>>,
+) -> Vec<Skipped> {
+    let mut invalid = Vec::new();
+    let mut seen: HashSet<String> = HashSet::with_capacity(items.len());
+    let mut chunk: Vec<ContactUpsert> = Vec::with_capacity(CHUNK.min(items.len()));
+    for item in items {
+        let email_hint = item
+            .0
+            .get("email")
+            .and_then(|e| e.as_str())
+            .map(str::to_owned);
+        let prepared = crate::extract::from_value::<ContactInput>(item.0)
+            .map_err(|e| format!("{}: {}", e.field, e.message))
+            .and_then(|input| {
+                normalise(&input).map_err(|errors| {
+                    errors
+                        .iter()
+                        .map(|e| format!("{}: {}", e.field, e.message))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                })
+            });
+        match prepared {
+            Ok(contact) if seen.insert(contact.email.clone()) => {
+                chunk.push(contact);
+                if chunk.len() == CHUNK {
+                    let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+                    if chunks.blocking_send(full).is_err() {
+                        return invalid;
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(detail) => invalid.push(Skipped {
+                detail: Some(detail),
+                ..Skipped::new(email_hint, None, "invalid")
+            }),
+        }
+    }
+    if !chunk.is_empty() {
+        // A closed channel means the request failed: nothing is waiting for this chunk.
+        let _ = chunks.blocking_send(chunk);
+    }
+    invalid
 }

@@ -190,3 +190,94 @@ async fn enrolling_needs_a_live_sequence_of_this_workspace() -> anyhow::Result<(
     assert_error(status, &error, 409, "conflict");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_contact_named_twice_in_one_request_is_enrolled_once() -> anyhow::Result<()> {
+    let api = TestApi::start().await?;
+    let t = api.tenant("acme").await?;
+    let seq = sequence(&api, &t.key).await?;
+    let mut db = api.db().await?;
+    let known = fixtures::contact(&mut db, &t.id, "known@example.com").await?;
+
+    // By data and by id, by the same id twice, by the same address in two spellings.
+    let body = json!({
+        "contacts": [
+            {"email": "known@example.com", "first_name": "Known"},
+            {"email": "New@Example.com"},
+            {"email": "new@example.com", "first_name": "second"}
+        ],
+        "contact_ids": [known, known]
+    });
+    let (status, result) = api
+        .post(&format!("/api/v1/sequences/{seq}/contacts"), &t.key, body)
+        .await?;
+    assert_eq!(status, 201, "{result}");
+    assert_eq!(result["contacts_added"], 2, "{result}");
+    assert_eq!(result["skipped"], json!([]), "{result}");
+    let (_, listed) = api
+        .get(&format!("/api/v1/sequences/{seq}/contacts"), &t.key)
+        .await?;
+    assert_eq!(listed["data"].as_array().map(Vec::len), Some(2), "{listed}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn two_concurrent_requests_enroll_a_shared_contact_once() -> anyhow::Result<()> {
+    let api = TestApi::start().await?;
+    let t = api.tenant("acme").await?;
+    let seq = sequence(&api, &t.key).await?;
+    let emails = |range: std::ops::Range<usize>| -> Value {
+        json!({"contacts": range.map(|i| json!({"email": format!("c{i}@example.com")})).collect::<Vec<_>>()})
+    };
+    let path = format!("/api/v1/sequences/{seq}/contacts");
+    let (one, two) = tokio::join!(
+        api.post(&path, &t.key, emails(0..300)),
+        api.post(&path, &t.key, emails(200..500))
+    );
+    let ((s1, r1), (s2, r2)) = (one?, two?);
+    assert_eq!((s1, s2), (201, 201), "{r1} {r2}");
+    let added = |r: &Value| r["contacts_added"].as_u64().unwrap_or_default();
+    assert_eq!(added(&r1) + added(&r2), 500, "{r1} {r2}");
+    // The 100 shared contacts went to whichever came first; the other request names them.
+    let mut already: Vec<(String, String)> = reasons(&r1);
+    already.extend(reasons(&r2));
+    already.sort();
+    let mut expected: Vec<(String, String)> = (200..300)
+        .map(|i| (format!("c{i}@example.com"), "already_enrolled".to_owned()))
+        .collect();
+    expected.sort();
+    assert_eq!(already, expected);
+    let (_, stats) = api
+        .get(&format!("/api/v1/sequences/{seq}/stats"), &t.key)
+        .await?;
+    assert_eq!(stats["enrollments"]["enrolled"], 500, "{stats}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_request_larger_than_one_chunk_enrolls_each_contact_once() -> anyhow::Result<()> {
+    let api = TestApi::start().await?;
+    let t = api.tenant("acme").await?;
+    let seq = sequence(&api, &t.key).await?;
+    // More than one chunk of 10,000; the last 50 repeat the first 50 across the chunk border.
+    let mut contacts: Vec<Value> = (0..10_000)
+        .map(|i| json!({"email": format!("c{i}@example.com")}))
+        .collect();
+    contacts.extend((0..50).map(|i| json!({"email": format!("C{i}@Example.com")})));
+    contacts.push(json!({"email": "broken"}));
+    let (status, result) = api
+        .post(
+            &format!("/api/v1/sequences/{seq}/contacts"),
+            &t.key,
+            json!({ "contacts": contacts }),
+        )
+        .await?;
+    assert_eq!(status, 201, "{result}");
+    assert_eq!(result["contacts_added"], 10_000);
+    assert_eq!(reasons(&result), vec![("broken".into(), "invalid".into())]);
+    let (_, stats) = api
+        .get(&format!("/api/v1/sequences/{seq}/stats"), &t.key)
+        .await?;
+    assert_eq!(stats["enrollments"]["enrolled"], 10_000, "{stats}");
+    Ok(())
+}

@@ -117,6 +117,21 @@ pub async fn upsert_many(
         .await
 }
 
+/// Like [`upsert_many`], but returns what enrolling needs of each contact written (id, email,
+/// status) instead of whether it is new, so no second lookup by email is needed.
+pub async fn upsert_many_keys(
+    conn: &mut AsyncPgConnection,
+    workspace_id: Uuid,
+    rows: &[ContactUpsert],
+) -> QueryResult<Vec<ContactKey>> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    upsert_query!(workspace_id, rows, "c.id, c.email, c.status")
+        .load(conn)
+        .await
+}
+
 #[derive(QueryableByName)]
 struct UpsertedContact {
     #[diesel(embed)]

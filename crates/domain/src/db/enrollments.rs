@@ -139,6 +139,12 @@ pub async fn transition(
 
 /// Enrolls the contacts in one statement; those already in the sequence are left alone.
 /// Returns the contact ids actually enrolled.
+///
+/// The caller must hold the sequence's row lock ([`super::sequences::lock`], which every
+/// enrolling transaction takes) and give each contact once: then a plain `NOT EXISTS` sees
+/// every enrollment that could conflict, which is cheaper per row than `ON CONFLICT`. Without
+/// the lock a concurrent enrollment of the same contact fails on the unique constraint (never
+/// a duplicate).
 pub async fn insert_many(
     conn: &mut AsyncPgConnection,
     workspace_id: Uuid,
@@ -160,7 +166,8 @@ pub async fn insert_many(
         "INSERT INTO enrollments (id, workspace_id, sequence_id, contact_id, current_step, next_send_at) \
          SELECT t.id, $1, $2, t.contact_id, $5, $6 \
            FROM UNNEST($3::uuid[], $4::uuid[]) AS t(id, contact_id) \
-         ON CONFLICT (sequence_id, contact_id) DO NOTHING \
+          WHERE NOT EXISTS (SELECT 1 FROM enrollments e \
+                             WHERE e.sequence_id = $2 AND e.contact_id = t.contact_id) \
          RETURNING contact_id",
     )
     .bind::<diesel::sql_types::Uuid, _>(workspace_id)

@@ -2,6 +2,7 @@
 //! test servers: Hydra and Dovecot).
 
 mod contacts;
+mod enrollments;
 mod kafka;
 mod migrations;
 mod oauth_access;
