@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{Bool, Int4, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{Array, Bool, Int4, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
@@ -63,7 +63,7 @@ pub async fn lock_enrollments(
           ORDER BY e.id \
             FOR UPDATE OF e",
     )
-    .bind::<diesel::sql_types::Array<SqlUuid>, _>(ids)
+    .bind::<Array<SqlUuid>, _>(ids)
     .load(conn)
     .await
 }
@@ -183,6 +183,62 @@ pub async fn advance(
     .execute(conn)
     .await
     .map(|n| n == 1)
+}
+
+/// Where a `sent` moves its enrollment: on to `next_step` due at `next_send_at`, or, without a
+/// next step, to `completed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Advance {
+    pub id: Uuid,
+    pub sent_step: i32,
+    pub next_step: Option<i32>,
+    pub next_send_at: Option<DateTime<Utc>>,
+    pub sent_at: DateTime<Utc>,
+}
+
+/// [`advance`] and [`complete`] for many enrollments in one statement (no enrollment twice);
+/// returns the ids of those it moved, which are those still at their `sent_step`.
+pub async fn advance_many(
+    conn: &mut AsyncPgConnection,
+    moves: &[Advance],
+) -> QueryResult<Vec<Uuid>> {
+    if moves.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = moves.iter().map(|m| m.id).collect();
+    let sent_steps: Vec<i32> = moves.iter().map(|m| m.sent_step).collect();
+    let next_steps: Vec<Option<i32>> = moves.iter().map(|m| m.next_step).collect();
+    let due: Vec<Option<DateTime<Utc>>> = moves.iter().map(|m| m.next_send_at).collect();
+    let sent_at: Vec<DateTime<Utc>> = moves.iter().map(|m| m.sent_at).collect();
+    #[derive(QueryableByName)]
+    struct Moved {
+        #[diesel(sql_type = SqlUuid)]
+        id: Uuid,
+    }
+    let moved: Vec<Moved> = diesel::sql_query(
+        "UPDATE enrollments e \
+            SET current_step = coalesce(v.next_step, e.current_step), \
+                next_send_at = v.due, last_sent_at = v.sent_at, \
+                status = CASE WHEN v.next_step IS NULL THEN 'completed' ELSE e.status END, \
+                completed_at = CASE WHEN v.next_step IS NULL THEN v.sent_at \
+                                    ELSE e.completed_at END, \
+                mailbox_id = CASE WHEN v.next_step IS NULL THEN e.mailbox_id \
+                                  ELSE coalesce(e.mailbox_id, \
+                    (SELECT m.mailbox_id FROM messages m WHERE m.enrollment_id = e.id \
+                      ORDER BY m.step_order LIMIT 1)) END \
+           FROM unnest($1, $2, $3, $4, $5) AS v(id, sent_step, next_step, due, sent_at) \
+          WHERE e.id = v.id AND e.current_step = v.sent_step \
+            AND e.status IN ('active', 'paused') \
+         RETURNING e.id",
+    )
+    .bind::<Array<SqlUuid>, _>(&ids)
+    .bind::<Array<Int4>, _>(&sent_steps)
+    .bind::<Array<Nullable<Int4>>, _>(&next_steps)
+    .bind::<Array<Nullable<Timestamptz>>, _>(&due)
+    .bind::<Array<Timestamptz>, _>(&sent_at)
+    .load(conn)
+    .await?;
+    Ok(moved.into_iter().map(|m| m.id).collect())
 }
 
 /// Completes an enrollment whose last step was sent (same guard as [`advance`]).
@@ -317,6 +373,28 @@ pub async fn set_message_outcome(
     .bind::<Text, _>(status)
     .bind::<Timestamptz, _>(at)
     .bind::<Nullable<Text>, _>(error)
+    .execute(conn)
+    .await
+}
+
+/// [`set_message_outcome`] `sent` for many messages in one statement: `(message id, sent at)`,
+/// no message twice.
+pub async fn mark_sent(
+    conn: &mut AsyncPgConnection,
+    sent: &[(Uuid, DateTime<Utc>)],
+) -> QueryResult<usize> {
+    if sent.is_empty() {
+        return Ok(0);
+    }
+    let (ids, at): (Vec<Uuid>, Vec<DateTime<Utc>>) = sent.iter().copied().unzip();
+    diesel::sql_query(
+        "UPDATE messages m SET status = 'sent', sent_at = coalesce(m.sent_at, v.at), \
+                retry_at = NULL \
+           FROM unnest($1, $2) AS v(id, at) \
+          WHERE m.id = v.id AND m.status NOT IN ('bounced', 'failed')",
+    )
+    .bind::<Array<SqlUuid>, _>(&ids)
+    .bind::<Array<Timestamptz>, _>(&at)
     .execute(conn)
     .await
 }
