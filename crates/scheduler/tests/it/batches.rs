@@ -296,28 +296,49 @@ fn mixed_script() -> (Vec<Scripted>, Vec<(usize, usize)>) {
     (script, vec![(copy, first_open)])
 }
 
-#[tokio::test]
-async fn a_mixed_batch_ends_as_its_events_applied_one_by_one() -> anyhow::Result<()> {
+/// Two worlds built alike, and the mixed script's events for each.
+struct Twins {
+    batched: Dispatched,
+    single: Dispatched,
+    batch: Vec<Envelope<EmailEvent>>,
+    one_by_one: Vec<Envelope<EmailEvent>>,
+    /// The redelivered copies among the events: (position, position of the original).
+    copies: Vec<(usize, usize)>,
+}
+
+async fn twins() -> anyhow::Result<Twins> {
     let now = at("2026-03-02T10:00:00Z")?;
     let (script, copies) = mixed_script();
     let batched = dispatched(now).await?;
     let single = dispatched(now).await?;
     let batch = batched.envelopes(now, &script, &copies);
     let one_by_one = single.envelopes(now, &script, &copies);
+    Ok(Twins {
+        batched,
+        single,
+        batch,
+        one_by_one,
+        copies,
+    })
+}
 
-    let applied = apply_as_batch(&batched.world, &batch).await?;
-    let applied_alone = apply_one_by_one(&single.world, &one_by_one).await?;
+#[tokio::test]
+async fn a_mixed_batch_ends_as_its_events_applied_one_by_one() -> anyhow::Result<()> {
+    let t = twins().await?;
+
+    let applied = apply_as_batch(&t.batched.world, &t.batch).await?;
+    let applied_alone = apply_one_by_one(&t.single.world, &t.one_by_one).await?;
     assert_eq!(applied, applied_alone);
     assert_eq!(
         applied.iter().filter(|a| !**a).count(),
-        copies.len(),
+        t.copies.len(),
         "only the redelivered copy is not applied"
     );
-    let batched_rows = batched.snapshot().await?;
-    assert_eq!(batched_rows, single.snapshot().await?);
+    let batched_rows = t.batched.snapshot().await?;
+    assert_eq!(batched_rows, t.single.snapshot().await?);
 
     // What the script meant, spelled out where the comparison alone would not show it.
-    let e = |i: usize| batched.world.enrollment(batched.enrollments[i]);
+    let e = |i: usize| t.batched.world.enrollment(t.batched.enrollments[i]);
     let (first, second, third) = (e(0).await?, e(1).await?, e(2).await?);
     assert_eq!(
         (first.status.as_str(), first.current_step),
@@ -337,33 +358,28 @@ async fn a_mixed_batch_ends_as_its_events_applied_one_by_one() -> anyhow::Result
         .count();
     assert_eq!(completed, 1);
 
-    // Delivered again as a batch, nothing changes.
-    let again = apply_as_batch(&batched.world, &batch).await?;
+    // Delivered again as a t.batch, nothing changes.
+    let again = apply_as_batch(&t.batched.world, &t.batch).await?;
     assert!(again.iter().all(|a| !a));
-    assert_eq!(batched.snapshot().await?, batched_rows);
+    assert_eq!(t.batched.snapshot().await?, batched_rows);
     Ok(())
 }
 
 #[tokio::test]
 async fn replays_mixed_with_new_events_apply_only_the_new_ones() -> anyhow::Result<()> {
-    let now = at("2026-03-02T10:00:00Z")?;
-    let (script, copies) = mixed_script();
-    let batched = dispatched(now).await?;
-    let single = dispatched(now).await?;
-    let batch = batched.envelopes(now, &script, &copies);
-    let one_by_one = single.envelopes(now, &script, &copies);
+    let t = twins().await?;
     // The first half, then every event again with the second half among them: the first
     // half replays.
-    let half = batch.len() / 2;
-    let first = apply_as_batch(&batched.world, &batch[..half]).await?;
+    let half = t.batch.len() / 2;
+    let first = apply_as_batch(&t.batched.world, &t.batch[..half]).await?;
     assert!(first.iter().all(|a| *a));
-    let second = apply_as_batch(&batched.world, &batch).await?;
-    let expected: Vec<bool> = (0..batch.len())
-        .map(|i| i >= half && !copies.iter().any(|&(copy, _)| copy == i))
+    let second = apply_as_batch(&t.batched.world, &t.batch).await?;
+    let expected: Vec<bool> = (0..t.batch.len())
+        .map(|i| i >= half && !t.copies.iter().any(|&(copy, _)| copy == i))
         .collect();
     assert_eq!(second, expected);
-    apply_one_by_one(&single.world, &one_by_one).await?;
-    assert_eq!(batched.snapshot().await?, single.snapshot().await?);
+    apply_one_by_one(&t.single.world, &t.one_by_one).await?;
+    assert_eq!(t.batched.snapshot().await?, t.single.snapshot().await?);
     Ok(())
 }
 
