@@ -2,9 +2,10 @@
 //! are applied by batches (what the consumer read within a few milliseconds, up to
 //! [`BATCH`]), each batch in one transaction that also stores its events under their envelope
 //! ids: a redelivered event, within the batch or after it, finds itself stored and changes
-//! nothing. The batch's enrollments are locked together, its events stored by one statement
-//! that reports which are new, and the new ones applied in the batch's order, which keeps
-//! each enrollment's events in the order of their partition.
+//! nothing. The batch's enrollments are locked together, the stored ones among its events
+//! looked up by one statement, the new ones applied in the batch's order, which keeps each
+//! enrollment's events in the order of their partition, and stored by one statement (which
+//! must store all of them, or the transaction fails and the batch is applied again).
 //!
 //! `sent` advances the enrollment here rather than through a `followup-events` hop: the
 //! scheduler owns enrollment state, and a second topic would add a second at-least-once step
@@ -186,15 +187,33 @@ pub async fn apply_batch(
             .copied()
     };
 
+    // Which events are new is read first; they are inserted after their effects, so the
+    // statistics trigger's update of each step's shared row (held until commit) comes last
+    // in the transaction, where transactions of other partitions wait on it least. Unless
+    // a reputation review is to read them: then first, as the review must see its event.
+    let ids: Vec<Uuid> = relevant.iter().map(|&i| batch[i].id).collect();
+    let known: HashSet<Uuid> = progress::stored_events(tx, &ids)
+        .await?
+        .into_iter()
+        .collect();
     let rows: Vec<NewEvent<'_>> = relevant
         .iter()
+        .filter(|&&i| !known.contains(&batch[i].id))
         .filter_map(|&i| {
             let envelope = &batch[i];
             let enrollment = enrollments.get(&message_of(&envelope.body).enrollment_id)?;
             Some(new_event(envelope, enrollment, owner_of(envelope)))
         })
         .collect();
-    let stored = record_events(tx, rows).await?;
+    let stored: HashSet<Uuid> = rows.iter().map(|r| r.id).collect();
+    let reviewed = reputation.is_some()
+        && rows
+            .iter()
+            .any(|r| matches!(r.event_type, "bounced" | "complained"));
+    let mut rows = Some(rows);
+    if reviewed {
+        record_events(tx, rows.take().unwrap_or_default(), &stored).await?;
+    }
 
     let steps = steps_for(tx, batch, &relevant, &stored, &enrollments).await?;
     let mut announcements = Vec::new();
@@ -231,6 +250,9 @@ pub async fn apply_batch(
     }
     pending.flush(tx).await?;
     webhooks.write(tx, &announcements).await?;
+    if let Some(rows) = rows {
+        record_events(tx, rows, &stored).await?;
+    }
     Ok(outcomes)
 }
 
@@ -361,17 +383,30 @@ fn new_event<'a>(
     }
 }
 
-/// Stores `rows` (no id twice); returns the ids stored now. The statistics trigger counts
-/// by statement, a message's outcome once however many rows of it one statement brings.
+/// Stores `rows` (no id twice), which are `expected`: events not stored before. The
+/// statistics trigger counts by statement, a message's outcome once however many rows of it
+/// one statement brings.
 async fn record_events(
     tx: &mut AsyncPgConnection,
     rows: Vec<NewEvent<'_>>,
-) -> Result<HashSet<Uuid>, diesel::result::Error> {
-    let mut stored = HashSet::with_capacity(rows.len());
+    expected: &HashSet<Uuid>,
+) -> Result<(), diesel::result::Error> {
+    let mut stored = 0;
     for chunk in rows.chunks(INSERT_CHUNK) {
-        stored.extend(progress::record_events(tx, chunk).await?);
+        stored += progress::record_events(tx, chunk).await?.len();
     }
-    Ok(stored)
+    if stored != expected.len() {
+        // Another transaction stored some of them since they were looked up (the same
+        // records applied twice at once, as in a rebalance): this one must change nothing.
+        return Err(diesel::result::Error::QueryBuilderError(
+            format!(
+                "{stored} of {} new events stored; applying the batch again",
+                expected.len()
+            )
+            .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The live steps of the sequences whose enrollments a newly stored `sent` may advance, by

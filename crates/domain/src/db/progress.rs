@@ -140,6 +140,18 @@ pub async fn record_events(
         .await
 }
 
+/// Which of `ids` are stored already (redeliveries).
+pub async fn stored_events(conn: &mut AsyncPgConnection, ids: &[Uuid]) -> QueryResult<Vec<Uuid>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    events::table
+        .filter(events::id.eq_any(ids))
+        .select(events::id)
+        .load(conn)
+        .await
+}
+
 /// Whether the message exists and belongs to the enrollment (events may outlive a deleted
 /// contact, whose messages cascade away).
 pub async fn message_of_enrollment(
