@@ -34,10 +34,14 @@ use crate::window::SendWindow;
 pub const BATCH: usize = 500;
 
 /// How the consumer gathers a batch: up to [`BATCH`] events, waiting at most 5 ms after the
-/// first (a lone event is applied about as soon as it was one at a time).
+/// first (a lone event is applied about as soon as it was one at a time). Two batches of
+/// different partitions apply at once, on two connections: one transaction's statements
+/// leave PostgreSQL idle while the scheduler prepares the next, and events are keyed by
+/// enrollment, so two batches at once never share an enrollment.
 pub const BATCHING: Batching = Batching {
     max_records: BATCH,
     wait: Duration::from_millis(5),
+    lanes: 2,
 };
 
 /// Rows per `INSERT` of events (13 parameters each, far below PostgreSQL's 65,535).
