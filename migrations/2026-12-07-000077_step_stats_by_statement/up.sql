@@ -41,7 +41,7 @@ BEGIN
                             AND (o.event_type NOT IN ('opened', 'clicked')
                                  OR coalesce(e.is_bot, false) = o.bot))
     ), by_step AS (
-        SELECT m.step_id, (array_agg(en.sequence_id))[1] AS sequence_id,
+        SELECT m.step_id,
                count(*) FILTER (WHERE f.col = 'sent') AS sent,
                count(*) FILTER (WHERE f.col = 'failed') AS failed,
                count(*) FILTER (WHERE f.col = 'bounced') AS bounced,
@@ -54,14 +54,18 @@ BEGIN
                count(*) FILTER (WHERE f.col = 'complained') AS complained
           FROM firsts f
           JOIN messages m ON m.id = f.message_id
-          JOIN enrollments en ON en.id = m.enrollment_id
          WHERE m.step_id IS NOT NULL
          GROUP BY m.step_id
     )
+    -- A message's step is of its enrollment's sequence (what the row trigger read).
     INSERT INTO step_stats AS s (step_id, sequence_id, sent, failed, bounced, opened_human,
                                  opened_bot, clicked_human, clicked_bot, replied, unsubscribed,
                                  complained)
-    SELECT * FROM by_step ORDER BY step_id
+    SELECT b.step_id, st.sequence_id, b.sent, b.failed, b.bounced, b.opened_human,
+           b.opened_bot, b.clicked_human, b.clicked_bot, b.replied, b.unsubscribed,
+           b.complained
+      FROM by_step b JOIN steps st ON st.id = b.step_id
+     ORDER BY b.step_id
     ON CONFLICT (step_id) DO UPDATE SET
         sent = s.sent + EXCLUDED.sent,
         failed = s.failed + EXCLUDED.failed,

@@ -44,7 +44,7 @@ pub const BATCHING: Batching = Batching {
     lanes: 2,
 };
 
-/// Rows per `INSERT` of events (13 parameters each, far below PostgreSQL's 65,535).
+/// Rows per `INSERT` of events at most (one array per column each).
 const INSERT_CHUNK: usize = 1_000;
 
 #[derive(Clone)]
@@ -397,7 +397,7 @@ async fn record_events(
 ) -> Result<(), diesel::result::Error> {
     let mut stored = 0;
     for chunk in rows.chunks(INSERT_CHUNK) {
-        stored += progress::record_events(tx, chunk).await?.len();
+        stored += progress::record_events(tx, chunk).await?;
     }
     if stored != expected.len() {
         // Another transaction stored some of them since they were looked up (the same

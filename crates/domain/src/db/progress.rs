@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{Array, Bool, Int4, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{Array, Bool, Int4, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
@@ -121,23 +121,52 @@ pub async fn record_event(conn: &mut AsyncPgConnection, event: &NewEvent<'_>) ->
         .map(|n| n == 1)
 }
 
-/// Stores the events whose ids were not stored before, in one statement; returns the ids
-/// stored now (the others are redeliveries, to change nothing else for). `events` must not
-/// repeat an id.
+/// Stores the events whose ids were not stored before, in one statement; returns how many it
+/// stored (the others are redeliveries, to change nothing else for). `events` must not
+/// repeat an id. The rows go as one array per column (`unnest`), which PostgreSQL parses and
+/// plans as one small statement however many rows there are.
 pub async fn record_events(
     conn: &mut AsyncPgConnection,
     events: &[NewEvent<'_>],
-) -> QueryResult<Vec<Uuid>> {
+) -> QueryResult<usize> {
     if events.is_empty() {
-        return Ok(Vec::new());
+        return Ok(0);
     }
-    diesel::insert_into(events::table)
-        .values(events)
-        .on_conflict(events::id)
-        .do_nothing()
-        .returning(events::id)
-        .get_results(conn)
-        .await
+    let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+    let workspaces: Vec<Uuid> = events.iter().map(|e| e.workspace_id).collect();
+    let messages: Vec<Option<Uuid>> = events.iter().map(|e| e.message_id).collect();
+    let enrollments: Vec<Option<Uuid>> = events.iter().map(|e| e.enrollment_id).collect();
+    let contacts: Vec<Option<Uuid>> = events.iter().map(|e| e.contact_id).collect();
+    let types: Vec<&str> = events.iter().map(|e| e.event_type).collect();
+    let occurred: Vec<DateTime<Utc>> = events.iter().map(|e| e.occurred_at).collect();
+    let bots: Vec<Option<bool>> = events.iter().map(|e| e.is_bot).collect();
+    let bot_reasons: Vec<Option<&str>> = events.iter().map(|e| e.bot_reason).collect();
+    let urls: Vec<Option<&str>> = events.iter().map(|e| e.url).collect();
+    let user_agents: Vec<Option<&str>> = events.iter().map(|e| e.user_agent).collect();
+    let client_ips: Vec<Option<&str>> = events.iter().map(|e| e.client_ip).collect();
+    let payloads: Vec<&serde_json::Value> = events.iter().map(|e| &e.payload).collect();
+    diesel::sql_query(
+        "INSERT INTO events (id, workspace_id, message_id, enrollment_id, contact_id, \
+                             event_type, occurred_at, is_bot, bot_reason, url, user_agent, \
+                             client_ip, payload) \
+         SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind::<Array<SqlUuid>, _>(&ids)
+    .bind::<Array<SqlUuid>, _>(&workspaces)
+    .bind::<Array<Nullable<SqlUuid>>, _>(&messages)
+    .bind::<Array<Nullable<SqlUuid>>, _>(&enrollments)
+    .bind::<Array<Nullable<SqlUuid>>, _>(&contacts)
+    .bind::<Array<Text>, _>(&types)
+    .bind::<Array<Timestamptz>, _>(&occurred)
+    .bind::<Array<Nullable<Bool>>, _>(&bots)
+    .bind::<Array<Nullable<Text>>, _>(&bot_reasons)
+    .bind::<Array<Nullable<Text>>, _>(&urls)
+    .bind::<Array<Nullable<Text>>, _>(&user_agents)
+    .bind::<Array<Nullable<Text>>, _>(&client_ips)
+    .bind::<Array<Jsonb>, _>(&payloads)
+    .execute(conn)
+    .await
 }
 
 /// Which of `ids` are stored already (redeliveries).
