@@ -12,8 +12,11 @@
 DROP TRIGGER events_count ON events;
 DROP FUNCTION count_event();
 
+-- The statement is planned at each run (EXECUTE), not once per connection: a plan made while
+-- `events` was nearly empty would scan all of it for every message once it is not.
 CREATE FUNCTION count_events() RETURNS trigger AS $$
 BEGIN
+    EXECUTE $count$
     WITH outcomes AS (
         -- The statement's rows that count, by message and column.
         SELECT n.message_id, n.event_type,
@@ -76,7 +79,8 @@ BEGIN
         clicked_bot = s.clicked_bot + EXCLUDED.clicked_bot,
         replied = s.replied + EXCLUDED.replied,
         unsubscribed = s.unsubscribed + EXCLUDED.unsubscribed,
-        complained = s.complained + EXCLUDED.complained;
+        complained = s.complained + EXCLUDED.complained
+    $count$;
     RETURN NULL;
 END;
 $$ LANGUAGE plpgsql;
