@@ -198,34 +198,6 @@ pub async fn message_of_enrollment(
         .map(|n| n == 1)
 }
 
-/// Moves an enrollment from the step just sent to `next_step`, due at `next_send_at`. Only
-/// applies while it is still at `sent_step`, so a replayed `sent` advances nothing. The first
-/// send fixes the thread's mailbox: follow-ups go from the mailbox of the first message.
-pub async fn advance(
-    conn: &mut AsyncPgConnection,
-    id: Uuid,
-    sent_step: i32,
-    next_step: i32,
-    next_send_at: DateTime<Utc>,
-    sent_at: DateTime<Utc>,
-) -> QueryResult<bool> {
-    diesel::sql_query(
-        "UPDATE enrollments e SET current_step = $3, next_send_at = $4, last_sent_at = $5, \
-                mailbox_id = coalesce(e.mailbox_id, \
-                    (SELECT m.mailbox_id FROM messages m WHERE m.enrollment_id = e.id \
-                      ORDER BY m.step_order LIMIT 1)) \
-          WHERE e.id = $1 AND e.current_step = $2 AND e.status IN ('active', 'paused')",
-    )
-    .bind::<SqlUuid, _>(id)
-    .bind::<Int4, _>(sent_step)
-    .bind::<Int4, _>(next_step)
-    .bind::<Timestamptz, _>(next_send_at)
-    .bind::<Timestamptz, _>(sent_at)
-    .execute(conn)
-    .await
-    .map(|n| n == 1)
-}
-
 /// Where a `sent` moves its enrollment: on to `next_step` due at `next_send_at`, or, without a
 /// next step, to `completed`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -237,8 +209,10 @@ pub struct Advance {
     pub sent_at: DateTime<Utc>,
 }
 
-/// [`advance`] and [`complete`] for many enrollments in one statement (no enrollment twice);
-/// returns the ids of those it moved, which are those still at their `sent_step`.
+/// Moves enrollments from the step just sent on to their next step (due at `next_send_at`) or
+/// to `completed`, in one statement (no enrollment twice); returns the ids of those it moved.
+/// Only those still running at their `sent_step` move, so a replayed `sent` moves nothing. The
+/// first send fixes the thread's mailbox: follow-ups go from the mailbox of the first message.
 pub async fn advance_many(
     conn: &mut AsyncPgConnection,
     moves: &[Advance],
@@ -280,26 +254,6 @@ pub async fn advance_many(
     .load(conn)
     .await?;
     Ok(moved.into_iter().map(|m| m.id).collect())
-}
-
-/// Completes an enrollment whose last step was sent (same guard as [`advance`]).
-pub async fn complete(
-    conn: &mut AsyncPgConnection,
-    id: Uuid,
-    sent_step: i32,
-    sent_at: DateTime<Utc>,
-) -> QueryResult<bool> {
-    diesel::sql_query(
-        "UPDATE enrollments SET status = 'completed', next_send_at = NULL, last_sent_at = $3, \
-                                completed_at = $3 \
-          WHERE id = $1 AND current_step = $2 AND status IN ('active', 'paused')",
-    )
-    .bind::<SqlUuid, _>(id)
-    .bind::<Int4, _>(sent_step)
-    .bind::<Timestamptz, _>(sent_at)
-    .execute(conn)
-    .await
-    .map(|n| n == 1)
 }
 
 /// Stops one enrollment that is still running.
