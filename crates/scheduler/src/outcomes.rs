@@ -2,9 +2,10 @@
 //! are applied by batches (what the consumer read within a few milliseconds, up to
 //! [`BATCH`]), each batch in one transaction that also stores its events under their envelope
 //! ids: a redelivered event, within the batch or after it, finds itself stored and changes
-//! nothing. The batch's enrollments are locked together, its events stored by one statement
-//! that reports which are new, and the new ones applied in the batch's order, which keeps
-//! each enrollment's events in the order of their partition.
+//! nothing. The batch's enrollments are locked together, the stored ones among its events
+//! looked up by one statement, the new ones applied in the batch's order, which keeps each
+//! enrollment's events in the order of their partition, and stored by one statement (which
+//! must store all of them, or the transaction fails and the batch is applied again).
 //!
 //! `sent` advances the enrollment here rather than through a `followup-events` hop: the
 //! scheduler owns enrollment state, and a second topic would add a second at-least-once step
@@ -33,13 +34,17 @@ use crate::window::SendWindow;
 pub const BATCH: usize = 500;
 
 /// How the consumer gathers a batch: up to [`BATCH`] events, waiting at most 5 ms after the
-/// first (a lone event is applied about as soon as it was one at a time).
+/// first (a lone event is applied about as soon as it was one at a time). Two batches of
+/// different partitions apply at once, on two connections: one transaction's statements
+/// leave PostgreSQL idle while the scheduler prepares the next, and events are keyed by
+/// enrollment, so two batches at once never share an enrollment.
 pub const BATCHING: Batching = Batching {
     max_records: BATCH,
     wait: Duration::from_millis(5),
+    lanes: 2,
 };
 
-/// Rows per `INSERT` of events (13 parameters each, far below PostgreSQL's 65,535).
+/// Rows per `INSERT` of events at most (one array per column each).
 const INSERT_CHUNK: usize = 1_000;
 
 #[derive(Clone)]
@@ -186,29 +191,60 @@ pub async fn apply_batch(
             .copied()
     };
 
+    // Which events are new is read first; they are inserted after their effects, so the
+    // statistics trigger's update of each step's shared row (held until commit) comes last
+    // in the transaction, where transactions of other partitions wait on it least. Unless
+    // a reputation review is to read them: then first, as the review must see its event.
+    let ids: Vec<Uuid> = relevant.iter().map(|&i| batch[i].id).collect();
+    let known: HashSet<Uuid> = progress::stored_events(tx, &ids)
+        .await?
+        .into_iter()
+        .collect();
     let rows: Vec<NewEvent<'_>> = relevant
         .iter()
+        .filter(|&&i| !known.contains(&batch[i].id))
         .filter_map(|&i| {
             let envelope = &batch[i];
             let enrollment = enrollments.get(&message_of(&envelope.body).enrollment_id)?;
             Some(new_event(envelope, enrollment, owner_of(envelope)))
         })
         .collect();
-    let stored = record_events(tx, rows).await?;
+    let stored: HashSet<Uuid> = rows.iter().map(|r| r.id).collect();
+    let reviewed = reputation.is_some()
+        && rows
+            .iter()
+            .any(|r| matches!(r.event_type, "bounced" | "complained"));
+    let mut rows = Some(rows);
+    if reviewed {
+        record_events(tx, rows.take().unwrap_or_default(), &stored).await?;
+    }
 
     let steps = steps_for(tx, batch, &relevant, &stored, &enrollments).await?;
     let mut announcements = Vec::new();
+    let mut pending = Pending::default();
     for i in relevant {
         let envelope = &batch[i];
         if !stored.contains(&envelope.id) {
             continue;
         }
         let owner = owner_of(envelope);
-        let Some(enrollment) = enrollments.get_mut(&message_of(&envelope.body).enrollment_id)
-        else {
+        let enrollment_id = message_of(&envelope.body).enrollment_id;
+        if pending.must_flush_before(&envelope.body, enrollment_id) {
+            pending.flush(tx).await?;
+        }
+        let changes = apply_stored(
+            tx,
+            envelope,
+            &mut enrollments,
+            enrollment_id,
+            owner,
+            &steps,
+            &mut pending,
+        )
+        .await?;
+        let Some(changes) = changes else {
             continue;
         };
-        let changes = apply_stored(tx, envelope, enrollment, owner, &steps).await?;
         announcements.extend(changes.announcements);
         outcomes[i].applied = true;
         // A hard bounce or complaint may put its mailbox over a reputation threshold.
@@ -216,8 +252,97 @@ pub async fn apply_batch(
             outcomes[i].paused = guard.review(tx, envelope).await?;
         }
     }
+    pending.flush(tx).await?;
     webhooks.write(tx, &announcements).await?;
+    if let Some(rows) = rows {
+        record_events(tx, rows, &stored).await?;
+    }
     Ok(outcomes)
+}
+
+/// What the batch's `sent` events change, gathered over a run of the batch and written by
+/// one statement each: the messages marked `sent`, the enrollments advanced or completed.
+/// Whether an enrollment moves is decided when its event is applied, from the locked
+/// enrollment as the batch has changed it so far (its step and status), which is what the
+/// statement's guard finds when it runs; an event whose own statements could see or change
+/// what is pending has the pending writes flushed before it, so the batch's order holds.
+#[derive(Debug, Default)]
+struct Pending {
+    /// Messages to mark `sent`, each with the time of its first `sent` in the batch.
+    sent: Vec<(Uuid, DateTime<Utc>)>,
+    sent_messages: HashSet<Uuid>,
+    moves: Vec<progress::Advance>,
+    /// The enrollments of `sent` and `moves`.
+    enrollments: HashSet<Uuid>,
+}
+
+impl Pending {
+    fn mark_sent(&mut self, enrollment_id: Uuid, message_id: Uuid, at: DateTime<Utc>) {
+        // A second `sent` of a message keeps the first send time, as its own statement would.
+        if self.sent_messages.insert(message_id) {
+            self.sent.push((message_id, at));
+        }
+        self.enrollments.insert(enrollment_id);
+    }
+
+    fn advance(&mut self, advance: progress::Advance) {
+        self.enrollments.insert(advance.id);
+        self.moves.push(advance);
+    }
+
+    /// Whether `event` of `enrollment_id` must see the pending writes done: any event that
+    /// writes its enrollment (a second `sent` of one included: one statement moves an
+    /// enrollment once), and those that stop a contact's every enrollment or review a
+    /// mailbox's reputation from its messages.
+    fn must_flush_before(&self, event: &EmailEvent, enrollment_id: Uuid) -> bool {
+        if self.enrollments.is_empty() {
+            return false;
+        }
+        match event {
+            EmailEvent::Opened { .. }
+            | EmailEvent::Clicked { .. }
+            | EmailEvent::Bounced { hard: false, .. } => false,
+            EmailEvent::Sent { .. }
+            | EmailEvent::Replied { .. }
+            | EmailEvent::AutoReplied { .. }
+            | EmailEvent::Failed { .. }
+            | EmailEvent::Held { .. } => self.enrollments.contains(&enrollment_id),
+            EmailEvent::Bounced { hard: true, .. }
+            | EmailEvent::Unsubscribed { .. }
+            | EmailEvent::Complained { .. } => true,
+        }
+    }
+
+    async fn flush(&mut self, tx: &mut AsyncPgConnection) -> Result<(), diesel::result::Error> {
+        progress::mark_sent(tx, &self.sent).await?;
+        let mut moved = progress::advance_many(tx, &self.moves).await?;
+        let mut expected: Vec<Uuid> = self.moves.iter().map(|m| m.id).collect();
+        moved.sort_unstable();
+        expected.sort_unstable();
+        if moved != expected {
+            // Only a write to a locked enrollment that the batch did not track can cause
+            // this; announcing moves that did not happen would be worse than retrying.
+            return Err(diesel::result::Error::QueryBuilderError(
+                format!(
+                    "{} of {} enrollments expected to advance did",
+                    moved.len(),
+                    expected.len()
+                )
+                .into(),
+            ));
+        }
+        self.sent.clear();
+        self.sent_messages.clear();
+        self.moves.clear();
+        self.enrollments.clear();
+        Ok(())
+    }
+}
+
+/// Whether an enrollment of this status still moves on (what every guard of
+/// `domain::db::progress` requires).
+fn running(status: &str) -> bool {
+    matches!(status, "active" | "paused")
 }
 
 /// The events table's row for `envelope`.
@@ -262,38 +387,30 @@ fn new_event<'a>(
     }
 }
 
-/// Stores `rows` (no id twice); returns the ids stored now. The statistics trigger counts
-/// an outcome once per message by looking for an earlier row of the same message, type and
-/// bot flag, and rows of one statement see each other: so rows sharing those go into
-/// separate statements, in their order (the first of a message's opens into the first).
+/// Stores `rows` (no id twice), which are `expected`: events not stored before. The
+/// statistics trigger counts by statement, a message's outcome once however many rows of it
+/// one statement brings.
 async fn record_events(
     tx: &mut AsyncPgConnection,
     rows: Vec<NewEvent<'_>>,
-) -> Result<HashSet<Uuid>, diesel::result::Error> {
-    let mut rounds: Vec<Vec<NewEvent<'_>>> = Vec::new();
-    let mut repeats: HashMap<(Uuid, &str, bool), usize> = HashMap::new();
-    for row in rows {
-        let round = match row.message_id {
-            Some(message) => {
-                let key = (message, row.event_type, row.is_bot.unwrap_or(false));
-                let seen = repeats.entry(key).or_insert(0);
-                *seen += 1;
-                *seen - 1
-            }
-            None => 0,
-        };
-        if rounds.len() <= round {
-            rounds.resize_with(round + 1, Vec::new);
-        }
-        rounds[round].push(row);
+    expected: &HashSet<Uuid>,
+) -> Result<(), diesel::result::Error> {
+    let mut stored = 0;
+    for chunk in rows.chunks(INSERT_CHUNK) {
+        stored += progress::record_events(tx, chunk).await?;
     }
-    let mut stored = HashSet::new();
-    for round in &rounds {
-        for chunk in round.chunks(INSERT_CHUNK) {
-            stored.extend(progress::record_events(tx, chunk).await?);
-        }
+    if stored != expected.len() {
+        // Another transaction stored some of them since they were looked up (the same
+        // records applied twice at once, as in a rebalance): this one must change nothing.
+        return Err(diesel::result::Error::QueryBuilderError(
+            format!(
+                "{stored} of {} new events stored; applying the batch again",
+                expected.len()
+            )
+            .into(),
+        ));
     }
-    Ok(stored)
+    Ok(())
 }
 
 /// The live steps of the sequences whose enrollments a newly stored `sent` may advance, by
@@ -325,15 +442,22 @@ async fn steps_for(
     Ok(steps)
 }
 
-/// Applies the effects of an event just stored, on its locked `enrollment` (kept current for
-/// the batch's later events); returns what to announce.
+/// Applies the effects of an event just stored, on its locked enrollment among
+/// `enrollments` (whose step and status are kept current for the batch's later events), the
+/// advance of a `sent` left to `pending`; returns what to announce (nothing when the
+/// enrollment is not among them).
 async fn apply_stored(
     tx: &mut AsyncPgConnection,
     envelope: &Envelope<EmailEvent>,
-    enrollment: &mut EnrollmentContext,
+    enrollments: &mut HashMap<Uuid, EnrollmentContext>,
+    enrollment_id: Uuid,
     owner: Option<MessageOwner>,
     steps: &HashMap<Uuid, Vec<Step>>,
-) -> Result<Changes, diesel::result::Error> {
+    pending: &mut Pending,
+) -> Result<Option<Changes>, diesel::result::Error> {
+    let Some(enrollment) = enrollments.get_mut(&enrollment_id) else {
+        return Ok(None);
+    };
     let event = &envelope.body;
     let message_exists = owner.is_some();
     let message = message_of(event);
@@ -353,22 +477,28 @@ async fn apply_stored(
     match event {
         EmailEvent::Sent { step_order, .. } => {
             if message_exists {
-                progress::set_message_outcome(tx, message.message_id, "sent", at, None).await?;
+                pending.mark_sent(enrollment.id, message.message_id, at);
             }
             let live = steps
                 .get(&enrollment.sequence_id)
                 .map(Vec::as_slice)
                 .unwrap_or_default();
-            match advance_after(tx, enrollment, live, *step_order, at).await? {
-                Advanced::NextStep(next) => enrollment.current_step = next,
-                Advanced::Completed => changes.completed(),
-                Advanced::No => {}
+            if let Some(advance) = advance_after(enrollment, live, *step_order, at) {
+                pending.advance(advance);
+                match advance.next_step {
+                    Some(next) => enrollment.current_step = next,
+                    None => {
+                        enrollment.status = "completed".to_owned();
+                        changes.completed();
+                    }
+                }
             }
         }
         EmailEvent::Replied { .. } => {
             if enrollment.stop_on_reply
                 && progress::stop(tx, enrollment.id, "replied", "replied").await?
             {
+                enrollment.status = "replied".to_owned();
                 changes.stopped("replied", "replied");
             }
         }
@@ -376,6 +506,7 @@ async fn apply_stored(
             if enrollment.stop_on_auto_reply
                 && progress::stop(tx, enrollment.id, "replied", "auto_replied").await?
             {
+                enrollment.status = "replied".to_owned();
                 changes.stopped("replied", "auto_replied");
             }
         }
@@ -387,6 +518,7 @@ async fn apply_stored(
             // and a contact re-imported later stays suppressed.
             let stopped = suppress(tx, enrollment, "bounced", "bounced", "hard_bounce").await?;
             changes.contact_stopped(&stopped, "bounced", "hard_bounce");
+            mark_stopped(enrollments, &stopped, "bounced");
         }
         EmailEvent::Unsubscribed { .. } => {
             let stopped = suppress(
@@ -398,10 +530,12 @@ async fn apply_stored(
             )
             .await?;
             changes.contact_stopped(&stopped, "unsubscribed", "unsubscribed");
+            mark_stopped(enrollments, &stopped, "unsubscribed");
         }
         EmailEvent::Complained { .. } => {
             let stopped = suppress(tx, enrollment, "complained", "stopped", "complained").await?;
             changes.contact_stopped(&stopped, "stopped", "complained");
+            mark_stopped(enrollments, &stopped, "stopped");
         }
         EmailEvent::Failed { reason, .. } => {
             if message_exists {
@@ -409,70 +543,67 @@ async fn apply_stored(
                     .await?;
             }
             if progress::stop(tx, enrollment.id, "failed", "send_failed").await? {
+                enrollment.status = "failed".to_owned();
                 changes.stopped("failed", "send_failed");
             }
         }
         EmailEvent::Held {
             step_order, reason, ..
         } => {
-            progress::hold(tx, enrollment.id, *step_order, reason).await?;
+            if progress::hold(tx, enrollment.id, *step_order, reason).await? {
+                enrollment.status = "paused".to_owned();
+            }
         }
         EmailEvent::Bounced { hard: false, .. }
         | EmailEvent::Opened { .. }
         | EmailEvent::Clicked { .. } => {}
     }
-    Ok(changes)
+    Ok(Some(changes))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Advanced {
-    /// Not at the step sent any more (a stale or replayed `sent`).
-    No,
-    /// On to this step.
-    NextStep(i32),
-    Completed,
+/// The enrollments of the batch that `stopped` names are now `status`.
+fn mark_stopped(
+    enrollments: &mut HashMap<Uuid, EnrollmentContext>,
+    stopped: &[StoppedEnrollment],
+    status: &str,
+) {
+    for e in stopped {
+        if let Some(enrollment) = enrollments.get_mut(&e.id) {
+            enrollment.status = status.to_owned();
+        }
+    }
 }
 
 /// After step `sent_step` went out at `sent_at`: on to the next of the sequence's `live`
 /// steps (in order), due after its wait inside the window, or completed after the last one.
-/// Applies only while the enrollment is still at that step.
-async fn advance_after(
-    tx: &mut AsyncPgConnection,
+/// Only while the enrollment still runs at that step (a stale or replayed `sent` moves
+/// nothing).
+fn advance_after(
     enrollment: &EnrollmentContext,
     live: &[Step],
     sent_step: i32,
     sent_at: DateTime<Utc>,
-) -> Result<Advanced, diesel::result::Error> {
-    if enrollment.current_step != sent_step {
-        return Ok(Advanced::No);
+) -> Option<progress::Advance> {
+    if enrollment.current_step != sent_step || !running(&enrollment.status) {
+        return None;
     }
-    match live.iter().find(|s| s.step_order > sent_step) {
-        Some(next) => {
-            let window = SendWindow::of(&enrollment.window);
-            let wait = Wait {
-                days: next.wait_days,
-                hours: next.wait_hours,
-                minutes: next.wait_minutes,
-            };
-            let due = timing::next_send_at(sent_at, wait, &window);
-            let moved =
-                progress::advance(tx, enrollment.id, sent_step, next.step_order, due, sent_at)
-                    .await?;
-            Ok(if moved {
-                Advanced::NextStep(next.step_order)
-            } else {
-                Advanced::No
-            })
-        }
-        None => {
-            let completed = progress::complete(tx, enrollment.id, sent_step, sent_at).await?;
-            Ok(if completed {
-                Advanced::Completed
-            } else {
-                Advanced::No
-            })
-        }
-    }
+    let next = live.iter().find(|s| s.step_order > sent_step);
+    let next_send_at = next.map(|next| {
+        let window = SendWindow::of(&enrollment.window);
+        let wait = Wait {
+            days: next.wait_days,
+            hours: next.wait_hours,
+            minutes: next.wait_minutes,
+        };
+        timing::next_send_at(sent_at, wait, &window)
+    });
+    Some(progress::Advance {
+        id: enrollment.id,
+        sent_step,
+        next_step: next.map(|s| s.step_order),
+        next_send_at,
+        sent_at,
+    })
 }
 
 /// Unsubscribe, complaint and hard bounce: the address goes on the workspace's suppression list, the

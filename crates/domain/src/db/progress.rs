@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{Bool, Int4, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{Array, Bool, Int4, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
@@ -63,7 +63,7 @@ pub async fn lock_enrollments(
           ORDER BY e.id \
             FOR UPDATE OF e",
     )
-    .bind::<diesel::sql_types::Array<SqlUuid>, _>(ids)
+    .bind::<Array<SqlUuid>, _>(ids)
     .load(conn)
     .await
 }
@@ -121,22 +121,63 @@ pub async fn record_event(conn: &mut AsyncPgConnection, event: &NewEvent<'_>) ->
         .map(|n| n == 1)
 }
 
-/// Stores the events whose ids were not stored before, in one statement; returns the ids
-/// stored now (the others are redeliveries, to change nothing else for). `events` must not
-/// repeat an id.
+/// Stores the events whose ids were not stored before, in one statement; returns how many it
+/// stored (the others are redeliveries, to change nothing else for). `events` must not
+/// repeat an id. The rows go as one array per column (`unnest`), which PostgreSQL parses and
+/// plans as one small statement however many rows there are.
 pub async fn record_events(
     conn: &mut AsyncPgConnection,
     events: &[NewEvent<'_>],
-) -> QueryResult<Vec<Uuid>> {
+) -> QueryResult<usize> {
     if events.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+    let workspaces: Vec<Uuid> = events.iter().map(|e| e.workspace_id).collect();
+    let messages: Vec<Option<Uuid>> = events.iter().map(|e| e.message_id).collect();
+    let enrollments: Vec<Option<Uuid>> = events.iter().map(|e| e.enrollment_id).collect();
+    let contacts: Vec<Option<Uuid>> = events.iter().map(|e| e.contact_id).collect();
+    let types: Vec<&str> = events.iter().map(|e| e.event_type).collect();
+    let occurred: Vec<DateTime<Utc>> = events.iter().map(|e| e.occurred_at).collect();
+    let bots: Vec<Option<bool>> = events.iter().map(|e| e.is_bot).collect();
+    let bot_reasons: Vec<Option<&str>> = events.iter().map(|e| e.bot_reason).collect();
+    let urls: Vec<Option<&str>> = events.iter().map(|e| e.url).collect();
+    let user_agents: Vec<Option<&str>> = events.iter().map(|e| e.user_agent).collect();
+    let client_ips: Vec<Option<&str>> = events.iter().map(|e| e.client_ip).collect();
+    let payloads: Vec<&serde_json::Value> = events.iter().map(|e| &e.payload).collect();
+    diesel::sql_query(
+        "INSERT INTO events (id, workspace_id, message_id, enrollment_id, contact_id, \
+                             event_type, occurred_at, is_bot, bot_reason, url, user_agent, \
+                             client_ip, payload) \
+         SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind::<Array<SqlUuid>, _>(&ids)
+    .bind::<Array<SqlUuid>, _>(&workspaces)
+    .bind::<Array<Nullable<SqlUuid>>, _>(&messages)
+    .bind::<Array<Nullable<SqlUuid>>, _>(&enrollments)
+    .bind::<Array<Nullable<SqlUuid>>, _>(&contacts)
+    .bind::<Array<Text>, _>(&types)
+    .bind::<Array<Timestamptz>, _>(&occurred)
+    .bind::<Array<Nullable<Bool>>, _>(&bots)
+    .bind::<Array<Nullable<Text>>, _>(&bot_reasons)
+    .bind::<Array<Nullable<Text>>, _>(&urls)
+    .bind::<Array<Nullable<Text>>, _>(&user_agents)
+    .bind::<Array<Nullable<Text>>, _>(&client_ips)
+    .bind::<Array<Jsonb>, _>(&payloads)
+    .execute(conn)
+    .await
+}
+
+/// Which of `ids` are stored already (redeliveries).
+pub async fn stored_events(conn: &mut AsyncPgConnection, ids: &[Uuid]) -> QueryResult<Vec<Uuid>> {
+    if ids.is_empty() {
         return Ok(Vec::new());
     }
-    diesel::insert_into(events::table)
-        .values(events)
-        .on_conflict(events::id)
-        .do_nothing()
-        .returning(events::id)
-        .get_results(conn)
+    events::table
+        .filter(events::id.eq_any(ids))
+        .select(events::id)
+        .load(conn)
         .await
 }
 
@@ -157,52 +198,62 @@ pub async fn message_of_enrollment(
         .map(|n| n == 1)
 }
 
-/// Moves an enrollment from the step just sent to `next_step`, due at `next_send_at`. Only
-/// applies while it is still at `sent_step`, so a replayed `sent` advances nothing. The first
-/// send fixes the thread's mailbox: follow-ups go from the mailbox of the first message.
-pub async fn advance(
-    conn: &mut AsyncPgConnection,
-    id: Uuid,
-    sent_step: i32,
-    next_step: i32,
-    next_send_at: DateTime<Utc>,
-    sent_at: DateTime<Utc>,
-) -> QueryResult<bool> {
-    diesel::sql_query(
-        "UPDATE enrollments e SET current_step = $3, next_send_at = $4, last_sent_at = $5, \
-                mailbox_id = coalesce(e.mailbox_id, \
-                    (SELECT m.mailbox_id FROM messages m WHERE m.enrollment_id = e.id \
-                      ORDER BY m.step_order LIMIT 1)) \
-          WHERE e.id = $1 AND e.current_step = $2 AND e.status IN ('active', 'paused')",
-    )
-    .bind::<SqlUuid, _>(id)
-    .bind::<Int4, _>(sent_step)
-    .bind::<Int4, _>(next_step)
-    .bind::<Timestamptz, _>(next_send_at)
-    .bind::<Timestamptz, _>(sent_at)
-    .execute(conn)
-    .await
-    .map(|n| n == 1)
+/// Where a `sent` moves its enrollment: on to `next_step` due at `next_send_at`, or, without a
+/// next step, to `completed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Advance {
+    pub id: Uuid,
+    pub sent_step: i32,
+    pub next_step: Option<i32>,
+    pub next_send_at: Option<DateTime<Utc>>,
+    pub sent_at: DateTime<Utc>,
 }
 
-/// Completes an enrollment whose last step was sent (same guard as [`advance`]).
-pub async fn complete(
+/// Moves enrollments from the step just sent on to their next step (due at `next_send_at`) or
+/// to `completed`, in one statement (no enrollment twice); returns the ids of those it moved.
+/// Only those still running at their `sent_step` move, so a replayed `sent` moves nothing. The
+/// first send fixes the thread's mailbox: follow-ups go from the mailbox of the first message.
+pub async fn advance_many(
     conn: &mut AsyncPgConnection,
-    id: Uuid,
-    sent_step: i32,
-    sent_at: DateTime<Utc>,
-) -> QueryResult<bool> {
-    diesel::sql_query(
-        "UPDATE enrollments SET status = 'completed', next_send_at = NULL, last_sent_at = $3, \
-                                completed_at = $3 \
-          WHERE id = $1 AND current_step = $2 AND status IN ('active', 'paused')",
+    moves: &[Advance],
+) -> QueryResult<Vec<Uuid>> {
+    if moves.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = moves.iter().map(|m| m.id).collect();
+    let sent_steps: Vec<i32> = moves.iter().map(|m| m.sent_step).collect();
+    let next_steps: Vec<Option<i32>> = moves.iter().map(|m| m.next_step).collect();
+    let due: Vec<Option<DateTime<Utc>>> = moves.iter().map(|m| m.next_send_at).collect();
+    let sent_at: Vec<DateTime<Utc>> = moves.iter().map(|m| m.sent_at).collect();
+    #[derive(QueryableByName)]
+    struct Moved {
+        #[diesel(sql_type = SqlUuid)]
+        id: Uuid,
+    }
+    let moved: Vec<Moved> = diesel::sql_query(
+        "UPDATE enrollments e \
+            SET current_step = coalesce(v.next_step, e.current_step), \
+                next_send_at = v.due, last_sent_at = v.sent_at, \
+                status = CASE WHEN v.next_step IS NULL THEN 'completed' ELSE e.status END, \
+                completed_at = CASE WHEN v.next_step IS NULL THEN v.sent_at \
+                                    ELSE e.completed_at END, \
+                mailbox_id = CASE WHEN v.next_step IS NULL THEN e.mailbox_id \
+                                  ELSE coalesce(e.mailbox_id, \
+                    (SELECT m.mailbox_id FROM messages m WHERE m.enrollment_id = e.id \
+                      ORDER BY m.step_order LIMIT 1)) END \
+           FROM unnest($1, $2, $3, $4, $5) AS v(id, sent_step, next_step, due, sent_at) \
+          WHERE e.id = v.id AND e.current_step = v.sent_step \
+            AND e.status IN ('active', 'paused') \
+         RETURNING e.id",
     )
-    .bind::<SqlUuid, _>(id)
-    .bind::<Int4, _>(sent_step)
-    .bind::<Timestamptz, _>(sent_at)
-    .execute(conn)
-    .await
-    .map(|n| n == 1)
+    .bind::<Array<SqlUuid>, _>(&ids)
+    .bind::<Array<Int4>, _>(&sent_steps)
+    .bind::<Array<Nullable<Int4>>, _>(&next_steps)
+    .bind::<Array<Nullable<Timestamptz>>, _>(&due)
+    .bind::<Array<Timestamptz>, _>(&sent_at)
+    .load(conn)
+    .await?;
+    Ok(moved.into_iter().map(|m| m.id).collect())
 }
 
 /// Stops one enrollment that is still running.
@@ -317,6 +368,28 @@ pub async fn set_message_outcome(
     .bind::<Text, _>(status)
     .bind::<Timestamptz, _>(at)
     .bind::<Nullable<Text>, _>(error)
+    .execute(conn)
+    .await
+}
+
+/// [`set_message_outcome`] `sent` for many messages in one statement: `(message id, sent at)`,
+/// no message twice.
+pub async fn mark_sent(
+    conn: &mut AsyncPgConnection,
+    sent: &[(Uuid, DateTime<Utc>)],
+) -> QueryResult<usize> {
+    if sent.is_empty() {
+        return Ok(0);
+    }
+    let (ids, at): (Vec<Uuid>, Vec<DateTime<Utc>>) = sent.iter().copied().unzip();
+    diesel::sql_query(
+        "UPDATE messages m SET status = 'sent', sent_at = coalesce(m.sent_at, v.at), \
+                retry_at = NULL \
+           FROM unnest($1, $2) AS v(id, at) \
+          WHERE m.id = v.id AND m.status NOT IN ('bounced', 'failed')",
+    )
+    .bind::<Array<SqlUuid>, _>(&ids)
+    .bind::<Array<Timestamptz>, _>(&at)
     .execute(conn)
     .await
 }

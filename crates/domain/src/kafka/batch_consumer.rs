@@ -2,7 +2,9 @@
 //! maximum) are handed over together, and their offsets are stored only after the handler
 //! succeeded with the whole batch, so a failing handler sees the same records again and a
 //! crash redelivers them. Handlers must be idempotent by envelope id, as with
-//! [`super::run_consumer`]; a batch holds each partition's records in partition order.
+//! [`super::run_consumer`]; a batch holds each partition's records in partition order. With
+//! more than one lane ([`Batching::lanes`]), batches of different partitions are handled at
+//! once; a partition's batches still one after the other.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -12,8 +14,10 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::consumer::{ConsumerOptions, stored_offsets_consumer};
 use super::envelope::{Envelope, Payload};
@@ -32,6 +36,11 @@ pub struct Batching {
     pub max_records: usize,
     /// How long to wait for more records after the first.
     pub wait: Duration,
+    /// Batches handled at once (at least one). A partition's records all go to one lane
+    /// (`partition % lanes`), which handles its batches one after the other, so each
+    /// partition's records are still handled in their order, and two batches handled at once
+    /// never share a partition.
+    pub lanes: usize,
 }
 
 /// Where a record came from, for its offset.
@@ -39,6 +48,14 @@ struct Position {
     topic: String,
     partition: i32,
     offset: i64,
+}
+
+/// A record as read: its position, its envelope when it could be read, and the trace
+/// context it carries.
+struct Record<P> {
+    position: Position,
+    envelope: Option<Envelope<P>>,
+    parent: Option<opentelemetry::Context>,
 }
 
 /// Consumes by batches until `shutdown` is cancelled, then commits what was handled.
@@ -59,30 +76,92 @@ where
     consumer.subscribe(&topics)?;
     tracing::info!(kafka.group = %group, kafka.topics = ?topics, "batch consumer started");
     let max = batching.max_records.max(1);
+    let lanes = batching.lanes.max(1);
 
+    let (senders, receivers): (Vec<_>, Vec<_>) =
+        (0..lanes).map(|_| mpsc::channel::<Record<P>>(max)).unzip();
+    let reader = async {
+        loop {
+            let received = tokio::select! {
+                () = shutdown.cancelled() => break,
+                received = consumer.recv() => received,
+            };
+            let Some(record) = read(received, &group) else {
+                continue;
+            };
+            let lane = usize::try_from(record.position.partition).unwrap_or(0) % lanes;
+            // A lane gone means shutdown: it stopped taking records.
+            if senders[lane].send(record).await.is_err() {
+                break;
+            }
+        }
+        drop(senders);
+    };
+    let lanes = receivers.into_iter().map(|records| {
+        run_lane(
+            &consumer, &options, &batching, max, &handler, &group, &shutdown, records,
+        )
+    });
+    tokio::join!(reader, futures::future::join_all(lanes));
+
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+        Err(error) => tracing::warn!(%error, kafka.group = %group, "final offset commit failed"),
+    }
+    tracing::info!(kafka.group = %group, "batch consumer stopped");
+    Ok(())
+}
+
+/// One lane: gathers the records of its partitions into batches, hands each to `handler`
+/// until it succeeds, then stores their offsets; until shutdown or the reader stops.
+#[allow(clippy::too_many_arguments)]
+async fn run_lane<P, H>(
+    consumer: &StreamConsumer,
+    options: &ConsumerOptions,
+    batching: &Batching,
+    max: usize,
+    handler: &H,
+    group: &str,
+    shutdown: &CancellationToken,
+    mut records: mpsc::Receiver<Record<P>>,
+) where
+    P: Payload,
+    H: BatchHandler<P>,
+{
     'consume: loop {
         let first = tokio::select! {
             () = shutdown.cancelled() => break,
-            received = consumer.recv() => received,
+            first = records.recv() => first,
         };
-        let mut positions = Vec::with_capacity(max);
-        let mut envelopes = Vec::with_capacity(max);
+        let Some(first) = first else {
+            break;
+        };
         let span = tracing::info_span!(
             "kafka.handle_batch",
             kafka.group = %group,
             records = tracing::field::Empty,
         );
-        read(first, &span, &group, &mut positions, &mut envelopes);
+        // The batch continues the trace of its first record.
+        if let Some(parent) = first.parent.clone() {
+            let _ = span.set_parent(parent);
+        }
+        let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + batching.wait;
-        while positions.len() < max {
-            match tokio::time::timeout_at(deadline, consumer.recv()).await {
-                Ok(received) => read(received, &span, &group, &mut positions, &mut envelopes),
-                Err(_) => break,
+        while batch.len() < max {
+            match tokio::time::timeout_at(deadline, records.recv()).await {
+                Ok(Some(record)) => batch.push(record),
+                Ok(None) | Err(_) => break,
             }
         }
-        if positions.is_empty() {
-            continue;
-        }
+        let (positions, envelopes): (Vec<Position>, Vec<Envelope<P>>) =
+            batch.into_iter().map(|r| (r.position, r.envelope)).fold(
+                (Vec::new(), Vec::new()),
+                |(mut p, mut e), (position, envelope)| {
+                    p.push(position);
+                    e.extend(envelope);
+                    (p, e)
+                },
+            );
         span.record("records", envelopes.len());
         let topic = positions[0].topic.clone();
         let mut backoff = options.retry_initial;
@@ -116,49 +195,37 @@ where
             attempt = attempt.saturating_add(1);
         }
         store_offsets_after(
-            &consumer,
+            consumer,
             positions
                 .iter()
                 .map(|p| (p.topic.as_str(), p.partition, p.offset)),
         );
     }
-
-    match consumer.commit_consumer_state(CommitMode::Sync) {
-        Ok(()) | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
-        Err(error) => tracing::warn!(%error, kafka.group = %group, "final offset commit failed"),
-    }
-    tracing::info!(kafka.group = %group, "batch consumer stopped");
-    Ok(())
 }
 
-/// Takes in one received record: its position, and its envelope when it can be read.
+/// Takes in one received record: its position, its envelope when it can be read, and its
+/// trace context.
 fn read<P: Payload>(
     received: Result<BorrowedMessage<'_>, KafkaError>,
-    span: &tracing::Span,
     group: &str,
-    positions: &mut Vec<Position>,
-    envelopes: &mut Vec<Envelope<P>>,
-) {
+) -> Option<Record<P>> {
     let message = match received {
         Ok(message) => message,
         Err(error) => {
             tracing::warn!(%error, kafka.group = %group, "kafka receive failed");
             metrics::counter!("kafka_consume_errors_total", "group" => group.to_owned())
                 .increment(1);
-            return;
+            return None;
         }
     };
-    if positions.is_empty() {
-        // The batch continues the trace of its first record.
-        trace_headers::set_parent_from_headers(span, message.headers());
-    }
-    positions.push(Position {
+    let position = Position {
         topic: message.topic().to_owned(),
         partition: message.partition(),
         offset: message.offset(),
-    });
-    match Envelope::<P>::from_json(message.payload().unwrap_or_default()) {
-        Ok(envelope) => envelopes.push(envelope),
+    };
+    let parent = trace_headers::context_from_headers(message.headers());
+    let envelope = match Envelope::<P>::from_json(message.payload().unwrap_or_default()) {
+        Ok(envelope) => Some(envelope),
         Err(error) => {
             // Retrying cannot fix a record we cannot read; skip it loudly.
             metrics::counter!("kafka_unreadable_records_total", "topic" => message.topic().to_owned())
@@ -170,8 +237,14 @@ fn read<P: Payload>(
                 kafka.offset = message.offset(),
                 "skipping unreadable record",
             );
+            None
         }
-    }
+    };
+    Some(Record {
+        position,
+        envelope,
+        parent,
+    })
 }
 
 /// Stores the offsets after the records at `positions` (topic, partition, offset), whose work

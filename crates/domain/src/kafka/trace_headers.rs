@@ -60,12 +60,16 @@ impl Extractor for HeaderExtractor<'_> {
 
 /// Makes `span` a child of the context carried in `headers`, if any.
 pub fn set_parent_from_headers(span: &tracing::Span, headers: Option<&BorrowedHeaders>) {
-    if let Some(headers) = headers {
-        let context = opentelemetry::global::get_text_map_propagator(|p| {
-            p.extract(&HeaderExtractor(headers))
-        });
+    if let Some(context) = context_from_headers(headers) {
         let _ = span.set_parent(context);
     }
+}
+
+/// The context carried in `headers`, if any, to make a span its child later.
+pub fn context_from_headers(headers: Option<&BorrowedHeaders>) -> Option<opentelemetry::Context> {
+    headers.map(|headers| {
+        opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)))
+    })
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Integration tests of the domain crate against real PostgreSQL and Kafka (and the OAuth
 //! test servers: Hydra and Dovecot).
 
+mod batch_lanes;
 mod contacts;
 mod enrollments;
 mod kafka;

@@ -1,5 +1,6 @@
 //! Integration tests of the scheduler service against real PostgreSQL and Kafka.
 
+mod batches;
 mod dispatch;
 mod health;
 mod outcomes;
