@@ -54,13 +54,18 @@ pub struct DueEnrollment {
     pub window: WindowColumns,
 }
 
-/// Claims up to `limit` active enrollments of active sequences whose next send time has
-/// come, oldest first, skipping rows another dispatcher holds, and takes them out of the due
-/// index (`next_send_at` NULL: in flight) in the same statement. Must run inside the
-/// transaction that then writes their outcome; a claimed enrollment that is not sent gets its
-/// `next_send_at` back through [`defer`] or [`finish`]. The scan is a range of
-/// `enrollments_due_idx` (partial on status = 'active'), never all enrollments; the update
-/// finds the locked rows by their tuple id (a TID scan), whatever the table's size.
+/// Claims up to `limit` enrollments whose next send time has come, oldest first, from the
+/// narrow due queue (`due_enrollments`, kept by triggers from `enrollments`), skipping rows
+/// another dispatcher or any writer of the enrollment holds. In the same statement the queue
+/// rows are deleted and the enrollments' `next_send_at` cleared (in flight; a HOT update, no
+/// index covers it). Must run inside the transaction that then writes their outcome; a
+/// claimed enrollment that is not sent gets its `next_send_at` back through [`defer`] or
+/// [`finish`], which queues it again.
+///
+/// A queue row whose enrollment is no longer active, has no send time, or whose sequence is
+/// not active is removed without being returned (activating the sequence queues its
+/// enrollments again). The scan is a range of `due_enrollments_due_idx`, never all
+/// enrollments; the enrollments are found by primary key and updated by tuple id.
 pub async fn claim_due(
     conn: &mut AsyncPgConnection,
     now: DateTime<Utc>,
@@ -73,17 +78,27 @@ pub async fn claim_due(
         .await
 }
 
-/// Public so the benchmark can show its plan.
+/// Public so the benchmark can show its plan. The enrollment rows are locked with SKIP
+/// LOCKED too: a writer holding one (a pause, an unsubscribe) may be about to touch its queue
+/// row, and waiting for it while holding that queue row could deadlock; its queue row stays
+/// for a later round.
 pub const CLAIM_DUE_SQL: &str = "\
 WITH due AS ( \
-    SELECT e.ctid AS row_id FROM enrollments e JOIN sequences s ON s.id = e.sequence_id \
-     WHERE e.status = 'active' AND e.next_send_at <= $1 AND s.status = 'active' \
-     ORDER BY e.next_send_at \
+    SELECT enrollment_id FROM due_enrollments WHERE due_at <= $1 \
+     ORDER BY due_at \
      LIMIT $2 \
-       FOR UPDATE OF e SKIP LOCKED) \
+       FOR UPDATE SKIP LOCKED), \
+locked AS ( \
+    SELECT e.ctid AS row_id, e.id, \
+           (e.status = 'active' AND e.next_send_at IS NOT NULL AND s.status = 'active') AS live \
+      FROM enrollments e JOIN sequences s ON s.id = e.sequence_id \
+     WHERE e.id = ANY(ARRAY(SELECT enrollment_id FROM due)) \
+       FOR UPDATE OF e SKIP LOCKED), \
+gone AS ( \
+    DELETE FROM due_enrollments WHERE enrollment_id = ANY(ARRAY(SELECT id FROM locked))) \
 UPDATE enrollments e SET next_send_at = NULL \
   FROM sequences s, contacts c \
- WHERE e.ctid = ANY(ARRAY(SELECT row_id FROM due)) \
+ WHERE e.ctid = ANY(ARRAY(SELECT row_id FROM locked WHERE live)) \
    AND s.id = e.sequence_id AND c.id = e.contact_id \
 RETURNING e.id, e.workspace_id, e.sequence_id, e.contact_id, e.mailbox_id, e.current_step, \
           c.email, c.status AS contact_status, c.timezone AS contact_timezone, \
