@@ -10,6 +10,8 @@ use diesel::sql_types::{
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
+use super::prepared::PreparedExt as _;
+
 /// The columns that decide when an enrollment may be emailed: the sequence's sending window
 /// and the contact's zone. Selected (with these names) by every query that schedules.
 #[derive(Debug, Clone, PartialEq, QueryableByName)]
@@ -74,6 +76,7 @@ pub async fn claim_due(
     diesel::sql_query(CLAIM_DUE_SQL)
         .bind::<Timestamptz, _>(now)
         .bind::<diesel::sql_types::BigInt, _>(limit)
+        .prepared()
         .load(conn)
         .await
 }
@@ -169,6 +172,7 @@ pub async fn mailboxes(
            FROM mailboxes WHERE id = ANY($1)",
     )
     .bind::<Array<SqlUuid>, _>(ids)
+    .prepared()
     .load(conn)
     .await
 }
@@ -190,6 +194,7 @@ pub async fn pools(
         "SELECT sequence_id, mailbox_id FROM sequence_mailboxes WHERE sequence_id = ANY($1)",
     )
     .bind::<Array<SqlUuid>, _>(sequence_ids)
+    .prepared()
     .load(conn)
     .await
 }
@@ -215,6 +220,7 @@ pub async fn usage(
     )
     .bind::<Array<SqlUuid>, _>(mailbox_ids)
     .bind::<Array<Date>, _>(days)
+    .prepared()
     .load(conn)
     .await
 }
@@ -263,6 +269,7 @@ pub async fn reserve(
             requests.iter().map(|r| r.next_slot).collect::<Vec<_>>(),
         )
         .bind::<Timestamptz, _>(now)
+        .prepared()
         .load(conn)
         .await
 }
@@ -286,6 +293,7 @@ pub async fn release(
     .bind::<Array<SqlUuid>, _>(mailbox_ids)
     .bind::<Array<Date>, _>(days)
     .bind::<Array<Int4>, _>(units)
+    .prepared()
     .execute(conn)
     .await
 }
@@ -363,6 +371,7 @@ pub async fn insert_messages(
             .collect::<Vec<_>>(),
     )
     .bind::<Timestamptz, _>(now)
+    .prepared()
     .load(conn)
     .await
 }
@@ -385,6 +394,7 @@ pub async fn set_positions(
     )
     .bind::<Array<SqlUuid>, _>(ids)
     .bind::<Array<Int4>, _>(step_orders)
+    .prepared()
     .execute(conn)
     .await
 }
@@ -405,6 +415,7 @@ pub async fn defer(
     )
     .bind::<Array<SqlUuid>, _>(ids)
     .bind::<Array<Timestamptz>, _>(until)
+    .prepared()
     .execute(conn)
     .await
 }
@@ -431,6 +442,7 @@ pub async fn finish(
     .bind::<Array<Text>, _>(statuses)
     .bind::<Array<Nullable<Text>>, _>(reasons)
     .bind::<Timestamptz, _>(now)
+    .prepared()
     .execute(conn)
     .await
 }
@@ -469,6 +481,7 @@ pub async fn requeue_due_retries(
     )
     .bind::<Timestamptz, _>(now)
     .bind::<diesel::sql_types::BigInt, _>(limit)
+    .prepared()
     .load(conn)
     .await
 }
