@@ -84,7 +84,9 @@ pub async fn claim_due(
 /// Public so the benchmark can show its plan. The enrollment rows are locked with SKIP
 /// LOCKED too: a writer holding one (a pause, an unsubscribe) may be about to touch its queue
 /// row, and waiting for it while holding that queue row could deadlock; its queue row stays
-/// for a later round.
+/// for a later round. A queue row is deleted only with its enrollment claimed (or found not
+/// live): an enrollment whose locked version is newer than the statement's snapshot is not
+/// updated by it, and keeps its queue row for the next round rather than being lost.
 pub const CLAIM_DUE_SQL: &str = "\
 WITH due AS ( \
     SELECT enrollment_id FROM due_enrollments WHERE due_at <= $1 \
@@ -97,16 +99,20 @@ locked AS ( \
       FROM enrollments e JOIN sequences s ON s.id = e.sequence_id \
      WHERE e.id = ANY(ARRAY(SELECT enrollment_id FROM due)) \
        FOR UPDATE OF e SKIP LOCKED), \
+claimed AS ( \
+    UPDATE enrollments e SET next_send_at = NULL \
+      FROM sequences s, contacts c \
+     WHERE e.ctid = ANY(ARRAY(SELECT row_id FROM locked WHERE live)) \
+       AND s.id = e.sequence_id AND c.id = e.contact_id \
+    RETURNING e.id, e.workspace_id, e.sequence_id, e.contact_id, e.mailbox_id, e.current_step, \
+              c.email, c.status AS contact_status, c.timezone AS contact_timezone, \
+              s.send_days, s.window_start, s.window_end, s.timezone AS sequence_timezone, \
+              s.use_contact_timezone, s.business_days_only), \
 gone AS ( \
-    DELETE FROM due_enrollments WHERE enrollment_id = ANY(ARRAY(SELECT id FROM locked))) \
-UPDATE enrollments e SET next_send_at = NULL \
-  FROM sequences s, contacts c \
- WHERE e.ctid = ANY(ARRAY(SELECT row_id FROM locked WHERE live)) \
-   AND s.id = e.sequence_id AND c.id = e.contact_id \
-RETURNING e.id, e.workspace_id, e.sequence_id, e.contact_id, e.mailbox_id, e.current_step, \
-          c.email, c.status AS contact_status, c.timezone AS contact_timezone, \
-          s.send_days, s.window_start, s.window_end, s.timezone AS sequence_timezone, \
-          s.use_contact_timezone, s.business_days_only";
+    DELETE FROM due_enrollments \
+     WHERE enrollment_id = ANY(ARRAY(SELECT id FROM claimed \
+                                     UNION ALL SELECT id FROM locked WHERE NOT live))) \
+SELECT * FROM claimed";
 
 /// The plan PostgreSQL chooses for [`claim_due`] with these values, as `EXPLAIN` prints it.
 pub async fn explain_claim(
