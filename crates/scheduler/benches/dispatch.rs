@@ -3,6 +3,10 @@
 //! outbox rows, and the outbox relay publishes the jobs to `email-jobs`. Timed from the first
 //! round until the last job is acknowledged by Kafka.
 //!
+//! Prints steps/s and the CPU-seconds per 1,000 steps of the scheduler (this process: the
+//! dispatch loops and the relay) and of PostgreSQL (the benchmark database's backends and the
+//! server's own processes), from `/proc`; the Kafka broker is not counted.
+//!
 //! Run with `cargo xtask bench -p scheduler`; docs/benchmarks.md records the figures.
 //! `SEQ_BENCH_LOOPS` (default 4, as `scheduler.dispatch_concurrency`) sets the dispatch loops, `SEQ_BENCH_BATCH` (default 500)
 //! their batch size.
@@ -16,7 +20,10 @@ use diesel_async::RunQueryDsl;
 use domain::clock::{Clock, SystemClock};
 use domain::kafka::{Producer, TopicNames, ensure_topics};
 use domain::outbox::OutboxRelay;
-use domain::testing::process_stats::{OUTBOX_ROWS_WRITTEN, env_number};
+use domain::testing::process_stats::{
+    OUTBOX_ROWS_WRITTEN, clock_ticks, env_number, postgres_cpu_ticks, process_cpu_ticks,
+    ticks_between,
+};
 use domain::testing::{TestDatabase, count_records, test_config_for};
 use scheduler::dispatch::Dispatcher;
 use tokio_util::sync::CancellationToken;
@@ -62,6 +69,10 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let shutdown = CancellationToken::new();
+    // The dispatch loops and the relay run in this process: its CPU is the scheduler's.
+    let pid = std::process::id();
+    let scheduler_t0 = process_cpu_ticks(pid)?;
+    let postgres_t0 = postgres_cpu_ticks(&mut conn).await?;
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..loops {
@@ -97,6 +108,8 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let elapsed = started.elapsed();
+    let scheduler_t1 = process_cpu_ticks(pid)?;
+    let postgres_t1 = postgres_cpu_ticks(&mut conn).await?;
     shutdown.cancel();
     for task in tasks {
         task.await?;
@@ -120,6 +133,16 @@ async fn main() -> anyhow::Result<()> {
         elapsed.as_secs_f64(),
         DUE as f64 / elapsed.as_secs_f64()
     );
+    let ticks = clock_ticks();
+    let scheduler_cpu = scheduler_t1.saturating_sub(scheduler_t0) as f64 / ticks;
+    let postgres_cpu = ticks_between(&postgres_t0, &postgres_t1) as f64 / ticks;
+    for (who, cpu) in [("scheduler", scheduler_cpu), ("PostgreSQL", postgres_cpu)] {
+        println!(
+            "  {who} CPU: {cpu:.2} s = {:.3} CPU-s per 1,000 steps ({:.2} cores)",
+            cpu * 1000.0 / DUE as f64,
+            cpu / elapsed.as_secs_f64()
+        );
+    }
     Ok(())
 }
 

@@ -10,6 +10,8 @@ use diesel::sql_types::{
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
+use super::prepared::PreparedExt as _;
+
 /// The columns that decide when an enrollment may be emailed: the sequence's sending window
 /// and the contact's zone. Selected (with these names) by every query that schedules.
 #[derive(Debug, Clone, PartialEq, QueryableByName)]
@@ -54,13 +56,18 @@ pub struct DueEnrollment {
     pub window: WindowColumns,
 }
 
-/// Claims up to `limit` active enrollments of active sequences whose next send time has
-/// come, oldest first, skipping rows another dispatcher holds, and takes them out of the due
-/// index (`next_send_at` NULL: in flight) in the same statement. Must run inside the
-/// transaction that then writes their outcome; a claimed enrollment that is not sent gets its
-/// `next_send_at` back through [`defer`] or [`finish`]. The scan is a range of
-/// `enrollments_due_idx` (partial on status = 'active'), never all enrollments; the update
-/// finds the locked rows by their tuple id (a TID scan), whatever the table's size.
+/// Claims up to `limit` enrollments whose next send time has come, oldest first, from the
+/// narrow due queue (`due_enrollments`, kept by triggers from `enrollments`), skipping rows
+/// another dispatcher or any writer of the enrollment holds. In the same statement the queue
+/// rows are deleted and the enrollments' `next_send_at` cleared (in flight; a HOT update, no
+/// index covers it). Must run inside the transaction that then writes their outcome; a
+/// claimed enrollment that is not sent gets its `next_send_at` back through [`defer`] or
+/// [`finish`], which queues it again.
+///
+/// A queue row whose enrollment is no longer active, has no send time, or whose sequence is
+/// not active is removed without being returned (activating the sequence queues its
+/// enrollments again). The scan is a range of `due_enrollments_due_idx`, never all
+/// enrollments; the enrollments are found by primary key and updated by tuple id.
 pub async fn claim_due(
     conn: &mut AsyncPgConnection,
     now: DateTime<Utc>,
@@ -69,26 +76,43 @@ pub async fn claim_due(
     diesel::sql_query(CLAIM_DUE_SQL)
         .bind::<Timestamptz, _>(now)
         .bind::<diesel::sql_types::BigInt, _>(limit)
+        .prepared()
         .load(conn)
         .await
 }
 
-/// Public so the benchmark can show its plan.
+/// Public so the benchmark can show its plan. The enrollment rows are locked with SKIP
+/// LOCKED too: a writer holding one (a pause, an unsubscribe) may be about to touch its queue
+/// row, and waiting for it while holding that queue row could deadlock; its queue row stays
+/// for a later round. A queue row is deleted only with its enrollment claimed (or found not
+/// live): an enrollment whose locked version is newer than the statement's snapshot is not
+/// updated by it, and keeps its queue row for the next round rather than being lost.
 pub const CLAIM_DUE_SQL: &str = "\
 WITH due AS ( \
-    SELECT e.ctid AS row_id FROM enrollments e JOIN sequences s ON s.id = e.sequence_id \
-     WHERE e.status = 'active' AND e.next_send_at <= $1 AND s.status = 'active' \
-     ORDER BY e.next_send_at \
+    SELECT enrollment_id FROM due_enrollments WHERE due_at <= $1 \
+     ORDER BY due_at \
      LIMIT $2 \
-       FOR UPDATE OF e SKIP LOCKED) \
-UPDATE enrollments e SET next_send_at = NULL \
-  FROM sequences s, contacts c \
- WHERE e.ctid = ANY(ARRAY(SELECT row_id FROM due)) \
-   AND s.id = e.sequence_id AND c.id = e.contact_id \
-RETURNING e.id, e.workspace_id, e.sequence_id, e.contact_id, e.mailbox_id, e.current_step, \
-          c.email, c.status AS contact_status, c.timezone AS contact_timezone, \
-          s.send_days, s.window_start, s.window_end, s.timezone AS sequence_timezone, \
-          s.use_contact_timezone, s.business_days_only";
+       FOR UPDATE SKIP LOCKED), \
+locked AS ( \
+    SELECT e.ctid AS row_id, e.id, \
+           (e.status = 'active' AND e.next_send_at IS NOT NULL AND s.status = 'active') AS live \
+      FROM enrollments e JOIN sequences s ON s.id = e.sequence_id \
+     WHERE e.id = ANY(ARRAY(SELECT enrollment_id FROM due)) \
+       FOR UPDATE OF e SKIP LOCKED), \
+claimed AS ( \
+    UPDATE enrollments e SET next_send_at = NULL \
+      FROM sequences s, contacts c \
+     WHERE e.ctid = ANY(ARRAY(SELECT row_id FROM locked WHERE live)) \
+       AND s.id = e.sequence_id AND c.id = e.contact_id \
+    RETURNING e.id, e.workspace_id, e.sequence_id, e.contact_id, e.mailbox_id, e.current_step, \
+              c.email, c.status AS contact_status, c.timezone AS contact_timezone, \
+              s.send_days, s.window_start, s.window_end, s.timezone AS sequence_timezone, \
+              s.use_contact_timezone, s.business_days_only), \
+gone AS ( \
+    DELETE FROM due_enrollments \
+     WHERE enrollment_id = ANY(ARRAY(SELECT id FROM claimed \
+                                     UNION ALL SELECT id FROM locked WHERE NOT live))) \
+SELECT * FROM claimed";
 
 /// The plan PostgreSQL chooses for [`claim_due`] with these values, as `EXPLAIN` prints it.
 pub async fn explain_claim(
@@ -154,6 +178,7 @@ pub async fn mailboxes(
            FROM mailboxes WHERE id = ANY($1)",
     )
     .bind::<Array<SqlUuid>, _>(ids)
+    .prepared()
     .load(conn)
     .await
 }
@@ -175,6 +200,7 @@ pub async fn pools(
         "SELECT sequence_id, mailbox_id FROM sequence_mailboxes WHERE sequence_id = ANY($1)",
     )
     .bind::<Array<SqlUuid>, _>(sequence_ids)
+    .prepared()
     .load(conn)
     .await
 }
@@ -200,6 +226,7 @@ pub async fn usage(
     )
     .bind::<Array<SqlUuid>, _>(mailbox_ids)
     .bind::<Array<Date>, _>(days)
+    .prepared()
     .load(conn)
     .await
 }
@@ -248,6 +275,7 @@ pub async fn reserve(
             requests.iter().map(|r| r.next_slot).collect::<Vec<_>>(),
         )
         .bind::<Timestamptz, _>(now)
+        .prepared()
         .load(conn)
         .await
 }
@@ -271,6 +299,7 @@ pub async fn release(
     .bind::<Array<SqlUuid>, _>(mailbox_ids)
     .bind::<Array<Date>, _>(days)
     .bind::<Array<Int4>, _>(units)
+    .prepared()
     .execute(conn)
     .await
 }
@@ -348,6 +377,7 @@ pub async fn insert_messages(
             .collect::<Vec<_>>(),
     )
     .bind::<Timestamptz, _>(now)
+    .prepared()
     .load(conn)
     .await
 }
@@ -370,6 +400,7 @@ pub async fn set_positions(
     )
     .bind::<Array<SqlUuid>, _>(ids)
     .bind::<Array<Int4>, _>(step_orders)
+    .prepared()
     .execute(conn)
     .await
 }
@@ -390,6 +421,7 @@ pub async fn defer(
     )
     .bind::<Array<SqlUuid>, _>(ids)
     .bind::<Array<Timestamptz>, _>(until)
+    .prepared()
     .execute(conn)
     .await
 }
@@ -416,6 +448,7 @@ pub async fn finish(
     .bind::<Array<Text>, _>(statuses)
     .bind::<Array<Nullable<Text>>, _>(reasons)
     .bind::<Timestamptz, _>(now)
+    .prepared()
     .execute(conn)
     .await
 }
@@ -454,6 +487,7 @@ pub async fn requeue_due_retries(
     )
     .bind::<Timestamptz, _>(now)
     .bind::<diesel::sql_types::BigInt, _>(limit)
+    .prepared()
     .load(conn)
     .await
 }

@@ -17,6 +17,7 @@ pub mod messages;
 pub mod migrations;
 pub mod oauth_authorizations;
 pub mod outbox;
+pub mod prepared;
 pub mod progress;
 pub mod resolutions;
 pub mod schema;

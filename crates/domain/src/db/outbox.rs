@@ -14,6 +14,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Integer, Jsonb, Nullable, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
+use crate::db::prepared::PreparedExt as _;
 use crate::kafka::trace_headers;
 use crate::kafka::{Envelope, Payload};
 
@@ -114,6 +115,7 @@ pub async fn insert_many(
     .bind::<Array<Text>, _>(records.iter().map(|r| r.key.as_str()).collect::<Vec<_>>())
     .bind::<Array<Jsonb>, _>(records.iter().map(|r| &r.payload).collect::<Vec<_>>())
     .bind::<Array<Jsonb>, _>(records.iter().map(|r| &r.headers).collect::<Vec<_>>())
+    .prepared()
     .load(conn)
     .await?;
     let mut ids: Vec<i64> = inserted.into_iter().map(|row| row.id).collect();
@@ -137,6 +139,7 @@ pub async fn claim_pending(
             FOR UPDATE SKIP LOCKED",
     )
     .bind::<BigInt, _>(limit)
+    .prepared()
     .load(conn)
     .await
 }
@@ -151,6 +154,7 @@ pub async fn mark_published(conn: &mut AsyncPgConnection, ids: &[i64]) -> QueryR
           WHERE id = ANY($1) AND status = 'pending'",
     )
     .bind::<Array<BigInt>, _>(ids)
+    .prepared()
     .execute(conn)
     .await
 }
@@ -163,6 +167,7 @@ pub async fn delete_published(conn: &mut AsyncPgConnection, ids: &[i64]) -> Quer
     }
     diesel::sql_query("DELETE FROM outbox WHERE id = ANY($1) AND status = 'pending'")
         .bind::<Array<BigInt>, _>(ids)
+        .prepared()
         .execute(conn)
         .await
 }
@@ -184,6 +189,7 @@ pub async fn purge_published(
     )
     .bind::<diesel::sql_types::Timestamptz, _>(cutoff)
     .bind::<BigInt, _>(limit)
+    .prepared()
     .execute(conn)
     .await
 }
@@ -203,6 +209,7 @@ pub async fn record_failure(
     )
     .bind::<Array<BigInt>, _>(ids)
     .bind::<Text, _>(error)
+    .prepared()
     .execute(conn)
     .await
 }

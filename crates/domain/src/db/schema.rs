@@ -156,6 +156,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    due_enrollments (enrollment_id) {
+        enrollment_id -> Uuid,
+        due_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     messages (id) {
         id -> Uuid,
         workspace_id -> Uuid,
@@ -385,6 +392,7 @@ diesel::joinable!(sequence_mailboxes -> mailboxes (mailbox_id));
 diesel::joinable!(enrollments -> sequences (sequence_id));
 diesel::joinable!(enrollments -> contacts (contact_id));
 diesel::joinable!(enrollments -> mailboxes (mailbox_id));
+diesel::joinable!(due_enrollments -> enrollments (enrollment_id));
 diesel::joinable!(messages -> enrollments (enrollment_id));
 diesel::joinable!(messages -> steps (step_id));
 diesel::joinable!(events -> messages (message_id));
@@ -408,6 +416,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     steps,
     sequence_mailboxes,
     enrollments,
+    due_enrollments,
     messages,
     events,
     suppressions,

@@ -12,6 +12,8 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{Array, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
+
+use super::prepared::PreparedExt as _;
 use uuid::Uuid;
 
 use super::schema::suppressions;
@@ -184,6 +186,7 @@ pub async fn suppressed_among(
     )
     .bind::<diesel::sql_types::Uuid, _>(workspace_id)
     .bind::<Array<Text>, _>(emails)
+    .prepared()
     .load(conn)
     .await?;
     Ok(rows.into_iter().map(|r| r.email).collect())

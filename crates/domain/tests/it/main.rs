@@ -9,6 +9,7 @@ mod migrations;
 mod oauth_access;
 mod oauth_tokens;
 mod outbox;
+mod prepared;
 mod readiness;
 mod schema;
 mod suppressions;

@@ -57,6 +57,7 @@ async fn schema_rs_matches_the_migrated_database() -> anyhow::Result<()> {
         steps,
         sequence_mailboxes,
         enrollments,
+        due_enrollments,
         messages,
         events,
         suppressions,

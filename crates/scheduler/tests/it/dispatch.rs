@@ -375,12 +375,112 @@ async fn the_claim_is_an_index_range_not_a_scan() -> anyhow::Result<()> {
     world.exec("ANALYZE").await?;
     let plan = domain::db::dispatch::explain_claim(&mut world.conn().await?, now, 500).await?;
     assert!(
-        plan.contains("enrollments_due_idx"),
-        "claim plan does not use the due index:\n{plan}"
+        plan.contains("due_enrollments_due_idx"),
+        "claim plan does not use the due queue's index:\n{plan}"
     );
-    assert!(
-        !plan.contains("Seq Scan on enrollments"),
-        "claim plan scans enrollments:\n{plan}"
+    for table in ["enrollments", "due_enrollments", "contacts"] {
+        assert!(
+            !plan.contains(&format!("Seq Scan on {table} ")),
+            "claim plan scans {table}:\n{plan}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_paused_sequence_leaves_the_due_queue_and_comes_back_when_activated() -> anyhow::Result<()>
+{
+    let world = World::new(2, 100, &[(0, 0, 0)]).await?;
+    let now = at("2026-03-02T10:00:00Z")?;
+    world.enroll(40, now - TimeDelta::minutes(5)).await?;
+    let clock = Arc::new(ManualClock::new(now));
+    let one = dispatcher(&world, &clock, 100);
+    let queued = "SELECT count(*) AS n FROM due_enrollments";
+    assert_eq!(world.count(queued).await?, 40);
+
+    let sequence = world.sequence_id;
+    world
+        .exec(&format!(
+            "UPDATE sequences SET status = 'paused' WHERE id = '{sequence}'"
+        ))
+        .await?;
+    // Idle rounds of a paused sequence walk nothing: its due steps are not queued.
+    assert_eq!(world.count(queued).await?, 0);
+    assert_eq!(drain(std::slice::from_ref(&one)).await?.claimed, 0);
+    assert_eq!(
+        world
+            .count("SELECT count(*) AS n FROM enrollments WHERE next_send_at IS NOT NULL")
+            .await?,
+        40,
+        "the enrollments keep their send times"
+    );
+
+    world
+        .exec(&format!(
+            "UPDATE sequences SET status = 'active' WHERE id = '{sequence}'"
+        ))
+        .await?;
+    assert_eq!(world.count(queued).await?, 40);
+    assert_eq!(drain(std::slice::from_ref(&one)).await?.dispatched, 40);
+    assert_eq!(world.count(queued).await?, 0);
+    assert_eq!(world.count("SELECT count(*) AS n FROM messages").await?, 40);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_due_queue_follows_every_write_of_an_enrollment() -> anyhow::Result<()> {
+    let world = World::new(1, 100, &[(0, 0, 0)]).await?;
+    let now = at("2026-03-02T10:00:00Z")?;
+    let ids = world.enroll(3, now + TimeDelta::hours(1)).await?;
+    let queued = |id: uuid::Uuid| {
+        format!(
+            "SELECT count(*) AS n FROM due_enrollments d JOIN enrollments e \
+                 ON e.id = d.enrollment_id \
+              WHERE d.enrollment_id = '{id}' AND d.due_at = e.next_send_at"
+        )
+    };
+    for id in &ids {
+        assert_eq!(world.count(&queued(*id)).await?, 1);
+    }
+    // A new send time moves the queue row; pausing takes it out; resuming puts it back.
+    world
+        .exec(&format!(
+            "UPDATE enrollments SET next_send_at = next_send_at + interval '1 day' \
+              WHERE id = '{}'",
+            ids[0]
+        ))
+        .await?;
+    assert_eq!(world.count(&queued(ids[0])).await?, 1);
+    world
+        .exec(&format!(
+            "UPDATE enrollments SET status = 'paused' WHERE id = '{}'",
+            ids[1]
+        ))
+        .await?;
+    assert_eq!(world.count(&queued(ids[1])).await?, 0);
+    world
+        .exec(&format!(
+            "UPDATE enrollments SET status = 'active' WHERE id = '{}'",
+            ids[1]
+        ))
+        .await?;
+    assert_eq!(world.count(&queued(ids[1])).await?, 1);
+    // Ending or deleting an enrollment removes its row.
+    world
+        .exec(&format!(
+            "UPDATE enrollments SET status = 'completed', next_send_at = NULL WHERE id = '{}'",
+            ids[2]
+        ))
+        .await?;
+    assert_eq!(world.count(&queued(ids[2])).await?, 0);
+    world
+        .exec(&format!("DELETE FROM enrollments WHERE id = '{}'", ids[0]))
+        .await?;
+    assert_eq!(
+        world
+            .count("SELECT count(*) AS n FROM due_enrollments")
+            .await?,
+        1
     );
     Ok(())
 }
