@@ -86,7 +86,12 @@ pub async fn claim_due(
 /// row, and waiting for it while holding that queue row could deadlock; its queue row stays
 /// for a later round. A queue row is deleted only with its enrollment claimed (or found not
 /// live): an enrollment whose locked version is newer than the statement's snapshot is not
-/// updated by it, and keeps its queue row for the next round rather than being lost.
+/// updated by it, and keeps its queue row for the next round rather than being lost. The
+/// sequence is share-locked too, so `live` reads its latest committed status: read from the
+/// statement's snapshot, an activation committed after the snapshot (which re-queued these
+/// rows) looked like a paused sequence, and the rows it had just queued were deleted as not
+/// live and never sent (found by the pipeline bench: 500 enrollments, one claim, left due). A
+/// sequence whose status is changing right now is skipped for this round.
 pub const CLAIM_DUE_SQL: &str = "\
 WITH due AS ( \
     SELECT enrollment_id FROM due_enrollments WHERE due_at <= $1 \
@@ -98,7 +103,7 @@ locked AS ( \
            (e.status = 'active' AND e.next_send_at IS NOT NULL AND s.status = 'active') AS live \
       FROM enrollments e JOIN sequences s ON s.id = e.sequence_id \
      WHERE e.id = ANY(ARRAY(SELECT enrollment_id FROM due)) \
-       FOR UPDATE OF e SKIP LOCKED), \
+       FOR UPDATE OF e SKIP LOCKED FOR SHARE OF s SKIP LOCKED), \
 claimed AS ( \
     UPDATE enrollments e SET next_send_at = NULL \
       FROM sequences s, contacts c \

@@ -484,3 +484,51 @@ async fn the_due_queue_follows_every_write_of_an_enrollment() -> anyhow::Result<
     );
     Ok(())
 }
+
+/// Enrollments queued while their sequence is paused, claimed by rounds racing the activation:
+/// however the activation falls between a claim's snapshot and its locks, every enrollment is
+/// dispatched once (a claim reading the sequence's status from its snapshot deleted the queue
+/// rows the activation had just re-queued, and those enrollments were never sent).
+#[tokio::test]
+async fn claims_racing_an_activation_lose_no_enrollment() -> anyhow::Result<()> {
+    const ROUNDS: usize = 30;
+    const EACH: i64 = 150;
+    let world = World::new(2, 10_000, &[(0, 0, 0)]).await?;
+    let now = at("2026-03-02T10:00:00Z")?;
+    let clock = Arc::new(ManualClock::new(now));
+    let replicas: Vec<Dispatcher> = (0..2).map(|_| dispatcher(&world, &clock, 50)).collect();
+    let sequence = world.sequence_id;
+    for round in 1..=ROUNDS {
+        world
+            .exec(&format!(
+                "UPDATE sequences SET status = 'paused' WHERE id = '{sequence}'"
+            ))
+            .await?;
+        world.enroll(EACH, now - TimeDelta::minutes(5)).await?;
+        let racing = futures::future::try_join_all(replicas.iter().map(|d| async move {
+            for _ in 0..20 {
+                d.run_once().await?;
+                tokio::task::yield_now().await;
+            }
+            anyhow::Ok(())
+        }));
+        let activation = async {
+            tokio::time::sleep(std::time::Duration::from_millis(round as u64 * 3)).await;
+            world
+                .exec(&format!(
+                    "UPDATE sequences SET status = 'active' WHERE id = '{sequence}'"
+                ))
+                .await
+        };
+        tokio::try_join!(racing, activation)?;
+        drain(&replicas).await?;
+        assert_eq!(
+            world
+                .count("SELECT count(DISTINCT enrollment_id) AS n FROM messages")
+                .await?,
+            round as i64 * EACH,
+            "round {round}: every enrollment dispatched once"
+        );
+    }
+    Ok(())
+}
