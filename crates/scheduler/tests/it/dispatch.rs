@@ -59,13 +59,17 @@ async fn three_replicas_send_exactly_the_days_capacity_and_move_the_rest() -> an
             .await?,
         150
     );
-    assert_eq!(world.count("SELECT count(*) AS n FROM outbox").await?, 150);
+    assert_eq!(
+        world.count("SELECT count(*) AS n FROM send_jobs").await?,
+        150
+    );
     assert_eq!(
         world
-            .count("SELECT count(DISTINCT payload->'payload'->>'message_id') AS n FROM outbox")
+            .count("SELECT count(DISTINCT message_id) AS n FROM send_jobs")
             .await?,
         150
     );
+    assert_eq!(world.count("SELECT count(*) AS n FROM outbox").await?, 0);
     let day = now.date_naive();
     for mailbox in &world.mailboxes {
         assert_eq!(
@@ -352,12 +356,11 @@ async fn a_due_retry_goes_out_again_without_another_unit() -> anyhow::Result<()>
     assert_eq!(again.attempts, 2);
     assert_eq!(again.message_id_header, message.message_id_header);
     assert_eq!(world.reserved(world.mailboxes[0], day).await?, 1);
-    assert_eq!(world.count("SELECT count(*) AS n FROM outbox").await?, 2);
+    assert_eq!(world.count("SELECT count(*) AS n FROM send_jobs").await?, 2);
     assert_eq!(
         world
             .count(&format!(
-                "SELECT count(*) AS n FROM outbox WHERE (payload->'payload'->>'attempt')::int = 2 \
-                   AND payload->'payload'->>'message_id' = '{}'",
+                "SELECT count(*) AS n FROM send_jobs WHERE attempt = 2 AND message_id = '{}'",
                 message.id
             ))
             .await?,
