@@ -108,19 +108,16 @@ fn current_headers() -> Option<serde_json::Value> {
 }
 
 /// Queues the jobs in one statement, in slice order, with the current trace context. Call
-/// in the transaction that queues their messages.
-pub async fn insert_many(
-    conn: &mut AsyncPgConnection,
-    jobs: &[NewSendJob],
-    now: DateTime<Utc>,
-) -> QueryResult<usize> {
+/// in the transaction that queues their messages. Their time (`created_at`, the envelope's
+/// `occurred_at`) is the transaction's, as an outbox row's, not the caller's clock.
+pub async fn insert_many(conn: &mut AsyncPgConnection, jobs: &[NewSendJob]) -> QueryResult<usize> {
     if jobs.is_empty() {
         return Ok(0);
     }
     diesel::sql_query(
         "INSERT INTO send_jobs (message_id, workspace_id, enrollment_id, mailbox_id, attempt, \
-                                headers, created_at) \
-         SELECT t.message_id, t.workspace_id, t.enrollment_id, t.mailbox_id, t.attempt, $6, $7 \
+                                headers) \
+         SELECT t.message_id, t.workspace_id, t.enrollment_id, t.mailbox_id, t.attempt, $6 \
            FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::int4[]) \
                 WITH ORDINALITY AS t(message_id, workspace_id, enrollment_id, mailbox_id, \
                                      attempt, n) \
@@ -132,7 +129,6 @@ pub async fn insert_many(
     .bind::<Array<SqlUuid>, _>(jobs.iter().map(|j| j.mailbox_id).collect::<Vec<_>>())
     .bind::<Array<Int4>, _>(jobs.iter().map(|j| j.attempt).collect::<Vec<_>>())
     .bind::<Nullable<Jsonb>, _>(current_headers())
-    .bind::<Timestamptz, _>(now)
     .prepared()
     .execute(conn)
     .await

@@ -316,7 +316,7 @@ impl Dispatcher {
                 *unused.entry(message.mailbox_id).or_default() += 1;
             }
         }
-        send_jobs::insert_many(tx, &jobs, now).await?;
+        send_jobs::insert_many(tx, &jobs).await?;
         let (moved_ids, moved_steps): (Vec<Uuid>, Vec<i32>) = sends
             .iter()
             .filter(|send| positions.get(&send.enrollment_id) != Some(&send.step_order))
@@ -384,7 +384,7 @@ impl Dispatcher {
                     attempt: retry.attempts,
                 })
                 .collect();
-            send_jobs::insert_many(tx, &jobs, now).await?;
+            send_jobs::insert_many(tx, &jobs).await?;
             Ok(due.len())
         })
         .await

@@ -5,7 +5,6 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use chrono::Utc;
 use diesel_async::AsyncConnection as _;
 use diesel_async::RunQueryDsl as _;
 use domain::db::send_jobs::{self, NewSendJob, SendJobRow};
@@ -63,7 +62,7 @@ async fn each_job_is_published_once_keyed_by_its_mailbox_and_then_deleted() -> a
         attempt: 2,
         ..jobs[0]
     });
-    send_jobs::insert_many(&mut conn, &jobs, Utc::now()).await?;
+    send_jobs::insert_many(&mut conn, &jobs).await?;
 
     let relay = relay(&setup, 100)?;
     assert_eq!(relay.run_once().await?, 5);
@@ -111,7 +110,7 @@ async fn two_job_relays_publish_each_of_2000_jobs_exactly_once() -> anyhow::Resu
     let mut conn = setup.db.connect().await?;
     let jobs = new_jobs(2000);
     for chunk in jobs.chunks(500) {
-        send_jobs::insert_many(&mut conn, chunk, Utc::now()).await?;
+        send_jobs::insert_many(&mut conn, chunk).await?;
     }
 
     let shutdown = CancellationToken::new();
@@ -156,7 +155,7 @@ async fn a_job_committed_after_a_larger_id_was_published_is_still_published() ->
     let slow = tokio::spawn(async move {
         slow_conn
             .transaction(async |tx| -> anyhow::Result<()> {
-                send_jobs::insert_many(tx, &[early], Utc::now()).await?;
+                send_jobs::insert_many(tx, &[early]).await?;
                 let _ = inserted_tx.send(());
                 let _ = commit_rx.await;
                 Ok(())
@@ -167,7 +166,7 @@ async fn a_job_committed_after_a_larger_id_was_published_is_still_published() ->
 
     // ...while a later one commits and is published.
     let mut conn = setup.db.connect().await?;
-    send_jobs::insert_many(&mut conn, &[late], Utc::now()).await?;
+    send_jobs::insert_many(&mut conn, &[late]).await?;
     let relay = relay(&setup, 100)?;
     assert_eq!(relay.run_once().await?, 1);
 
@@ -186,7 +185,7 @@ async fn a_job_committed_after_a_larger_id_was_published_is_still_published() ->
 async fn jobs_kafka_did_not_acknowledge_stay_queued_in_their_place() -> anyhow::Result<()> {
     let mut setup = setup().await?;
     let mut conn = setup.db.connect().await?;
-    send_jobs::insert_many(&mut conn, &new_jobs(3), Utc::now()).await?;
+    send_jobs::insert_many(&mut conn, &new_jobs(3)).await?;
     let before = queued(&mut conn).await?;
     assert_eq!(before.len(), 3);
     let closed = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
