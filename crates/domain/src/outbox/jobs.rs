@@ -6,7 +6,7 @@
 //! the jobs back, and they go again with the same envelope ids; the worker's claim makes a
 //! second copy harmless), none skipped, none dropped, any number of relays.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use diesel_async::{AsyncConnection as _, AsyncPgConnection};
@@ -23,6 +23,9 @@ use crate::kafka::producer::{Delivered, ProduceError};
 
 const BACKOFF_INITIAL: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How often the `send_jobs_pending` gauge is refreshed (not every round: a count per round
+/// would walk the table every poll interval on every replica, dearest during a backlog).
+const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Publishes `send_jobs` to one topic until shut down.
 pub struct JobRelay {
@@ -74,7 +77,12 @@ impl JobRelay {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut backoff = self.backoff;
         tracing::info!(topic = %self.topic, batch_size = self.batch_size, "job relay started");
+        let mut gauge_due = Instant::now();
         while !shutdown.is_cancelled() {
+            if Instant::now() >= gauge_due {
+                self.refresh_pending_gauge().await;
+                gauge_due = Instant::now() + GAUGE_INTERVAL;
+            }
             let Some(pause) = pause_after(
                 self.round().await,
                 &mut backoff,
@@ -144,6 +152,19 @@ impl JobRelay {
             failed: failed.len(),
             first_error,
         })
+    }
+
+    async fn refresh_pending_gauge(&self) {
+        let count = match self.pool.get().await {
+            Ok(mut conn) => send_jobs::count_pending(&mut conn)
+                .await
+                .map_err(RelayError::from),
+            Err(error) => Err(error.into()),
+        };
+        match count {
+            Ok(pending) => metrics::gauge!("send_jobs_pending").set(pending as f64),
+            Err(error) => tracing::debug!(%error, "could not count pending send jobs"),
+        }
     }
 
     async fn send(&self, job: &SendJobRow) -> Result<Delivered, ProduceError> {
