@@ -1,6 +1,6 @@
 //! Dispatch throughput from PostgreSQL to Kafka: 1,000,000 active enrollments of which
 //! 100,000 are due; the scheduler's dispatch loops claim them, create their messages and
-//! outbox rows, and the outbox relay publishes the jobs to `email-jobs`. Timed from the first
+//! send jobs (`send_jobs`), and the job relay publishes the jobs to `email-jobs`. Timed from the first
 //! round until the last job is acknowledged by Kafka.
 //!
 //! Prints steps/s and the CPU-seconds per 1,000 steps of the scheduler (this process: the
@@ -18,11 +18,10 @@ use chrono::Utc;
 use diesel::sql_types::{BigInt, Timestamptz, Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
 use domain::clock::{Clock, SystemClock};
+use domain::db::send_jobs::JOBS_WRITTEN;
 use domain::kafka::{Producer, TopicNames, ensure_topics};
-use domain::outbox::OutboxRelay;
 use domain::testing::process_stats::{
-    OUTBOX_ROWS_WRITTEN, clock_ticks, env_number, postgres_cpu_ticks, process_cpu_ticks,
-    ticks_between,
+    clock_ticks, env_number, postgres_cpu_ticks, process_cpu_ticks, ticks_between,
 };
 use domain::testing::{TestDatabase, count_records, test_config_for};
 use scheduler::dispatch::Dispatcher;
@@ -61,12 +60,10 @@ async fn main() -> anyhow::Result<()> {
     ensure_topics(&config.kafka, &topics.all()).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let dispatcher = Dispatcher::new(pool.clone(), clock, batch, topics.email_jobs.clone());
-    let relay = OutboxRelay::new(
-        pool.clone(),
-        Producer::new(&config.kafka)?,
-        1_000,
-        Duration::from_millis(20),
-    );
+    let mut outbox = config.outbox.clone();
+    outbox.batch_size = 1_000;
+    outbox.poll_interval_ms = 20;
+    let relay = dispatcher.job_relay(Producer::new(&config.kafka)?, &outbox);
 
     let shutdown = CancellationToken::new();
     // The dispatch loops and the relay run in this process: its CPU is the scheduler's.
@@ -85,19 +82,16 @@ async fn main() -> anyhow::Result<()> {
     tasks.push(tokio::spawn(relay.run(shutdown.clone())));
 
     // Cheap progress checks (index-only), so the measurement does not steal the CPU it
-    // measures: outbox ids count the rows written, the partial index the rows not yet sent.
+    // measures: the jobs' identity counts the rows written, the (small) table the jobs not
+    // yet sent.
     let mut dispatched_at = None;
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let written = count(&mut conn, OUTBOX_ROWS_WRITTEN).await?;
+        let written = count(&mut conn, JOBS_WRITTEN).await?;
         if written >= DUE && dispatched_at.is_none() {
             dispatched_at = Some(started.elapsed());
         }
-        let pending = count(
-            &mut conn,
-            "SELECT count(*) AS n FROM outbox WHERE status = 'pending'",
-        )
-        .await?;
+        let pending = count(&mut conn, "SELECT count(*) AS n FROM send_jobs").await?;
         if written >= DUE && pending == 0 {
             break;
         }

@@ -79,8 +79,8 @@ impl Application {
             topics.email_jobs.clone(),
         );
         let idle = Duration::from_millis(settings.poll_interval_ms);
-        // A round holds two connections; the relay and the two consumers need one each.
-        let affordable = config.database.max_connections.saturating_sub(3) / 2;
+        // A round holds two connections; the two relays and the two consumers need one each.
+        let affordable = config.database.max_connections.saturating_sub(4) / 2;
         let loops = (settings.dispatch_concurrency as usize).min(affordable.max(1));
         if loops < settings.dispatch_concurrency as usize {
             tracing::warn!(
@@ -100,6 +100,9 @@ impl Application {
             &config.outbox,
         );
         tasks.spawn(relay.run(shutdown.clone()));
+        // The dispatcher's jobs have their own narrow outbox and relay.
+        let job_relay = dispatcher.job_relay(Producer::new(&config.kafka)?, &config.outbox);
+        tasks.spawn(job_relay.run(shutdown.clone()));
 
         let kafka = config.kafka.clone();
         let events = EventHandler::new(

@@ -335,6 +335,36 @@ pub struct Queued {
     pub attempts: i32,
 }
 
+/// Key-share-locks the steps and mailboxes the round's messages refer to, once each, and
+/// returns how many of them exist. `messages` has no foreign keys (each message's checks
+/// locked the same few rows again, most of the insert's cost); this is their guarantee: a
+/// row locked here cannot be deleted before the round commits, and a delete that waited for
+/// it then takes the new messages with it (the delete triggers of migration 000081). Run
+/// just before [`insert_messages`], where the checks ran, not before capacity is reserved
+/// on the side connection. The enrollments are locked by the claim already.
+pub async fn lock_references(
+    conn: &mut AsyncPgConnection,
+    step_ids: &[Uuid],
+    mailbox_ids: &[Uuid],
+) -> QueryResult<i64> {
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let count: Count = diesel::sql_query(
+        "WITH s AS (SELECT 1 FROM steps WHERE id = ANY($1) FOR KEY SHARE), \
+              m AS (SELECT 1 FROM mailboxes WHERE id = ANY($2) FOR KEY SHARE) \
+         SELECT (SELECT count(*) FROM s) + (SELECT count(*) FROM m) AS n",
+    )
+    .bind::<Array<SqlUuid>, _>(step_ids)
+    .bind::<Array<SqlUuid>, _>(mailbox_ids)
+    .prepared()
+    .get_result(conn)
+    .await?;
+    Ok(count.n)
+}
+
 /// Creates the messages (status queued, first attempt). A step that already has its message
 /// (UNIQUE enrollment and step) creates nothing, unless that message was cancelled without
 /// being sent (its enrollment paused while the job waited, or it was held for a missing

@@ -21,6 +21,7 @@ pub mod prepared;
 pub mod progress;
 pub mod resolutions;
 pub mod schema;
+pub mod send_jobs;
 pub mod sending;
 pub mod sequences;
 pub mod stats;

@@ -247,6 +247,19 @@ diesel::table! {
 }
 
 diesel::table! {
+    send_jobs (id) {
+        id -> Int8,
+        message_id -> Uuid,
+        workspace_id -> Uuid,
+        enrollment_id -> Uuid,
+        mailbox_id -> Uuid,
+        attempt -> Int4,
+        headers -> Nullable<Jsonb>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     step_stats (step_id) {
         step_id -> Uuid,
         sequence_id -> Uuid,
@@ -422,6 +435,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     suppressions,
     mailbox_daily_usage,
     outbox,
+    send_jobs,
     step_stats,
     sequence_stats,
     inbox_watches,

@@ -9,8 +9,12 @@
 //! relays may run: `FOR UPDATE SKIP LOCKED` gives each round rows no other round holds.
 //! Order per key holds within one relay's round; across rounds it holds while sends succeed,
 //! but a retried record or a second replica can put a later record of a key first.
+//!
+//! Send jobs have their own narrow outbox and relay ([`JobRelay`]), with the same guarantees.
 
 mod backoff;
+mod jobs;
 mod relay;
 
+pub use jobs::JobRelay;
 pub use relay::{OutboxRelay, RelayError};

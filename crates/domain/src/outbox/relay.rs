@@ -57,13 +57,76 @@ pub struct OutboxRelay {
     backoff: Backoff,
 }
 
-/// What one round did.
+/// What one round did (of this relay or the job relay).
 #[derive(Debug, Default)]
-struct Round {
-    claimed: usize,
-    published: usize,
-    failed: usize,
-    first_error: Option<String>,
+pub(super) struct Round {
+    pub(super) claimed: usize,
+    pub(super) published: usize,
+    pub(super) failed: usize,
+    pub(super) first_error: Option<String>,
+}
+
+impl Round {
+    /// The published count, or the failures as an error (after the round committed).
+    pub(super) fn into_result(self) -> Result<usize, RelayError> {
+        match self.first_error {
+            None => Ok(self.published),
+            Some(first_error) => Err(RelayError::Publish {
+                claimed: self.claimed,
+                published: self.published,
+                failed: self.failed,
+                first_error,
+            }),
+        }
+    }
+}
+
+/// The pause before a relay's next round, `None` for at once (a full batch: more is
+/// probably waiting). `what` names the records in the warnings.
+pub(super) fn pause_after(
+    round: Result<Round, RelayError>,
+    backoff: &mut Backoff,
+    batch_size: u32,
+    poll_interval: Duration,
+    what: &str,
+) -> Option<Duration> {
+    match round {
+        // Nothing got through: Kafka is down or unreachable, give it time.
+        Ok(round) if round.failed > 0 && round.published == 0 => {
+            let pause = backoff.next_delay();
+            tracing::warn!(
+                error = round.first_error.as_deref().unwrap_or_default(),
+                outbox.failed = round.failed,
+                retry_in_ms = pause.as_millis() as u64,
+                "{what} not published; they stay pending",
+            );
+            Some(pause)
+        }
+        // Kafka works. Records that failed anyway (one partition unavailable, a record the
+        // broker refuses) must not hold back the ones behind them, so they are logged, stay
+        // pending, and come first in the next round.
+        Ok(round) => {
+            backoff.reset();
+            if round.failed > 0 {
+                tracing::warn!(
+                    error = round.first_error.as_deref().unwrap_or_default(),
+                    outbox.claimed = round.claimed,
+                    outbox.failed = round.failed,
+                    "some {what} not published; they stay pending",
+                );
+            }
+            (round.claimed < batch_size as usize).then_some(poll_interval)
+        }
+        Err(error) => {
+            let pause = backoff.next_delay();
+            tracing::warn!(
+                error = format!("{error:#}"),
+                retry_in_ms = pause.as_millis() as u64,
+                "relay round failed ({what})",
+            );
+            Some(pause)
+        }
+    }
 }
 
 impl OutboxRelay {
@@ -126,46 +189,14 @@ impl OutboxRelay {
                 }
                 purge_due = Instant::now() + PURGE_INTERVAL;
             }
-            let pause = match self.round().await {
-                // Nothing got through: Kafka is down or unreachable, give it time.
-                Ok(round) if round.failed > 0 && round.published == 0 => {
-                    let pause = backoff.next_delay();
-                    tracing::warn!(
-                        error = round.first_error.as_deref().unwrap_or_default(),
-                        outbox.failed = round.failed,
-                        retry_in_ms = pause.as_millis() as u64,
-                        "outbox records not published; they stay pending",
-                    );
-                    pause
-                }
-                // Kafka works. Records that failed anyway (one partition unavailable, a
-                // record the broker refuses) must not hold back the rows behind them, so
-                // they are logged, stay pending, and come first in the next round.
-                Ok(round) => {
-                    backoff.reset();
-                    if round.failed > 0 {
-                        tracing::warn!(
-                            error = round.first_error.as_deref().unwrap_or_default(),
-                            outbox.claimed = round.claimed,
-                            outbox.failed = round.failed,
-                            "some outbox records not published; they stay pending",
-                        );
-                    }
-                    if round.claimed >= self.batch_size as usize {
-                        // A full batch: more is probably waiting.
-                        continue;
-                    }
-                    self.poll_interval
-                }
-                Err(error) => {
-                    let pause = backoff.next_delay();
-                    tracing::warn!(
-                        error = format!("{error:#}"),
-                        retry_in_ms = pause.as_millis() as u64,
-                        "outbox relay round failed",
-                    );
-                    pause
-                }
+            let Some(pause) = pause_after(
+                self.round().await,
+                &mut backoff,
+                self.batch_size,
+                self.poll_interval,
+                "outbox records",
+            ) else {
+                continue;
             };
             tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -178,16 +209,7 @@ impl OutboxRelay {
     /// One round; returns how many rows it published. Records Kafka did not acknowledge are
     /// an error, after the round committed what was published and the failed attempts.
     pub async fn run_once(&self) -> Result<usize, RelayError> {
-        let round = self.round().await?;
-        match round.first_error {
-            None => Ok(round.published),
-            Some(first_error) => Err(RelayError::Publish {
-                claimed: round.claimed,
-                published: round.published,
-                failed: round.failed,
-                first_error,
-            }),
-        }
+        self.round().await?.into_result()
     }
 
     async fn round(&self) -> Result<Round, RelayError> {

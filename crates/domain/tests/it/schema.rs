@@ -63,6 +63,7 @@ async fn schema_rs_matches_the_migrated_database() -> anyhow::Result<()> {
         suppressions,
         mailbox_daily_usage,
         outbox,
+        send_jobs,
         step_stats,
         sequence_stats,
         inbox_watches,

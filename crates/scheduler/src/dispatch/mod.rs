@@ -1,7 +1,7 @@
 //! Dispatch: one round claims a batch of due enrollments (`FOR UPDATE SKIP LOCKED`, so any
 //! number of replicas share the work without dispatching a step twice), plans them, reserves
-//! mailbox capacity, and in the same transaction creates the messages, writes their send jobs
-//! to the outbox and moves the enrollments on. Due retries go out the same way, without
+//! mailbox capacity, and in the same transaction creates the messages, queues their send jobs
+//! (`send_jobs`, published by [`Dispatcher::job_relay`]) and moves the enrollments on. Due retries go out the same way, without
 //! another unit of the daily limit.
 
 pub mod plan;
@@ -13,11 +13,12 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDate, Utc};
 use diesel_async::{AsyncConnection as _, AsyncPgConnection};
 use domain::clock::Clock;
+use domain::config::OutboxConfig;
 use domain::db::PgPool;
 use domain::db::dispatch::{self as queries, NewDispatch, Reservation};
-use domain::db::outbox::NewOutboxRecord;
-use domain::events::{EmailJob, SendJob};
-use domain::kafka::Envelope;
+use domain::db::send_jobs::{self, NewSendJob};
+use domain::kafka::Producer;
+use domain::outbox::JobRelay;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -29,8 +30,8 @@ pub enum DispatchError {
     Db(#[from] diesel::result::Error),
     #[error(transparent)]
     Pool(#[from] domain::db::PoolError),
-    #[error("could not encode a send job: {0}")]
-    Encode(#[from] serde_json::Error),
+    #[error("a step or mailbox of this round was deleted while it was planned")]
+    Gone,
 }
 
 /// What one round did.
@@ -66,6 +67,11 @@ impl Dispatcher {
             batch_size,
             jobs_topic,
         }
+    }
+
+    /// The relay publishing this dispatcher's jobs (the `send_jobs` outbox) to its topic.
+    pub fn job_relay(&self, producer: Producer, config: &OutboxConfig) -> JobRelay {
+        JobRelay::from_config(self.pool.clone(), producer, self.jobs_topic.clone(), config)
     }
 
     /// Rounds until shutdown: at once after a full round, after `idle` otherwise, and after a
@@ -279,6 +285,14 @@ impl Dispatcher {
                 }
             })
             .collect();
+        let step_ids = unique(new_messages.iter().map(|m| m.step_id));
+        let mailbox_ids = unique(new_messages.iter().map(|m| m.mailbox_id));
+        let found = queries::lock_references(tx, &step_ids, &mailbox_ids).await?;
+        if usize::try_from(found).ok() != Some(step_ids.len() + mailbox_ids.len()) {
+            // Deleted since the round read it: what a failed key check did, the round is
+            // rolled back (its capacity given back) and the next one plans without it.
+            return Err(DispatchError::Gone);
+        }
         let queued: HashMap<Uuid, queries::Queued> =
             queries::insert_messages(tx, &new_messages, now)
                 .await?
@@ -289,20 +303,20 @@ impl Dispatcher {
         let mut unused: HashMap<Uuid, i32> = HashMap::new();
         for message in &new_messages {
             if let Some(q) = queued.get(&message.enrollment_id) {
-                jobs.push(self.job(
-                    message.workspace_id,
-                    q.id,
-                    message.enrollment_id,
-                    message.mailbox_id,
-                    u32::try_from(q.attempts).unwrap_or(1),
-                )?);
+                jobs.push(NewSendJob {
+                    message_id: q.id,
+                    workspace_id: message.workspace_id,
+                    enrollment_id: message.enrollment_id,
+                    mailbox_id: message.mailbox_id,
+                    attempt: q.attempts,
+                });
             } else {
                 // The step already has its message (from an earlier dispatch): it is not
                 // sent twice, and its unit goes back.
                 *unused.entry(message.mailbox_id).or_default() += 1;
             }
         }
-        domain::db::outbox::insert_many(tx, &jobs).await?;
+        send_jobs::insert_many(tx, &jobs).await?;
         let (moved_ids, moved_steps): (Vec<Uuid>, Vec<i32>) = sends
             .iter()
             .filter(|send| positions.get(&send.enrollment_id) != Some(&send.step_order))
@@ -360,44 +374,20 @@ impl Dispatcher {
         let limit = i64::try_from(self.batch_size).unwrap_or(i64::MAX);
         conn.transaction(async |tx| -> Result<usize, DispatchError> {
             let due = queries::requeue_due_retries(tx, now, limit).await?;
-            let mut jobs = Vec::with_capacity(due.len());
-            for retry in &due {
-                jobs.push(self.job(
-                    retry.workspace_id,
-                    retry.id,
-                    retry.enrollment_id,
-                    retry.mailbox_id,
-                    u32::try_from(retry.attempts).unwrap_or(1),
-                )?);
-            }
-            domain::db::outbox::insert_many(tx, &jobs).await?;
+            let jobs: Vec<NewSendJob> = due
+                .iter()
+                .map(|retry| NewSendJob {
+                    message_id: retry.id,
+                    workspace_id: retry.workspace_id,
+                    enrollment_id: retry.enrollment_id,
+                    mailbox_id: retry.mailbox_id,
+                    attempt: retry.attempts,
+                })
+                .collect();
+            send_jobs::insert_many(tx, &jobs).await?;
             Ok(due.len())
         })
         .await
-    }
-
-    fn job(
-        &self,
-        workspace_id: Uuid,
-        message_id: Uuid,
-        enrollment_id: Uuid,
-        mailbox_id: Uuid,
-        attempt: u32,
-    ) -> Result<NewOutboxRecord, DispatchError> {
-        let envelope = Envelope::new(
-            workspace_id,
-            EmailJob::Send(SendJob {
-                message_id,
-                enrollment_id,
-                mailbox_id,
-                attempt,
-            }),
-        );
-        Ok(NewOutboxRecord::from_envelope(
-            &self.jobs_topic,
-            mailbox_id.to_string(),
-            &envelope,
-        )?)
     }
 }
 

@@ -59,13 +59,17 @@ async fn three_replicas_send_exactly_the_days_capacity_and_move_the_rest() -> an
             .await?,
         150
     );
-    assert_eq!(world.count("SELECT count(*) AS n FROM outbox").await?, 150);
+    assert_eq!(
+        world.count("SELECT count(*) AS n FROM send_jobs").await?,
+        150
+    );
     assert_eq!(
         world
-            .count("SELECT count(DISTINCT payload->'payload'->>'message_id') AS n FROM outbox")
+            .count("SELECT count(DISTINCT message_id) AS n FROM send_jobs")
             .await?,
         150
     );
+    assert_eq!(world.count("SELECT count(*) AS n FROM outbox").await?, 0);
     let day = now.date_naive();
     for mailbox in &world.mailboxes {
         assert_eq!(
@@ -352,12 +356,11 @@ async fn a_due_retry_goes_out_again_without_another_unit() -> anyhow::Result<()>
     assert_eq!(again.attempts, 2);
     assert_eq!(again.message_id_header, message.message_id_header);
     assert_eq!(world.reserved(world.mailboxes[0], day).await?, 1);
-    assert_eq!(world.count("SELECT count(*) AS n FROM outbox").await?, 2);
+    assert_eq!(world.count("SELECT count(*) AS n FROM send_jobs").await?, 2);
     assert_eq!(
         world
             .count(&format!(
-                "SELECT count(*) AS n FROM outbox WHERE (payload->'payload'->>'attempt')::int = 2 \
-                   AND payload->'payload'->>'message_id' = '{}'",
+                "SELECT count(*) AS n FROM send_jobs WHERE attempt = 2 AND message_id = '{}'",
                 message.id
             ))
             .await?,
@@ -530,5 +533,111 @@ async fn claims_racing_an_activation_lose_no_enrollment() -> anyhow::Result<()> 
             "round {round}: every enrollment dispatched once"
         );
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_step_deleted_while_a_round_plans_it_fails_that_round_and_loses_nothing()
+-> anyhow::Result<()> {
+    use diesel_async::SimpleAsyncConnection as _;
+    let world = World::new(2, 100, &[(0, 0, 0), (0, 1, 0)]).await?;
+    let now = at("2026-03-02T10:00:00Z")?;
+    let enrollments = world.enroll(4, now).await?;
+    let clock = Arc::new(ManualClock::new(now));
+    let one = dispatcher(&world, &clock, 100);
+
+    // A transaction deletes the first step (as removing a never-emailed step does) and
+    // holds it: the round still reads the step as live, reserves, then waits at
+    // `lock_references` for the delete, where the key checks of `messages` used to wait.
+    let mut deleter = world.conn().await?;
+    deleter
+        .batch_execute(&format!(
+            "BEGIN; DELETE FROM steps WHERE id = '{}'",
+            world.steps[0]
+        ))
+        .await?;
+    let round = tokio::spawn(async move { one.run_once().await });
+    domain::testing::poll_until(
+        std::time::Duration::from_secs(60),
+        "the round to wait for the deleted step",
+        || async {
+            let waiting = world
+                .count(
+                    "SELECT count(*) AS n FROM pg_stat_activity \
+                      WHERE datname = current_database() AND wait_event_type = 'Lock' \
+                        AND query LIKE '%FOR KEY SHARE%'",
+                )
+                .await
+                .ok()?;
+            (waiting == 1).then_some(())
+        },
+    )
+    .await?;
+    deleter.batch_execute("COMMIT").await?;
+    let failed = round.await?;
+    assert!(
+        matches!(failed, Err(scheduler::dispatch::DispatchError::Gone)),
+        "{failed:?}"
+    );
+    assert_eq!(world.count("SELECT count(*) AS n FROM messages").await?, 0);
+    assert_eq!(world.count("SELECT count(*) AS n FROM send_jobs").await?, 0);
+    let day = now.date_naive();
+    for mailbox in &world.mailboxes {
+        assert_eq!(world.reserved(*mailbox, day).await?, 0, "units given back");
+    }
+
+    // The next rounds send the step after it, once each.
+    let again = dispatcher(&world, &clock, 100);
+    assert_eq!(drain(std::slice::from_ref(&again)).await?.dispatched, 4);
+    for id in &enrollments {
+        let messages = world.messages_of(*id).await?;
+        assert_eq!(messages.len(), 1);
+        assert_eq!(messages[0].step_order, 2);
+    }
+    assert_eq!(world.count("SELECT count(*) AS n FROM send_jobs").await?, 4);
+    Ok(())
+}
+
+#[tokio::test]
+async fn deleting_an_enrollment_a_mailbox_or_a_step_deletes_their_messages() -> anyhow::Result<()> {
+    let world = World::new(2, 100, &[(0, 0, 0)]).await?;
+    let now = at("2026-03-02T10:00:00Z")?;
+    let enrollments = world.enroll(6, now).await?;
+    let clock = Arc::new(ManualClock::new(now));
+    assert_eq!(
+        drain(&[dispatcher(&world, &clock, 100)]).await?.dispatched,
+        6
+    );
+    let messages = "SELECT count(*) AS n FROM messages";
+    assert_eq!(world.count(messages).await?, 6);
+
+    world
+        .exec(&format!(
+            "DELETE FROM enrollments WHERE id = '{}'",
+            enrollments[0]
+        ))
+        .await?;
+    assert_eq!(world.count(messages).await?, 5);
+    let of_mailbox = world
+        .count(&format!(
+            "SELECT count(*) AS n FROM messages WHERE mailbox_id = '{}'",
+            world.mailboxes[0]
+        ))
+        .await?;
+    assert!(of_mailbox > 0);
+    world
+        .exec(&format!(
+            "DELETE FROM mailboxes WHERE id = '{}'",
+            world.mailboxes[0]
+        ))
+        .await?;
+    assert_eq!(world.count(messages).await?, 5 - of_mailbox);
+    world
+        .exec(&format!(
+            "DELETE FROM steps WHERE id = '{}'",
+            world.steps[0]
+        ))
+        .await?;
+    assert_eq!(world.count(messages).await?, 0);
     Ok(())
 }

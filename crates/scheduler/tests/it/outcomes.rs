@@ -745,10 +745,7 @@ async fn a_held_message_pauses_the_enrollment_until_it_is_resumed() -> anyhow::R
     assert!(header.starts_with(&format!("<{message}@")), "{header}");
     assert_eq!(
         world
-            .count(
-                "SELECT count(*) AS n FROM outbox \
-                  WHERE payload::text LIKE '%\"attempt\": 2%'"
-            )
+            .count("SELECT count(*) AS n FROM send_jobs WHERE attempt = 2")
             .await?,
         1,
         "a job for the second attempt"

@@ -195,9 +195,8 @@ async fn resolved_as_not_sent_goes_out_again_without_another_unit() -> anyhow::R
     assert_eq!(
         world
             .count(&format!(
-                "SELECT count(*) AS n FROM outbox WHERE topic = 'jobs' \
-                   AND (payload->'payload'->>'attempt')::int = 2 \
-                   AND payload->'payload'->>'message_id' = '{message}'"
+                "SELECT count(*) AS n FROM send_jobs \
+                  WHERE attempt = 2 AND message_id = '{message}'"
             ))
             .await?,
         1,

@@ -4,6 +4,7 @@
 mod kafka_outage;
 mod queries;
 mod relay;
+mod send_jobs;
 
 use std::collections::HashMap;
 use std::time::Duration;
