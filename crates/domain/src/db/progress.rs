@@ -375,9 +375,7 @@ pub async fn set_message_outcome(
 }
 
 /// [`set_message_outcome`] `sent` for many messages in one statement: `(message id, sent at)`,
-/// no message twice. A message the worker has already marked `sent` (with its send time, no
-/// retry pending) is left as it is: rewriting it would change nothing but still cost a new
-/// row version with its index entries and the `updated_at` trigger.
+/// no message twice.
 pub async fn mark_sent(
     conn: &mut AsyncPgConnection,
     sent: &[(Uuid, DateTime<Utc>)],
@@ -390,8 +388,7 @@ pub async fn mark_sent(
         "UPDATE messages m SET status = 'sent', sent_at = coalesce(m.sent_at, v.at), \
                 retry_at = NULL \
            FROM unnest($1, $2) AS v(id, at) \
-          WHERE m.id = v.id AND m.status NOT IN ('bounced', 'failed') \
-            AND NOT (m.status = 'sent' AND m.sent_at IS NOT NULL AND m.retry_at IS NULL)",
+          WHERE m.id = v.id AND m.status NOT IN ('bounced', 'failed')",
     )
     .bind::<Array<SqlUuid>, _>(&ids)
     .bind::<Array<Timestamptz>, _>(&at)
