@@ -14,6 +14,10 @@
 //! own processes). Fails unless each event is recorded once, every enrollment advanced, the
 //! replied ones stopped and each announcement written once.
 //!
+//! The workspace has one enabled webhook endpoint that wants every event type, so every event
+//! is announced on `webhook-events`; with `SEQ_BENCH_WEBHOOK_ENDPOINT=0` it has none (as most
+//! workspaces), and nothing is announced.
+//!
 //! Run with `cargo xtask bench -p scheduler --bench apply`; docs/benchmarks.md records the
 //! figures. `SEQ_SCHEDULER__*` and `SEQ_DATABASE__MAX_CONNECTIONS` are passed on to the
 //! scheduler.
@@ -49,6 +53,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let total: usize = env_number("SEQ_BENCH_EVENTS", 50_000)?;
     let mix = Mix::of(total);
+    let endpoint = env_number("SEQ_BENCH_WEBHOOK_ENDPOINT", 1)? != 0;
 
     let db = TestDatabase::create().await?;
     let mut config = test_config_for(&db)?;
@@ -58,7 +63,7 @@ async fn main() -> anyhow::Result<()> {
     let mut conn = db.connect().await?;
 
     let started = Instant::now();
-    let workspace = populate(&mut conn, mix.enrollments).await?;
+    let workspace = populate(&mut conn, mix.enrollments, endpoint).await?;
     let sent = sent_messages(&mut conn).await?;
     println!(
         "populated {} enrollments with their first message sent in {:.1} s",
@@ -166,7 +171,7 @@ async fn main() -> anyhow::Result<()> {
     scheduler.start_kill()?;
     scheduler.wait().await?;
 
-    check(&mut conn, &mix, &burst, warm, outbox_before).await?;
+    check(&mut conn, &mix, &burst, warm, outbox_before, endpoint).await?;
 
     let n = burst.unique as f64;
     let cpu = |t0: u64, t1: u64| t1.saturating_sub(t0) as f64 / ticks;
@@ -175,8 +180,19 @@ async fn main() -> anyhow::Result<()> {
     println!();
     println!(
         "scheduler apply bench: {} enrollments, {} events ({} sent, {} opened, {} clicked, \
-         {} replied) + {} replays, {PARTITIONS} partitions",
-        mix.enrollments, burst.unique, mix.sent, mix.opened, mix.clicked, mix.replied, mix.replays
+         {} replied) + {} replays, {PARTITIONS} partitions, {}",
+        mix.enrollments,
+        burst.unique,
+        mix.sent,
+        mix.opened,
+        mix.clicked,
+        mix.replied,
+        mix.replays,
+        if endpoint {
+            "a webhook endpoint wanting everything"
+        } else {
+            "no webhook endpoint"
+        }
     );
     println!(
         "  produced in {:.2} s; all applied at {:.2} s; all announced at {:.2} s",
@@ -378,13 +394,15 @@ fn enrollment_of(event: &EmailEvent) -> Uuid {
 }
 
 /// Every event recorded once, every enrollment at step 2, the replied ones stopped, each
-/// announcement written once (the events with a webhook type, and the stops).
+/// announcement written once (the events with a webhook type, and the stops) when the
+/// workspace has an `endpoint`, none without.
 async fn check(
     conn: &mut AsyncPgConnection,
     mix: &Mix,
     burst: &Burst,
     warm: i64,
     outbox_before: i64,
+    endpoint: bool,
 ) -> anyhow::Result<()> {
     let expect = |what: &str, got: i64, want: usize| -> anyhow::Result<()> {
         anyhow::ensure!(
@@ -436,13 +454,23 @@ async fn check(
     .await?;
     expect("step_stats.sent", stats, mix.sent)?;
     let written = count(conn, OUTBOX_ROWS_WRITTEN).await? - outbox_before;
-    expect("announcements written", written, burst.unique + mix.replied)?;
+    let announced = if endpoint {
+        burst.unique + mix.replied
+    } else {
+        0
+    };
+    expect("announcements written", written, announced)?;
     Ok(())
 }
 
 /// One workspace, one active sequence sending all day (steps 2 and 3 three days apart), 10
-/// mailboxes, `enrollments` contacts each enrolled and at step 1, its first message out.
-async fn populate(conn: &mut AsyncPgConnection, enrollments: usize) -> anyhow::Result<Uuid> {
+/// mailboxes, `enrollments` contacts each enrolled and at step 1, its first message out;
+/// with `endpoint`, an enabled webhook endpoint that wants every event type.
+async fn populate(
+    conn: &mut AsyncPgConnection,
+    enrollments: usize,
+    endpoint: bool,
+) -> anyhow::Result<Uuid> {
     let workspace = Uuid::now_v7();
     let sequence = Uuid::now_v7();
     let now = Utc::now();
@@ -479,7 +507,12 @@ async fn populate(conn: &mut AsyncPgConnection, enrollments: usize) -> anyhow::R
            JOIN steps s ON s.sequence_id = $2 AND s.step_order = 1",
         "VACUUM ANALYZE",
     ];
-    for sql in statements {
+    let endpoint = endpoint.then_some(
+        "INSERT INTO webhook_endpoints (id, workspace_id, url, secret_encrypted) \
+         VALUES (gen_random_uuid(), $1, 'https://hooks.bench.example/in', '\\x00')",
+    );
+    let (workspace_row, rest) = statements.split_at(1);
+    for &sql in workspace_row.iter().chain(&endpoint).chain(rest) {
         let query = diesel::sql_query(sql);
         if sql.starts_with("VACUUM") {
             query.execute(conn).await?;

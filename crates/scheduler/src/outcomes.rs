@@ -387,9 +387,10 @@ fn new_event<'a>(
     }
 }
 
-/// Stores `rows` (no id twice), which are `expected`: events not stored before. The
-/// statistics trigger counts by statement, a message's outcome once however many rows of it
-/// one statement brings.
+/// Stores `rows` (no id twice), which are `expected`: events not stored before (one stored
+/// since by another transaction fails the insert, and so the batch, which is applied again).
+/// The statistics trigger counts by statement, a message's outcome once however many rows of
+/// it one statement brings.
 async fn record_events(
     tx: &mut AsyncPgConnection,
     rows: Vec<NewEvent<'_>>,

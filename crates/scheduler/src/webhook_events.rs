@@ -6,6 +6,16 @@
 //!
 //! `held` has no webhook type (a person resumes the enrollment; nothing to react to), and
 //! the API's manual resolutions (`domain::db::resolutions`) are not announced yet.
+//!
+//! Only what an enabled endpoint of the workspace wants is written: the webhooks service
+//! delivers nothing else (`webhooks::fanout::plan`), and most workspaces have no endpoint, so
+//! announcing everything cost an outbox row (insert, relay, delete) per event for nothing.
+//! The endpoints are read once per write, in the writing transaction: an event recorded by a
+//! transaction that sees an endpoint (created or enabled, committed, before that read) is
+//! delivered to it; one recorded just before an endpoint appears is not, where the service
+//! alone would have delivered an event it read after the endpoint appeared.
+
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -14,6 +24,7 @@ use domain::db::outbox::{self, NewOutboxRecord};
 use domain::db::progress::{EnrollmentContext, StoppedEnrollment};
 use domain::events::{EmailEvent, WebhookEvent};
 use domain::kafka::Envelope;
+use domain::webhooks::event_types;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -262,15 +273,66 @@ impl Changes {
     }
 }
 
+/// The event types the enabled endpoints of some workspaces want, by workspace (an empty
+/// list of an endpoint: everything).
+#[derive(Debug, Default)]
+pub struct Subscriptions(HashMap<Uuid, Vec<Vec<String>>>);
+
+impl Subscriptions {
+    /// Those of `workspaces`, in one statement.
+    pub async fn of(
+        tx: &mut AsyncPgConnection,
+        workspaces: &[Uuid],
+    ) -> Result<Self, diesel::result::Error> {
+        use domain::db::schema::webhook_endpoints;
+        let rows: Vec<(Uuid, Vec<String>)> = webhook_endpoints::table
+            .filter(webhook_endpoints::workspace_id.eq_any(workspaces))
+            .filter(webhook_endpoints::enabled.eq(true))
+            .select((
+                webhook_endpoints::workspace_id,
+                webhook_endpoints::event_types,
+            ))
+            .load(tx)
+            .await?;
+        let mut by_workspace: HashMap<Uuid, Vec<Vec<String>>> = HashMap::new();
+        for (workspace, types) in rows {
+            by_workspace.entry(workspace).or_default().push(types);
+        }
+        Ok(Self(by_workspace))
+    }
+
+    /// Whether an enabled endpoint of the workspace wants the announcement.
+    pub fn want(&self, announcement: &Announcement) -> bool {
+        let envelope = &announcement.envelope;
+        self.0.get(&envelope.workspace_id).is_some_and(|endpoints| {
+            endpoints
+                .iter()
+                .any(|types| event_types::wants(types, &envelope.body.event_type))
+        })
+    }
+}
+
 impl Webhooks {
-    /// Writes `announcements` to the outbox (in the caller's transaction).
+    /// Writes those of `announcements` that an enabled endpoint of their workspace wants to
+    /// the outbox (in the caller's transaction).
     pub async fn write(
         &self,
         tx: &mut AsyncPgConnection,
         announcements: &[Announcement],
     ) -> Result<(), diesel::result::Error> {
+        if announcements.is_empty() {
+            return Ok(());
+        }
+        let mut workspaces: Vec<Uuid> = announcements
+            .iter()
+            .map(|a| a.envelope.workspace_id)
+            .collect();
+        workspaces.sort_unstable();
+        workspaces.dedup();
+        let subscriptions = Subscriptions::of(tx, &workspaces).await?;
         let records = announcements
             .iter()
+            .filter(|a| subscriptions.want(a))
             .map(|a| {
                 NewOutboxRecord::from_envelope(
                     &self.topic,
@@ -525,6 +587,30 @@ mod tests {
             completed.announcements[1].envelope.body.event_type,
             "enrollment.completed"
         );
+        Ok(())
+    }
+
+    #[test]
+    fn only_what_an_enabled_endpoint_of_the_workspace_wants_is_written() -> anyhow::Result<()> {
+        let sent = of_email_event(&envelope(every_event().remove(0))?, &about())
+            .ok_or_else(|| anyhow::anyhow!("no announcement"))?;
+        let completed = enrollment_completed(sent.envelope.id, sent.envelope.occurred_at, &about());
+        let mut elsewhere = sent.clone();
+        elsewhere.envelope.workspace_id = Uuid::from_u128(7);
+        let none = Subscriptions::default();
+        assert!(!none.want(&sent));
+        let only_sent = Subscriptions(HashMap::from([(
+            Uuid::from_u128(1),
+            vec![vec!["message.sent".to_owned()]],
+        )]));
+        assert!(only_sent.want(&sent));
+        assert!(!only_sent.want(&completed));
+        assert!(!only_sent.want(&elsewhere));
+        let everything = Subscriptions(HashMap::from([(
+            Uuid::from_u128(1),
+            vec![vec!["contact.replied".to_owned()], vec![]],
+        )]));
+        assert!(everything.want(&sent) && everything.want(&completed));
         Ok(())
     }
 

@@ -121,10 +121,13 @@ pub async fn record_event(conn: &mut AsyncPgConnection, event: &NewEvent<'_>) ->
         .map(|n| n == 1)
 }
 
-/// Stores the events whose ids were not stored before, in one statement; returns how many it
-/// stored (the others are redeliveries, to change nothing else for). `events` must not
-/// repeat an id. The rows go as one array per column (`unnest`), which PostgreSQL parses and
-/// plans as one small statement however many rows there are.
+/// Stores `events`, none stored before (the caller looked them up under its locks), in one
+/// statement; returns how many it stored. `events` must not repeat an id. A plain insert, not
+/// `ON CONFLICT DO NOTHING` (a speculative insertion: one more index probe and WAL record per
+/// row): an id stored meanwhile by another transaction (the same records applied twice at
+/// once, as in a rebalance) is a unique violation that fails the caller's transaction, which
+/// is what its caller would do anyway. The rows go as one array per column (`unnest`), which
+/// PostgreSQL parses and plans as one small statement however many rows there are.
 pub async fn record_events(
     conn: &mut AsyncPgConnection,
     events: &[NewEvent<'_>],
@@ -149,8 +152,7 @@ pub async fn record_events(
         "INSERT INTO events (id, workspace_id, message_id, enrollment_id, contact_id, \
                              event_type, occurred_at, is_bot, bot_reason, url, user_agent, \
                              client_ip, payload) \
-         SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
-         ON CONFLICT (id) DO NOTHING",
+         SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
     .bind::<Array<SqlUuid>, _>(&ids)
     .bind::<Array<SqlUuid>, _>(&workspaces)

@@ -53,6 +53,8 @@ struct Dispatched {
 
 async fn dispatched(now: DateTime<Utc>) -> anyhow::Result<Dispatched> {
     let (world, first, first_message) = one_sent_step(&STEPS, now).await?;
+    // Everything announced, so the snapshots compare the announcements too.
+    crate::webhook_events::subscribe(&world, &[]).await?;
     let mut enrollments = vec![first];
     enrollments.extend(world.enroll(ENROLLMENTS as i64 - 1, now).await?);
     let clock: std::sync::Arc<dyn domain::clock::Clock> =

@@ -172,6 +172,7 @@ async fn an_unsubscribe_suppresses_the_address_and_stops_all_its_enrollments() -
 {
     let now = at("2026-03-02T10:00:00Z")?;
     let (world, enrollment, message) = one_sent_step(&[(0, 0, 0), (1, 0, 0)], now).await?;
+    crate::webhook_events::subscribe(&world, &[]).await?;
     // The same contact in a second sequence of the workspace.
     let other = Uuid::now_v7();
     world
@@ -604,6 +605,7 @@ async fn a_duplicate_delivery_through_kafka_changes_nothing() -> anyhow::Result<
     let now = at("2026-03-02T10:00:00Z")?;
     let (world, enrollment, message) =
         one_sent_step(&[(0, 0, 0), (1, 0, 0), (1, 0, 0)], now).await?;
+    crate::webhook_events::subscribe(&world, &[]).await?;
     let config = test_config_for(&world.db)?;
     let topics = TopicNames::from_config(&config.kafka);
     ensure_topics(&config.kafka, &topics.all()).await?;
@@ -770,6 +772,7 @@ async fn a_batch_applies_in_order_once_each_and_counts_each_outcome_once() -> an
     let now = at("2026-03-02T10:00:00Z")?;
     let (world, enrollment, message) =
         one_sent_step(&[(0, 0, 0), (1, 0, 0), (1, 0, 0)], now).await?;
+    crate::webhook_events::subscribe(&world, &[]).await?;
     let first_sent = envelope(&world, now, sent(message, enrollment, 1));
     let first_open = envelope(&world, now, opened(message, enrollment, false));
     let batch = vec![

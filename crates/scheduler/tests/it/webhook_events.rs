@@ -24,6 +24,21 @@ pub async fn announced_on(
     world.outbox_records(topic).await
 }
 
+/// Gives the world's workspace an enabled webhook endpoint that wants `event_types` (empty:
+/// everything): the scheduler announces only what such an endpoint wants.
+pub async fn subscribe(world: &World, event_types: &[&str]) -> anyhow::Result<()> {
+    let types: Vec<String> = event_types.iter().map(|t| (*t).to_owned()).collect();
+    diesel::sql_query(
+        "INSERT INTO webhook_endpoints (id, workspace_id, url, event_types, secret_encrypted) \
+         VALUES (gen_random_uuid(), $1, 'https://hooks.example/in', $2, '\\x00')",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(world.workspace_id)
+    .bind::<diesel::sql_types::Array<Text>, _>(&types)
+    .execute(&mut world.conn().await?)
+    .await?;
+    Ok(())
+}
+
 async fn announced(world: &World) -> anyhow::Result<Vec<(String, Envelope<WebhookEvent>)>> {
     announced_on(world, WEBHOOK_EVENTS).await
 }
@@ -80,6 +95,7 @@ fn with(mut data: serde_json::Value, more: serde_json::Value) -> serde_json::Val
 async fn sent_clicked_and_bounced_are_announced_once_each() -> anyhow::Result<()> {
     let now = at("2026-03-02T10:00:00Z")?;
     let (world, enrollment, message) = one_sent_step(&[(0, 0, 0), (1, 0, 0)], now).await?;
+    subscribe(&world, &[]).await?;
     let common = common(&world, enrollment, Some(message)).await?;
     let key = enrollment.to_string();
     let refs = MessageRef {
@@ -183,6 +199,7 @@ async fn sent_clicked_and_bounced_are_announced_once_each() -> anyhow::Result<()
 async fn a_reply_that_stops_the_enrollment_announces_both() -> anyhow::Result<()> {
     let now = at("2026-03-02T10:00:00Z")?;
     let (world, enrollment, message) = one_sent_step(&[(0, 0, 0), (1, 0, 0)], now).await?;
+    subscribe(&world, &[]).await?;
     world
         .exec("UPDATE sequences SET stop_on_reply = true")
         .await?;
@@ -233,6 +250,7 @@ async fn a_reply_that_stops_the_enrollment_announces_both() -> anyhow::Result<()
 async fn the_last_step_sent_also_announces_the_completion() -> anyhow::Result<()> {
     let now = at("2026-03-02T10:00:00Z")?;
     let (world, enrollment, message) = one_sent_step(&[(0, 0, 0)], now).await?;
+    subscribe(&world, &[]).await?;
     let sent = envelope(&world, now, sent(message, enrollment, 1));
     assert!(apply(&world, &sent).await?);
     assert!(!apply(&world, &sent).await?);
@@ -260,6 +278,7 @@ async fn the_last_step_sent_also_announces_the_completion() -> anyhow::Result<()
 async fn retries_used_up_announce_the_failure_and_the_stop() -> anyhow::Result<()> {
     let now = at("2026-03-02T10:00:00Z")?;
     let (world, enrollment, message) = one_sent_step(&[(0, 0, 0), (1, 0, 0)], now).await?;
+    subscribe(&world, &[]).await?;
     let mut record = Envelope::new(
         world.workspace_id,
         EmailRetry::Retry(RetryRequest {
@@ -300,5 +319,55 @@ async fn retries_used_up_announce_the_failure_and_the_stop() -> anyhow::Result<(
         )
     );
     assert!(records.iter().all(|(k, _)| k == &enrollment.to_string()));
+    Ok(())
+}
+
+#[tokio::test]
+async fn only_what_an_enabled_endpoint_wants_is_announced() -> anyhow::Result<()> {
+    let now = at("2026-03-02T10:00:00Z")?;
+    let (world, enrollment, message) = one_sent_step(&[(0, 0, 0)], now).await?;
+    let refs = MessageRef {
+        message_id: message,
+        enrollment_id: enrollment,
+    };
+    let opened = |at| {
+        envelope(
+            &world,
+            at,
+            EmailEvent::Opened {
+                message: refs.clone(),
+                is_bot: false,
+                bot_reason: None,
+                client: Client::default(),
+            },
+        )
+    };
+
+    // No endpoint: the event is recorded and applied, nothing is written for it.
+    assert!(apply(&world, &opened(now)).await?);
+    assert!(announced(&world).await?.is_empty());
+
+    // A disabled endpoint wants nothing.
+    subscribe(&world, &[]).await?;
+    world
+        .exec("UPDATE webhook_endpoints SET enabled = false")
+        .await?;
+    assert!(apply(&world, &opened(now)).await?);
+    assert!(announced(&world).await?.is_empty());
+
+    // One that wants sends gets the send, not the completion nor an open.
+    subscribe(&world, &["message.sent"]).await?;
+    let sent = envelope(&world, now, sent(message, enrollment, 1));
+    assert!(apply(&world, &sent).await?);
+    assert_eq!(world.enrollment(enrollment).await?.status, "completed");
+    assert!(apply(&world, &opened(now)).await?);
+    let records = announced(&world).await?;
+    assert_eq!(types(&records), ["message.sent"]);
+    assert_eq!(records[0].1.id, sent.id);
+    assert_eq!(
+        world.count("SELECT count(*) AS n FROM events").await?,
+        4,
+        "every event recorded"
+    );
     Ok(())
 }
