@@ -1,10 +1,12 @@
 //! The sender worker's statements: claiming queued messages (and reading, once per batch,
-//! what their emails share), the earlier emails of their threads, recording outcomes, and declaring messages
-//! whose worker died mid-send `unknown`.
+//! what their emails share), the earlier emails of their threads, recording outcomes, and
+//! declaring messages whose worker died mid-send `unknown`.
 //!
 //! A message is sent at most once because only the claim moves it out of `queued`, and it
 //! does so conditionally: of two workers handed the same job, one claim changes the row and
-//! the other finds it `sending` and skips it. Every write takes whole batches.
+//! the other finds it `sending` and skips it. Every write takes whole batches. Every
+//! statement's text is a constant, so each connection prepares it once
+//! ([`super::prepared`]) rather than planning it per batch.
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -316,6 +318,7 @@ pub async fn unclaimed(conn: &mut AsyncPgConnection, ids: &[Uuid]) -> QueryResul
           WHERE m.id = ANY($1)",
     )
     .bind::<Array<SqlUuid>, _>(ids)
+    .prepared()
     .load(conn)
     .await
 }
@@ -356,6 +359,7 @@ pub async fn thread_emails(
           ORDER BY p.enrollment_id, p.step_order",
     )
     .bind::<Array<SqlUuid>, _>(enrollment_ids)
+    .prepared()
     .load(conn)
     .await
 }
@@ -402,6 +406,7 @@ pub async fn mark_sent(
     .bind::<Array<Text>, _>(rows.iter().map(|r| r.subject.as_str()).collect::<Vec<_>>())
     .bind::<Text, _>(worker_id)
     .bind::<Timestamptz, _>(now)
+    .prepared()
     .load(conn)
     .await?;
     let mut mailboxes: Vec<Uuid> = rows.iter().map(|r| r.mailbox_id).collect();
@@ -413,6 +418,7 @@ pub async fn mark_sent(
     )
     .bind::<Array<SqlUuid>, _>(mailboxes)
     .bind::<Timestamptz, _>(now)
+    .prepared()
     .execute(conn)
     .await?;
     Ok(changed.into_iter().map(|c| c.id).collect())
@@ -479,6 +485,7 @@ pub async fn settle(
     .bind::<Array<Text>, _>(rows.iter().map(|r| r.error.as_str()).collect::<Vec<_>>())
     .bind::<Text, _>(worker_id)
     .bind::<Timestamptz, _>(now)
+    .prepared()
     .load(conn)
     .await?;
     Ok(changed.into_iter().map(|c| c.id).collect())
@@ -519,6 +526,7 @@ pub async fn mark_mailboxes_failing(
     .bind::<Array<SqlUuid>, _>(failing.iter().map(|(id, _)| *id).collect::<Vec<_>>())
     .bind::<Array<Text>, _>(failing.iter().map(|(_, r)| r.as_str()).collect::<Vec<_>>())
     .bind::<Timestamptz, _>(now)
+    .prepared()
     .load(conn)
     .await
 }
@@ -552,6 +560,7 @@ pub async fn expire_leases(
     )
     .bind::<Timestamptz, _>(now)
     .bind::<diesel::sql_types::BigInt, _>(limit)
+    .prepared()
     .load(conn)
     .await
 }
