@@ -27,6 +27,7 @@ mod text_part;
 #[cfg(test)]
 mod tests;
 
+use std::cell::RefCell;
 use std::time::SystemTime;
 
 use chrono::{DateTime, Utc};
@@ -142,9 +143,18 @@ pub fn compose_with_subject(
     let subject = render_subject(email, seed)?;
     let content = template(&email.content, "content")?;
     complete(content, email, seed)?;
-    let click = |url: &str| tokens.click(url);
+    // Tokens are deterministic: a URL linked in both parts is signed once.
+    let signed: RefCell<Vec<(String, Option<String>)>> = RefCell::new(Vec::new());
+    let click = |url: &str| {
+        if let Some((_, tracked)) = signed.borrow().iter().find(|(signed, _)| signed == url) {
+            return tracked.clone();
+        }
+        let tracked = tokens.click(url);
+        signed.borrow_mut().push((url.to_owned(), tracked.clone()));
+        tracked
+    };
     let url_text_links = email.tracking.url_text_links;
-    let (mut text, html) = if email.content.is_html() {
+    let (mut text, mut html) = if email.content.is_html() {
         let mut html = content.render_html(&email.contact, seed);
         if email.tracking.click {
             if url_text_links {
@@ -153,20 +163,25 @@ pub fn compose_with_subject(
             html = links::rewrite_html(&html, url_text_links, click);
         }
         // From the tracked HTML, so both parts link to the same (tracked or not) URLs.
-        (text_part::html_to_text(&html), html)
+        (text_part::html_to_text(&html), document::document(&html))
     } else {
         let mut text = content.render(&email.contact, seed);
         // Every link of this HTML shows its URL: tracked only when the sequence says so.
-        let mut html = body::text_to_html(&text);
-        if email.tracking.click {
+        let html = if email.tracking.click {
+            let html = body::text_to_html_with(&text, |url| {
+                (url_text_links || !links::looks_like_url(url))
+                    .then(|| click(url))
+                    .flatten()
+            });
             if url_text_links {
                 text = links::rewrite_text(&text, click);
             }
-            html = links::rewrite_html(&html, url_text_links, click);
-        }
-        (text, html)
+            html
+        } else {
+            body::text_to_html(&text)
+        };
+        (text, document::fragment(&html))
     };
-    let mut html = document::document(&html);
     if email.tracking.click {
         // A link no person sees: what follows it is a scanner, and the tracker says so.
         let trap = tokens.url("c", &tokens.action(Kind::Trap));

@@ -544,3 +544,31 @@ fn a_variable_without_a_value_or_fallback_holds_the_email() {
         "the reason the enrollment pauses with"
     );
 }
+
+#[test]
+fn the_tracked_html_of_text_content_is_what_rewriting_its_links_gives() {
+    let texts = [
+        "See https://a.example/x?y=1&z=2. Or (http://b.example/p), HTTPS://C.example!\nwww.d.example, https://e.example/'q' and https://a.example/x?y=1&z=2 again",
+        "Hi <Ada> & co,\nsee https://a.example/?x=1&amp;y=2.\n\n\nBye http://x https://",
+        "no links at all\r\n\r\njust text & <tags> \"quoted\"",
+        "https://a-very-long-url.example/path/that/is/not/tracked?because=it&is=long",
+    ];
+    // Long URLs stay as they are, as `Tokens::click` leaves those too long for a token.
+    let track = |url: &str| (url.len() < 40).then(|| format!("https://t.example/c/{}", url.len()));
+    for text in texts {
+        for url_text_links in [false, true] {
+            let html = body::text_to_html(text);
+            let expected = links::rewrite_html(&html, url_text_links, track);
+            let direct = body::text_to_html_with(text, |url| {
+                (url_text_links || !links::looks_like_url(url))
+                    .then(|| track(url))
+                    .flatten()
+            });
+            assert_eq!(
+                direct, expected,
+                "{text:?}, url_text_links {url_text_links}"
+            );
+            assert_eq!(document::fragment(&direct), document::document(&direct));
+        }
+    }
+}
