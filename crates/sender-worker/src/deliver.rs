@@ -23,8 +23,7 @@ pub struct Delivery {
 impl Delivery {
     pub async fn deliver(&self, prepared: &Prepared, now: DateTime<Utc>) -> Outcome {
         let email = &prepared.email;
-        let built = compose::subject(email)
-            .and_then(|subject| Ok((subject, compose::compose(email, &self.signer)?)));
+        let built = compose::compose_with_subject(email, &self.signer);
         let (subject, mut message) = match built {
             Ok(built) => built,
             Err(error @ compose::ComposeError::MissingVariable { .. }) => {

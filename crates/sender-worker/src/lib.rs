@@ -17,6 +17,7 @@ use domain::service::ServiceBase;
 use domain::service::admin::{admin_server, bind, run_until_cancelled};
 use tokio_util::sync::CancellationToken;
 
+pub mod batch;
 pub mod compose;
 pub mod deliver;
 pub mod dkim;

@@ -10,7 +10,7 @@
 //! At-least-once from Kafka, at-most-once to SMTP: whatever Kafka replays, only the claim
 //! that moves a message out of `queued` leads to a send.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,6 +30,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::batch::Batch;
 use crate::deliver::Delivery;
 use crate::offsets::OffsetTracker;
 use crate::outcome::{MessageFacts, Outcome};
@@ -239,7 +240,7 @@ impl Worker {
         ids.sort_unstable();
         ids.dedup();
         let mut delay = Duration::from_millis(100);
-        let (claimed, unclaimed, thread) = loop {
+        let (claimed, batch_parts, unclaimed, thread) = loop {
             match self.claim(&ids).await {
                 Ok(found) => break found,
                 Err(error) => {
@@ -277,9 +278,17 @@ impl Worker {
             for duplicate in jobs {
                 let _ = done.send(Done::of(duplicate, None));
             }
-            let thread = thread_for(&message, &thread);
-            let verdict = prepare::prepare(&message, &thread, &context);
-            let facts = prepare::facts(&message);
+            let verdict = match batch_parts.shared(&message) {
+                Some(shared) => {
+                    let thread = thread_for(&message, batch_parts.threads(&message), &thread);
+                    prepare::prepare(&message, shared, &thread, &context)
+                }
+                // Deleted since the claim (and the message with it, by cascade): not sent.
+                None => Verdict::Skip(Outcome::Retry {
+                    error: "its step, mailbox or sequence no longer exists".to_owned(),
+                }),
+            };
+            let facts = prepare::facts(&message, batch_parts.mailbox_email(&message));
             let worker = Arc::clone(self);
             let done = done.clone();
             tokio::spawn(async move {
@@ -312,27 +321,33 @@ impl Worker {
         }
     }
 
+    /// Claims, then reads what the claimed messages share on the same connection (so it is
+    /// at least as recent as the claim), the state of the others and the earlier emails of
+    /// the threads.
     async fn claim(
         &self,
         ids: &[Uuid],
-    ) -> anyhow::Result<(Vec<ClaimedMessage>, Vec<Unclaimed>, Vec<ThreadEmail>)> {
+    ) -> anyhow::Result<(Vec<ClaimedMessage>, Batch, Vec<Unclaimed>, Vec<ThreadEmail>)> {
         let mut conn = self.pool.get().await?;
         let now = self.clock.now();
         let lease = TimeDelta::seconds(i64::try_from(self.settings.lease_seconds)?);
         let claimed = sending::claim(&mut conn, ids, &self.worker_id, now, now + lease).await?;
+        let mut batch = Batch::new(sending::claim_context(&mut conn, &claimed).await?);
+        let claimed_ids: HashSet<Uuid> = claimed.iter().map(|m| m.id).collect();
         let rest: Vec<Uuid> = ids
             .iter()
-            .filter(|id| !claimed.iter().any(|m| m.id == **id))
+            .filter(|id| !claimed_ids.contains(id))
             .copied()
             .collect();
         let unclaimed = sending::unclaimed(&mut conn, &rest).await?;
         let threaded: Vec<Uuid> = claimed
             .iter()
-            .filter(|m| m.thread_with_previous)
+            .filter(|m| batch.threads(m))
             .map(|m| m.enrollment_id)
             .collect();
         let thread = sending::thread_emails(&mut conn, &threaded).await?;
-        Ok((claimed, unclaimed, thread))
+        batch.add_thread(&thread);
+        Ok((claimed, batch, unclaimed, thread))
     }
 
     /// Hands `jobs` back to the claimer when the mailbox may send again.
@@ -438,9 +453,9 @@ impl Worker {
     }
 }
 
-/// The thread emails of `message`'s enrollment.
-fn thread_for(message: &ClaimedMessage, all: &[ThreadEmail]) -> Vec<ThreadEmail> {
-    if !message.thread_with_previous {
+/// The thread emails of `message`'s enrollment, when its step `threads`.
+fn thread_for(message: &ClaimedMessage, threads: bool, all: &[ThreadEmail]) -> Vec<ThreadEmail> {
+    if !threads {
         return Vec::new();
     }
     all.iter()

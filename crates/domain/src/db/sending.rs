@@ -1,10 +1,12 @@
-//! The sender worker's statements: claiming queued messages (with everything their email is
-//! made of), the earlier emails of their threads, recording outcomes, and declaring messages
-//! whose worker died mid-send `unknown`.
+//! The sender worker's statements: claiming queued messages (and reading, once per batch,
+//! what their emails share), the earlier emails of their threads, recording outcomes, and
+//! declaring messages whose worker died mid-send `unknown`.
 //!
 //! A message is sent at most once because only the claim moves it out of `queued`, and it
 //! does so conditionally: of two workers handed the same job, one claim changes the row and
-//! the other finds it `sending` and skips it. Every write takes whole batches.
+//! the other finds it `sending` and skips it. Every write takes whole batches. Every
+//! statement's text is a constant, so each connection prepares it once
+//! ([`super::prepared`]) rather than planning it per batch.
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -13,7 +15,12 @@ use diesel::sql_types::{Array, Bool, Bytea, Int4, Jsonb, Nullable, Text, Timesta
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-/// A claimed message and everything needed to compose and send it.
+use super::prepared::PreparedExt as _;
+
+/// A claimed message: its own row, its contact and the facts that decide, per message,
+/// whether it still goes out. What it shares with the other messages of its batch (the step's
+/// templates, the mailbox, the sequence's and workspace's settings) is read once per batch by
+/// [`claim_context`].
 #[derive(Debug, Clone, QueryableByName)]
 pub struct ClaimedMessage {
     #[diesel(sql_type = SqlUuid)]
@@ -22,21 +29,23 @@ pub struct ClaimedMessage {
     pub workspace_id: Uuid,
     #[diesel(sql_type = SqlUuid)]
     pub enrollment_id: Uuid,
+    #[diesel(sql_type = SqlUuid)]
+    pub sequence_id: Uuid,
+    #[diesel(sql_type = SqlUuid)]
+    pub step_id: Uuid,
+    /// The A/B variant of the step this message sends, if any.
+    #[diesel(sql_type = Nullable<Int4>)]
+    pub variant_index: Option<i32>,
     #[diesel(sql_type = Int4)]
     pub step_order: i32,
     #[diesel(sql_type = Int4)]
     pub attempts: i32,
     #[diesel(sql_type = Nullable<Text>)]
     pub message_id_header: Option<String>,
-    /// Subject and content of the step, or of the message's A/B variant.
-    #[diesel(sql_type = Text)]
-    pub subject_source: String,
-    #[diesel(sql_type = Text)]
-    pub content_source: String,
-    #[diesel(sql_type = Bool)]
-    pub thread_with_previous: bool,
     #[diesel(sql_type = Text)]
     pub enrollment_status: String,
+    #[diesel(sql_type = SqlUuid)]
+    pub mailbox_id: Uuid,
 
     #[diesel(sql_type = Text)]
     pub contact_email: String,
@@ -55,15 +64,117 @@ pub struct ClaimedMessage {
     /// The address or its domain is on the workspace's suppression list.
     #[diesel(sql_type = Bool)]
     pub suppressed: bool,
+}
 
+/// Claims the `queued` messages among `ids` for `worker_id` until `lease_until`, in one
+/// statement, and returns them with their contact (see [`ClaimedMessage`]).
+///
+/// A mailbox that spaces its sends (`min_interval_seconds` > 0) has at most one message
+/// claimed per call, and only when its previous claim is at least that long ago (its
+/// `last_sent_at` moves in the same statement, under the row lock, so workers racing for the
+/// same mailbox claim one message between them). Its other messages stay `queued`: see
+/// [`unclaimed`].
+pub async fn claim(
+    conn: &mut AsyncPgConnection,
+    ids: &[Uuid],
+    worker_id: &str,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+) -> QueryResult<Vec<ClaimedMessage>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    diesel::sql_query(CLAIM_SQL)
+        .bind::<Array<SqlUuid>, _>(ids)
+        .bind::<Timestamptz, _>(now)
+        .bind::<Text, _>(worker_id)
+        .bind::<Timestamptz, _>(lease_until)
+        .prepared()
+        .load(conn)
+        .await
+}
+
+/// The claim returns only what differs between the messages of a batch: the 1 KB of step
+/// content, the mailbox's SMTP settings and the sequence's were the same for most rows, and
+/// joining and returning them per row made this the most expensive statement of the
+/// pipeline.
+const CLAIM_SQL: &str = "\
+WITH cand AS ( \
+   SELECT DISTINCT ON (CASE WHEN mb.min_interval_seconds > 0 THEN m.mailbox_id \
+                            ELSE m.id END) \
+          m.id, m.mailbox_id, mb.min_interval_seconds AS spacing \
+     FROM messages m JOIN mailboxes mb ON mb.id = m.mailbox_id \
+    WHERE m.id = ANY($1) AND m.status = 'queued' \
+    ORDER BY CASE WHEN mb.min_interval_seconds > 0 THEN m.mailbox_id ELSE m.id END, \
+             m.scheduled_at, m.id \
+ ), spaced AS ( \
+   UPDATE mailboxes mb SET last_sent_at = $2 \
+    WHERE mb.id IN (SELECT mailbox_id FROM cand WHERE spacing > 0) \
+      AND (mb.last_sent_at IS NULL \
+           OR mb.last_sent_at <= $2 - make_interval(secs => mb.min_interval_seconds)) \
+   RETURNING mb.id \
+ ), claimed AS ( \
+   UPDATE messages m SET status = 'sending', worker_id = $3, lease_expires_at = $4, \
+                         updated_at = $2 \
+     FROM cand \
+    WHERE m.id = cand.id AND m.status = 'queued' \
+      AND (cand.spacing = 0 OR cand.mailbox_id IN (SELECT id FROM spaced)) \
+   RETURNING m.id, m.workspace_id, m.enrollment_id, m.step_id, m.variant_index, \
+             m.step_order, m.attempts, m.message_id_header, m.mailbox_id, m.contact_id \
+ ) \
+ SELECT m.id, m.workspace_id, m.enrollment_id, e.sequence_id, m.step_id, m.variant_index, \
+        m.step_order, m.attempts, m.message_id_header, e.status AS enrollment_status, \
+        m.mailbox_id, \
+        c.email AS contact_email, c.first_name, c.last_name, c.company, c.title, \
+        c.attributes, c.status AS contact_status, \
+        EXISTS (SELECT 1 FROM suppressions x \
+                 WHERE x.workspace_id = m.workspace_id \
+                   AND x.email IN (lower(btrim(c.email)), \
+                                   substring(lower(btrim(c.email)) FROM '@[^@]*$'))) \
+          AS suppressed \
+   FROM claimed m \
+   JOIN enrollments e ON e.id = m.enrollment_id \
+   JOIN contacts c ON c.id = m.contact_id";
+
+/// What the messages of a claimed batch share, each read once: their steps' templates (by
+/// step and variant), their mailboxes, and their sequences' and workspaces' settings.
+///
+/// Read right after the claim, on the same connection, so it is at least as recent as the
+/// claim: a pause or a mailbox change committed before the claim is seen.
+#[derive(Debug, Clone, Default)]
+pub struct ClaimContext {
+    pub steps: Vec<ClaimStep>,
+    pub mailboxes: Vec<ClaimMailbox>,
+    pub sequences: Vec<ClaimSequence>,
+}
+
+/// A step's templates as one variant (or none) of it sends them.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct ClaimStep {
     #[diesel(sql_type = SqlUuid)]
-    pub mailbox_id: Uuid,
+    pub step_id: Uuid,
+    #[diesel(sql_type = Nullable<Int4>)]
+    pub variant_index: Option<i32>,
+    /// Subject and content of the step, or of the variant.
     #[diesel(sql_type = Text)]
-    pub mailbox_email: String,
+    pub subject_source: String,
+    #[diesel(sql_type = Text)]
+    pub content_source: String,
+    #[diesel(sql_type = Bool)]
+    pub thread_with_previous: bool,
+}
+
+/// The sending side of a mailbox.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct ClaimMailbox {
+    #[diesel(sql_type = SqlUuid)]
+    pub id: Uuid,
+    #[diesel(sql_type = Text)]
+    pub email: String,
     #[diesel(sql_type = Nullable<Text>)]
-    pub mailbox_name: Option<String>,
+    pub name: Option<String>,
     #[diesel(sql_type = Text)]
-    pub mailbox_status: String,
+    pub status: String,
     #[diesel(sql_type = Text)]
     pub smtp_host: String,
     #[diesel(sql_type = Int4)]
@@ -77,9 +188,17 @@ pub struct ClaimedMessage {
     /// The mailbox is connected with OAuth: it logs in with an access token (XOAUTH2).
     #[diesel(sql_type = Bool)]
     pub oauth: bool,
+}
 
+/// A sequence's status and tracking settings, with its messages' workspace's.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct ClaimSequence {
+    #[diesel(sql_type = SqlUuid)]
+    pub sequence_id: Uuid,
+    #[diesel(sql_type = SqlUuid)]
+    pub workspace_id: Uuid,
     #[diesel(sql_type = Text)]
-    pub sequence_status: String,
+    pub status: String,
     #[diesel(sql_type = Bool)]
     pub open_tracking: bool,
     #[diesel(sql_type = Bool)]
@@ -98,88 +217,78 @@ pub struct ClaimedMessage {
     pub unsubscribe_mailto: Option<String>,
 }
 
-/// The columns of [`ClaimedMessage`], over the claimed rows `m`.
-const CLAIMED_COLUMNS: &str = "\
-    m.id, m.workspace_id, m.enrollment_id, m.step_order, m.attempts, m.message_id_header, \
-    CASE WHEN m.variant_index IS NULL THEN s.subject \
-         ELSE coalesce(s.variants -> m.variant_index ->> 'subject', s.subject) END \
-      AS subject_source, \
-    CASE WHEN m.variant_index IS NULL THEN s.content \
-         ELSE coalesce(s.variants -> m.variant_index ->> 'content', s.content) END \
-      AS content_source, \
-    s.thread_with_previous, e.status AS enrollment_status, \
-    c.email AS contact_email, c.first_name, c.last_name, c.company, c.title, c.attributes, \
-    c.status AS contact_status, \
-    EXISTS (SELECT 1 FROM suppressions x \
-             WHERE x.workspace_id = m.workspace_id \
-               AND x.email IN (lower(btrim(c.email)), \
-                               substring(lower(btrim(c.email)) FROM '@[^@]*$'))) AS suppressed, \
-    mb.id AS mailbox_id, mb.email AS mailbox_email, mb.display_name AS mailbox_name, \
-    mb.status AS mailbox_status, mb.smtp_host, mb.smtp_port, mb.smtp_security, \
-    mb.smtp_username, mb.smtp_password_encrypted, \
-    EXISTS (SELECT 1 FROM mailbox_oauth o WHERE o.mailbox_id = mb.id) AS oauth, \
-    q.status AS sequence_status, q.open_tracking_enabled AS open_tracking, \
-    q.click_tracking_enabled AS click_tracking, q.track_url_text_links, \
-    q.unsubscribe_link, q.tracking_domain, \
-    w.tracking_base_url AS workspace_tracking_base_url, \
-    nullif(btrim(w.settings ->> 'unsubscribe_mailto'), '') AS unsubscribe_mailto";
-
-/// Claims the `queued` messages among `ids` for `worker_id` until `lease_until`, in one
-/// statement, and returns them with their email's ingredients.
-///
-/// A mailbox that spaces its sends (`min_interval_seconds` > 0) has at most one message
-/// claimed per call, and only when its previous claim is at least that long ago (its
-/// `last_sent_at` moves in the same statement, under the row lock, so workers racing for the
-/// same mailbox claim one message between them). Its other messages stay `queued`: see
-/// [`unclaimed`].
-pub async fn claim(
+/// The [`ClaimContext`] of `messages`, in one small statement per kind.
+pub async fn claim_context(
     conn: &mut AsyncPgConnection,
-    ids: &[Uuid],
-    worker_id: &str,
-    now: DateTime<Utc>,
-    lease_until: DateTime<Utc>,
-) -> QueryResult<Vec<ClaimedMessage>> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
+    messages: &[ClaimedMessage],
+) -> QueryResult<ClaimContext> {
+    if messages.is_empty() {
+        return Ok(ClaimContext::default());
     }
-    diesel::sql_query(format!(
-        "WITH cand AS ( \
-           SELECT DISTINCT ON (CASE WHEN mb.min_interval_seconds > 0 THEN m.mailbox_id \
-                                    ELSE m.id END) \
-                  m.id, m.mailbox_id, mb.min_interval_seconds AS spacing \
-             FROM messages m JOIN mailboxes mb ON mb.id = m.mailbox_id \
-            WHERE m.id = ANY($1) AND m.status = 'queued' \
-            ORDER BY CASE WHEN mb.min_interval_seconds > 0 THEN m.mailbox_id ELSE m.id END, \
-                     m.scheduled_at, m.id \
-         ), spaced AS ( \
-           UPDATE mailboxes mb SET last_sent_at = $2 \
-            WHERE mb.id IN (SELECT mailbox_id FROM cand WHERE spacing > 0) \
-              AND (mb.last_sent_at IS NULL \
-                   OR mb.last_sent_at <= $2 - make_interval(secs => mb.min_interval_seconds)) \
-           RETURNING mb.id \
-         ), claimed AS ( \
-           UPDATE messages m SET status = 'sending', worker_id = $3, lease_expires_at = $4, \
-                                 updated_at = $2 \
-             FROM cand \
-            WHERE m.id = cand.id AND m.status = 'queued' \
-              AND (cand.spacing = 0 OR cand.mailbox_id IN (SELECT id FROM spaced)) \
-           RETURNING m.* \
-         ) \
-         SELECT {CLAIMED_COLUMNS} \
-           FROM claimed m \
-           JOIN steps s ON s.id = m.step_id \
-           JOIN enrollments e ON e.id = m.enrollment_id \
-           JOIN contacts c ON c.id = m.contact_id \
-           JOIN mailboxes mb ON mb.id = m.mailbox_id \
-           JOIN sequences q ON q.id = e.sequence_id \
-           JOIN workspaces w ON w.id = m.workspace_id"
-    ))
-    .bind::<Array<SqlUuid>, _>(ids)
-    .bind::<Timestamptz, _>(now)
-    .bind::<Text, _>(worker_id)
-    .bind::<Timestamptz, _>(lease_until)
+    let mut steps: Vec<(Uuid, Option<i32>)> = messages
+        .iter()
+        .map(|m| (m.step_id, m.variant_index))
+        .collect();
+    steps.sort_unstable();
+    steps.dedup();
+    let mut mailboxes: Vec<Uuid> = messages.iter().map(|m| m.mailbox_id).collect();
+    mailboxes.sort_unstable();
+    mailboxes.dedup();
+    let mut sequences: Vec<(Uuid, Uuid)> = messages
+        .iter()
+        .map(|m| (m.sequence_id, m.workspace_id))
+        .collect();
+    sequences.sort_unstable();
+    sequences.dedup();
+
+    let steps: Vec<ClaimStep> = diesel::sql_query(
+        "SELECT t.step_id, t.variant_index, \
+                CASE WHEN t.variant_index IS NULL THEN s.subject \
+                     ELSE coalesce(s.variants -> t.variant_index ->> 'subject', s.subject) END \
+                  AS subject_source, \
+                CASE WHEN t.variant_index IS NULL THEN s.content \
+                     ELSE coalesce(s.variants -> t.variant_index ->> 'content', s.content) END \
+                  AS content_source, \
+                s.thread_with_previous \
+           FROM UNNEST($1::uuid[], $2::int4[]) AS t(step_id, variant_index) \
+           JOIN steps s ON s.id = t.step_id",
+    )
+    .bind::<Array<SqlUuid>, _>(steps.iter().map(|s| s.0).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Int4>>, _>(steps.iter().map(|s| s.1).collect::<Vec<_>>())
+    .prepared()
     .load(conn)
-    .await
+    .await?;
+    let mailboxes: Vec<ClaimMailbox> = diesel::sql_query(
+        "SELECT mb.id, mb.email, mb.display_name AS name, mb.status, mb.smtp_host, \
+                mb.smtp_port, mb.smtp_security, mb.smtp_username, mb.smtp_password_encrypted, \
+                EXISTS (SELECT 1 FROM mailbox_oauth o WHERE o.mailbox_id = mb.id) AS oauth \
+           FROM mailboxes mb WHERE mb.id = ANY($1)",
+    )
+    .bind::<Array<SqlUuid>, _>(mailboxes)
+    .prepared()
+    .load(conn)
+    .await?;
+    let sequences: Vec<ClaimSequence> = diesel::sql_query(
+        "SELECT t.sequence_id, t.workspace_id, q.status, \
+                q.open_tracking_enabled AS open_tracking, \
+                q.click_tracking_enabled AS click_tracking, q.track_url_text_links, \
+                q.unsubscribe_link, q.tracking_domain, \
+                w.tracking_base_url AS workspace_tracking_base_url, \
+                nullif(btrim(w.settings ->> 'unsubscribe_mailto'), '') AS unsubscribe_mailto \
+           FROM UNNEST($1::uuid[], $2::uuid[]) AS t(sequence_id, workspace_id) \
+           JOIN sequences q ON q.id = t.sequence_id \
+           JOIN workspaces w ON w.id = t.workspace_id",
+    )
+    .bind::<Array<SqlUuid>, _>(sequences.iter().map(|s| s.0).collect::<Vec<_>>())
+    .bind::<Array<SqlUuid>, _>(sequences.iter().map(|s| s.1).collect::<Vec<_>>())
+    .prepared()
+    .load(conn)
+    .await?;
+    Ok(ClaimContext {
+        steps,
+        mailboxes,
+        sequences,
+    })
 }
 
 /// Where a message that [`claim`] did not return stands.
@@ -209,6 +318,7 @@ pub async fn unclaimed(conn: &mut AsyncPgConnection, ids: &[Uuid]) -> QueryResul
           WHERE m.id = ANY($1)",
     )
     .bind::<Array<SqlUuid>, _>(ids)
+    .prepared()
     .load(conn)
     .await
 }
@@ -249,6 +359,7 @@ pub async fn thread_emails(
           ORDER BY p.enrollment_id, p.step_order",
     )
     .bind::<Array<SqlUuid>, _>(enrollment_ids)
+    .prepared()
     .load(conn)
     .await
 }
@@ -295,6 +406,7 @@ pub async fn mark_sent(
     .bind::<Array<Text>, _>(rows.iter().map(|r| r.subject.as_str()).collect::<Vec<_>>())
     .bind::<Text, _>(worker_id)
     .bind::<Timestamptz, _>(now)
+    .prepared()
     .load(conn)
     .await?;
     let mut mailboxes: Vec<Uuid> = rows.iter().map(|r| r.mailbox_id).collect();
@@ -306,6 +418,7 @@ pub async fn mark_sent(
     )
     .bind::<Array<SqlUuid>, _>(mailboxes)
     .bind::<Timestamptz, _>(now)
+    .prepared()
     .execute(conn)
     .await?;
     Ok(changed.into_iter().map(|c| c.id).collect())
@@ -372,6 +485,7 @@ pub async fn settle(
     .bind::<Array<Text>, _>(rows.iter().map(|r| r.error.as_str()).collect::<Vec<_>>())
     .bind::<Text, _>(worker_id)
     .bind::<Timestamptz, _>(now)
+    .prepared()
     .load(conn)
     .await?;
     Ok(changed.into_iter().map(|c| c.id).collect())
@@ -412,6 +526,7 @@ pub async fn mark_mailboxes_failing(
     .bind::<Array<SqlUuid>, _>(failing.iter().map(|(id, _)| *id).collect::<Vec<_>>())
     .bind::<Array<Text>, _>(failing.iter().map(|(_, r)| r.as_str()).collect::<Vec<_>>())
     .bind::<Timestamptz, _>(now)
+    .prepared()
     .load(conn)
     .await
 }
@@ -445,6 +560,7 @@ pub async fn expire_leases(
     )
     .bind::<Timestamptz, _>(now)
     .bind::<diesel::sql_types::BigInt, _>(limit)
+    .prepared()
     .load(conn)
     .await
 }

@@ -53,16 +53,23 @@ fn render_into<V: VariableSource + ?Sized>(
 
 /// Enough for element content and quoted attribute values, where bodies put variables.
 pub fn push_html_escaped(out: &mut String, text: &str) {
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
+    // Runs without a special character are copied whole: the five are ASCII, so every index
+    // where one stands is a char boundary.
+    let mut last = 0;
+    for (at, byte) in text.bytes().enumerate() {
+        let entity = match byte {
+            b'&' => "&amp;",
+            b'<' => "&lt;",
+            b'>' => "&gt;",
+            b'"' => "&quot;",
+            b'\'' => "&#39;",
+            _ => continue,
+        };
+        out.push_str(text.get(last..at).unwrap_or_default());
+        out.push_str(entity);
+        last = at + 1;
     }
+    out.push_str(text.get(last..).unwrap_or_default());
 }
 
 /// The first variable without a fallback that would render empty (missing or blank value),

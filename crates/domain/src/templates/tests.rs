@@ -373,3 +373,20 @@ fn required_variables_are_those_without_a_fallback() {
     let template = parse("{Hi {{first_name}}|Hey {{nickname|you}}} {{plan}} {{plan|x}}");
     assert_eq!(template.required_variables(), set(&["first_name", "plan"]));
 }
+
+#[test]
+fn html_escaping_keeps_every_other_character_as_it_is() {
+    for (text, escaped) in [
+        ("", ""),
+        ("plain", "plain"),
+        ("&<>\"'", "&amp;&lt;&gt;&quot;&#39;"),
+        (
+            "Ça <va> & \"très\" 'bien' 🙂",
+            "Ça &lt;va&gt; &amp; &quot;très&quot; &#39;bien&#39; 🙂",
+        ),
+    ] {
+        let mut out = String::from("before:");
+        push_html_escaped(&mut out, text);
+        assert_eq!(out, format!("before:{escaped}"), "{text}");
+    }
+}

@@ -1,7 +1,8 @@
 //! The HTML of plain-text content, and the footer, trap link and open pixel appended to the
 //! bodies. (The text of HTML content is [`super::text_part`].)
 
-use super::html::escape;
+use domain::templates::push_html_escaped;
+
 use super::links::find_urls;
 
 /// Tags that mark content as HTML. Plain text rarely contains `<p>` or `<br>`, while a
@@ -59,31 +60,53 @@ pub(super) fn looks_like_html(source: &str) -> bool {
 /// Escaped text, URLs as links, blank lines as paragraphs and single line breaks as `<br>`.
 /// One paragraph per line of output keeps lines short, so the part stays 7bit when ASCII.
 pub(super) fn text_to_html(text: &str) -> String {
+    text_to_html_with(text, |_| None)
+}
+
+/// [`text_to_html`] with the `href` of each link replaced by `href(url)` where it gives one
+/// (inserted as it is, like [`super::links::rewrite_html`] does): every link of this HTML is
+/// its own URL, so the tracked HTML is written at once rather than tokenized again to find
+/// the links.
+pub(super) fn text_to_html_with(text: &str, href: impl Fn(&str) -> Option<String>) -> String {
     let text = text.replace("\r\n", "\n");
-    let paragraphs: Vec<String> = text
+    let mut out = String::with_capacity(text.len() + text.len() / 4);
+    let paragraphs = text
         .split("\n\n")
         .map(|paragraph| paragraph.trim_matches('\n'))
-        .filter(|paragraph| !paragraph.trim().is_empty())
-        .map(|paragraph| {
-            let lines: Vec<String> = paragraph.split('\n').map(linkify).collect();
-            format!("<p>{}</p>", lines.join("<br>\n"))
-        })
-        .collect();
-    paragraphs.join("\n")
+        .filter(|paragraph| !paragraph.trim().is_empty());
+    for (index, paragraph) in paragraphs.enumerate() {
+        if index > 0 {
+            out.push('\n');
+        }
+        out.push_str("<p>");
+        for (index, line) in paragraph.split('\n').enumerate() {
+            if index > 0 {
+                out.push_str("<br>\n");
+            }
+            linkify_into(&mut out, line, &href);
+        }
+        out.push_str("</p>");
+    }
+    out
 }
 
 /// A line of plain text, escaped, with its URLs made links.
-fn linkify(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
+fn linkify_into(out: &mut String, line: &str, href: &impl Fn(&str) -> Option<String>) {
     let mut last = 0;
     for range in find_urls(line) {
-        out.push_str(&escape(line.get(last..range.start).unwrap_or_default()));
-        let url = escape(line.get(range.clone()).unwrap_or_default());
-        out.push_str(&format!("<a href=\"{url}\">{url}</a>"));
+        push_html_escaped(out, line.get(last..range.start).unwrap_or_default());
+        let url = line.get(range.clone()).unwrap_or_default();
+        out.push_str("<a href=\"");
+        match href(url) {
+            Some(tracked) => out.push_str(&tracked),
+            None => push_html_escaped(out, url),
+        }
+        out.push_str("\">");
+        push_html_escaped(out, url);
+        out.push_str("</a>");
         last = range.end;
     }
-    out.push_str(&escape(line.get(last..).unwrap_or_default()));
-    out
+    push_html_escaped(out, line.get(last..).unwrap_or_default());
 }
 
 pub(super) fn append_text_footer(text: &str, unsubscribe_url: &str) -> String {
@@ -108,7 +131,7 @@ pub(super) fn trap_link(url: &str) -> String {
 
 /// `html` with `addition` before `</body>` when there is one, at the end otherwise.
 pub(super) fn append_html(html: &str, addition: &str) -> String {
-    match html.to_ascii_lowercase().rfind("</body>") {
+    match rfind_ignore_ascii_case(html, "</body>") {
         Some(at) if html.is_char_boundary(at) => format!(
             "{}{addition}\n{}",
             html.get(..at).unwrap_or_default(),
@@ -116,6 +139,19 @@ pub(super) fn append_html(html: &str, addition: &str) -> String {
         ),
         _ => format!("{}\n{addition}\n", html.trim_end()),
     }
+}
+
+/// Where the last `needle` (ASCII) starts in `haystack`, ignoring ASCII case: what
+/// `haystack.to_ascii_lowercase().rfind(needle)` says, without the copy.
+fn rfind_ignore_ascii_case(haystack: &str, needle: &str) -> Option<usize> {
+    let (haystack, needle) = (haystack.as_bytes(), needle.as_bytes());
+    (0..=haystack.len().checked_sub(needle.len())?)
+        .rev()
+        .find(|&at| {
+            haystack
+                .get(at..at + needle.len())
+                .is_some_and(|window| window.eq_ignore_ascii_case(needle))
+        })
 }
 
 #[cfg(test)]

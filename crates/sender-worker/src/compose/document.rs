@@ -17,11 +17,17 @@ pub(super) fn document(html: &str) -> String {
     if is_document {
         declare_utf8(html)
     } else {
-        format!(
-            "<!DOCTYPE html>\n<html>\n<head>\n{HEAD}\n</head>\n<body>\n{}\n</body>\n</html>\n",
-            html.trim()
-        )
+        fragment(html)
     }
+}
+
+/// The document around a fragment known to have no `<html>` or `<body>` of its own (the
+/// HTML of plain-text content), without reading it.
+pub(super) fn fragment(html: &str) -> String {
+    format!(
+        "<!DOCTYPE html>\n<html>\n<head>\n{HEAD}\n</head>\n<body>\n{}\n</body>\n</html>\n",
+        html.trim()
+    )
 }
 
 /// `html` declaring UTF-8: a `<meta>` naming another character set says UTF-8 instead, and

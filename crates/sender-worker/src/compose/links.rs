@@ -204,23 +204,32 @@ pub(super) fn same_destination(text: &str, href: &str) -> bool {
 }
 
 fn next_scheme(text: &str, from: usize) -> Option<usize> {
-    let lower = text.get(from..)?.to_ascii_lowercase();
-    let mut search = 0;
-    while let Some(offset) = lower.get(search..)?.find("http") {
-        let at = search + offset;
-        let rest = lower.get(at..).unwrap_or_default();
-        let starts_word = lower
+    // Compared in place, ignoring ASCII case, rather than on a lowercased copy of the rest of
+    // the text per call. Every `h` is ASCII, so each candidate is a char boundary.
+    let rest = text.get(from..)?;
+    let bytes = rest.as_bytes();
+    let starts = |at: usize, prefix: &str| {
+        bytes
+            .get(at..at + prefix.len())
+            .is_some_and(|b| b.eq_ignore_ascii_case(prefix.as_bytes()))
+    };
+    let mut at = 0;
+    while at + 4 <= bytes.len() {
+        if !starts(at, "http") {
+            at += 1;
+            continue;
+        }
+        let starts_word = rest
             .get(..at)
             .and_then(|before| before.chars().next_back())
             .is_none_or(|c| !c.is_alphanumeric());
-        let on_boundary = text.is_char_boundary(from + at);
         if starts_word
-            && on_boundary
-            && (rest.starts_with("http://") || rest.starts_with("https://"))
+            && text.is_char_boundary(from + at)
+            && (starts(at, "http://") || starts(at, "https://"))
         {
             return Some(from + at);
         }
-        search = at + 4;
+        at += 4;
     }
     None
 }
@@ -260,6 +269,18 @@ mod tests {
         );
         assert_eq!(urls("<https://a.example>"), ["https://a.example"]);
         assert!(urls("mailto:a@b.c tel:+1 #top xhttps://a.example https:// ünï").is_empty());
+    }
+
+    #[test]
+    fn schemes_are_found_in_any_case_after_any_non_word_character() {
+        assert_eq!(
+            urls("éhttps://no.example —HtTpS://y.example httphttp://z.example ÜHTTP://w.example"),
+            ["HtTpS://y.example"]
+        );
+        assert_eq!(
+            urls("ça:http://a.example\nhttp://b.example"),
+            ["http://a.example", "http://b.example"]
+        );
     }
 
     #[test]

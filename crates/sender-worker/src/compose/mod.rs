@@ -21,11 +21,13 @@ mod document;
 mod headers;
 mod html;
 mod links;
+mod source;
 mod text_part;
 
 #[cfg(test)]
 mod tests;
 
+use std::cell::RefCell;
 use std::time::SystemTime;
 
 use chrono::{DateTime, Utc};
@@ -36,14 +38,16 @@ use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use uuid::Uuid;
 
+pub use source::Source;
+
 /// Everything one message's email is made of.
 #[derive(Debug, Clone)]
 pub struct Email {
     pub from: Party,
     pub to: Party,
-    /// Template sources of the step, or of the A/B variant chosen for this message.
-    pub subject: String,
-    pub content: String,
+    /// Templates of the step, or of the A/B variant chosen for this message.
+    pub subject: Source,
+    pub content: Source,
     pub contact: ContactFields,
     /// Seeds the spintax choices, so composing the same message again reads the same.
     pub message_id: Uuid,
@@ -67,8 +71,8 @@ pub struct Party {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Thread {
-    /// Template source of the first step's subject (of its chosen variant).
-    pub first_subject: String,
+    /// Template of the first step's subject (of its chosen variant).
+    pub first_subject: Source,
     /// The first step's message: its id seeds the subject's spintax, so `Re:` repeats the
     /// subject the contact actually received.
     pub first_message_id: Uuid,
@@ -120,6 +124,14 @@ pub enum ComposeError {
 
 /// The email of `email`, ready for SMTP.
 pub fn compose(email: &Email, signer: &TokenSigner) -> Result<Message, ComposeError> {
+    compose_with_subject(email, signer).map(|(_, message)| message)
+}
+
+/// [`compose`], with the subject it put in the email (as [`subject`] says it).
+pub fn compose_with_subject(
+    email: &Email,
+    signer: &TokenSigner,
+) -> Result<(String, Message), ComposeError> {
     let base = headers::tracking_base(&email.tracking.base_url)?;
     let seed = seed_from_uuid(email.message_id);
     let tokens = Tokens {
@@ -129,11 +141,20 @@ pub fn compose(email: &Email, signer: &TokenSigner) -> Result<Message, ComposeEr
     };
 
     let subject = render_subject(email, seed)?;
-    let content = parse(&email.content, "content")?;
-    complete(&content, email, seed)?;
-    let click = |url: &str| tokens.click(url);
+    let content = template(&email.content, "content")?;
+    complete(content, email, seed)?;
+    // Tokens are deterministic: a URL linked in both parts is signed once.
+    let signed: RefCell<Vec<(String, Option<String>)>> = RefCell::new(Vec::new());
+    let click = |url: &str| {
+        if let Some((_, tracked)) = signed.borrow().iter().find(|(signed, _)| signed == url) {
+            return tracked.clone();
+        }
+        let tracked = tokens.click(url);
+        signed.borrow_mut().push((url.to_owned(), tracked.clone()));
+        tracked
+    };
     let url_text_links = email.tracking.url_text_links;
-    let (mut text, html) = if body::looks_like_html(&email.content) {
+    let (mut text, mut html) = if email.content.is_html() {
         let mut html = content.render_html(&email.contact, seed);
         if email.tracking.click {
             if url_text_links {
@@ -142,20 +163,25 @@ pub fn compose(email: &Email, signer: &TokenSigner) -> Result<Message, ComposeEr
             html = links::rewrite_html(&html, url_text_links, click);
         }
         // From the tracked HTML, so both parts link to the same (tracked or not) URLs.
-        (text_part::html_to_text(&html), html)
+        (text_part::html_to_text(&html), document::document(&html))
     } else {
         let mut text = content.render(&email.contact, seed);
         // Every link of this HTML shows its URL: tracked only when the sequence says so.
-        let mut html = body::text_to_html(&text);
-        if email.tracking.click {
+        let html = if email.tracking.click {
+            let html = body::text_to_html_with(&text, |url| {
+                (url_text_links || !links::looks_like_url(url))
+                    .then(|| click(url))
+                    .flatten()
+            });
             if url_text_links {
                 text = links::rewrite_text(&text, click);
             }
-            html = links::rewrite_html(&html, url_text_links, click);
-        }
-        (text, html)
+            html
+        } else {
+            body::text_to_html(&text)
+        };
+        (text, document::fragment(&html))
     };
-    let mut html = document::document(&html);
     if email.tracking.click {
         // A link no person sees: what follows it is a scanner, and the tracker says so.
         let trap = tokens.url("c", &tokens.action(Kind::Trap));
@@ -174,7 +200,7 @@ pub fn compose(email: &Email, signer: &TokenSigner) -> Result<Message, ComposeEr
     let mut builder = Message::builder()
         .from(mailbox(&email.from, "from")?)
         .to(mailbox(&email.to, "to")?)
-        .subject(subject)
+        .subject(subject.clone())
         .message_id(Some(headers::normalise(&email.message_id_header)))
         .date(SystemTime::from(email.date))
         .raw_header(HeaderValue::new(
@@ -201,11 +227,12 @@ pub fn compose(email: &Email, signer: &TokenSigner) -> Result<Message, ComposeEr
                 .references(references.join(" "));
         }
     }
-    Ok(builder.multipart(
+    let message = builder.multipart(
         MultiPart::alternative()
             .singlepart(SinglePart::plain(text))
             .singlepart(SinglePart::html(html)),
-    )?)
+    )?;
+    Ok((subject, message))
 }
 
 /// [`compose`], formatted as the bytes sent over SMTP (CRLF line endings).
@@ -219,21 +246,24 @@ pub fn subject(email: &Email) -> Result<String, ComposeError> {
     render_subject(email, seed_from_uuid(email.message_id))
 }
 
-fn parse(source: &str, part: &'static str) -> Result<Template, ComposeError> {
-    Template::parse(source).map_err(|source| ComposeError::Template { part, source })
+fn template<'a>(source: &'a Source, part: &'static str) -> Result<&'a Template, ComposeError> {
+    source.template().map_err(|error| ComposeError::Template {
+        part,
+        source: error.clone(),
+    })
 }
 
 fn render_subject(email: &Email, seed: u64) -> Result<String, ComposeError> {
     match &email.thread {
         None => {
-            let subject = parse(&email.subject, "subject")?;
-            complete(&subject, email, seed)?;
+            let subject = template(&email.subject, "subject")?;
+            complete(subject, email, seed)?;
             Ok(headers::normalise(&subject.render(&email.contact, seed)))
         }
         Some(thread) => {
             let first_seed = seed_from_uuid(thread.first_message_id);
-            let first = parse(&thread.first_subject, "first subject")?;
-            complete(&first, email, first_seed)?;
+            let first = template(&thread.first_subject, "first subject")?;
+            complete(first, email, first_seed)?;
             let first = first.render(&email.contact, first_seed);
             Ok(headers::reply_subject(&headers::normalise(&first)))
         }

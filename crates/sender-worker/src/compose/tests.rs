@@ -21,8 +21,8 @@ fn email() -> Email {
             address: "ada@example.com".to_owned(),
             name: Some("Ada Lovelace".to_owned()),
         },
-        subject: "{Hi|Hello} {{first_name}}".to_owned(),
-        content: "{Hi|Hello|Hey} {{first_name|there}},\n\nsee https://example.com/pricing?a=1&b=2.\nWrite to mailto:x@y.z\n\nBye from {{company|our team}}".to_owned(),
+        subject: "{Hi|Hello} {{first_name}}".into(),
+        content: "{Hi|Hello|Hey} {{first_name|there}},\n\nsee https://example.com/pricing?a=1&b=2.\nWrite to mailto:x@y.z\n\nBye from {{company|our team}}".into(),
         contact: ContactFields {
             email: "ada@example.com".to_owned(),
             first_name: Some("Ada".to_owned()),
@@ -252,7 +252,7 @@ fn click_tracking_leaves_the_bare_urls_of_plain_text_unless_forced() -> Result<(
 fn links_showing_a_url_stay_untracked_unless_the_sequence_forces_them() -> Result<(), ComposeError>
 {
     let mut email = email();
-    email.content = "<p><a href=\"https://docs.example.com\">https://docs.example.com</a>, <a href=\"https://example.com/pricing\">pricing</a> and https://bare.example/x.</p>".to_owned();
+    email.content = "<p><a href=\"https://docs.example.com\">https://docs.example.com</a>, <a href=\"https://example.com/pricing\">pricing</a> and https://bare.example/x.</p>".into();
     email.tracking.click = true;
     let raw = raw(&email)?;
     assert_eq!(
@@ -322,7 +322,7 @@ fn the_html_part_is_a_complete_utf8_document() -> Result<(), ComposeError> {
     // inside its body.
     email.content =
         "<html><head><title>Hi</title></head><body style=\"margin:0\"><p>Hi {{first_name}}</p></body></html>"
-            .to_owned();
+            .into();
     let raw = self::raw(&email)?;
     assert!(
         raw.contains("<html><head>\r\n<meta charset=\"utf-8\"><title>Hi</title></head><body style=\"margin:0\"><p>Hi Ada</p>"),
@@ -338,7 +338,7 @@ fn the_html_part_is_a_complete_utf8_document() -> Result<(), ComposeError> {
 #[test]
 fn the_text_part_of_html_keeps_its_structure() -> Result<(), ComposeError> {
     let mut email = email();
-    email.content = "<p>Hi {{first_name}},</p><p>Our plans:</p><ul><li>Basic</li><li>Pro &amp; more</li></ul><p>See <a href=\"https://example.com/pricing\">pricing</a><br>or https://docs.example.com.</p>".to_owned();
+    email.content = "<p>Hi {{first_name}},</p><p>Our plans:</p><ul><li>Basic</li><li>Pro &amp; more</li></ul><p>See <a href=\"https://example.com/pricing\">pricing</a><br>or https://docs.example.com.</p>".into();
     let raw = raw(&email)?;
     assert_eq!(
         text_part(&raw),
@@ -372,7 +372,7 @@ fn click_tracking_adds_one_hidden_trap_link_dated_with_the_email() -> Result<(),
 #[test]
 fn html_content_keeps_markup_and_escapes_values() -> Result<(), ComposeError> {
     let mut email = email();
-    email.content = "<p>Hi {{first_name}}, <a href=\"https://example.com/a?x=1&amp;y=2\">pricing</a> <a href=\"mailto:a@b.c\">mail</a> <a href=\"#top\">top</a></p>".to_owned();
+    email.content = "<p>Hi {{first_name}}, <a href=\"https://example.com/a?x=1&amp;y=2\">pricing</a> <a href=\"mailto:a@b.c\">mail</a> <a href=\"#top\">top</a></p>".into();
     email.contact.first_name = Some("<b>Ada</b>".to_owned());
     email.tracking.click = true;
     let raw = raw(&email)?;
@@ -421,7 +421,7 @@ fn the_open_pixel_is_there_only_when_enabled() -> Result<(), ComposeError> {
 fn follow_ups_reply_in_the_thread() -> Result<(), ComposeError> {
     let mut email = email();
     email.thread = Some(Thread {
-        first_subject: "Question for {{first_name}}".to_owned(),
+        first_subject: "Question for {{first_name}}".into(),
         first_message_id: Uuid::from_u128(9),
         references: vec![
             "<m1@sender.example>".to_owned(),
@@ -437,7 +437,7 @@ fn follow_ups_reply_in_the_thread() -> Result<(), ComposeError> {
     );
 
     email.thread = Some(Thread {
-        first_subject: "Re: earlier".to_owned(),
+        first_subject: "Re: earlier".into(),
         first_message_id: Uuid::from_u128(9),
         references: vec![],
     });
@@ -471,7 +471,7 @@ fn spintax_is_stable_for_a_message_and_varies_between_messages() -> Result<(), C
 #[test]
 fn line_breaks_never_make_headers() -> Result<(), ComposeError> {
     let mut email = email();
-    email.subject = "Hi {{first_name}}".to_owned();
+    email.subject = "Hi {{first_name}}".into();
     email.contact.first_name = Some("Ada\r\nBcc: victim@example.com".to_owned());
     email.from.name = Some("Grace\r\nBcc: x@example.com".to_owned());
     email.to.name = Some("Ada\nBcc: y@example.com\r\n".to_owned());
@@ -507,7 +507,7 @@ fn bad_addresses_and_urls_are_typed_errors() {
         Err(ComposeError::InvalidTrackingBaseUrl)
     ));
     let mut bad_template = email();
-    bad_template.content = "Hi {frist_name".to_owned();
+    bad_template.content = "Hi {frist_name".into();
     assert!(matches!(
         compose(&bad_template, &signer()),
         Err(ComposeError::Template {
@@ -533,7 +533,7 @@ fn a_variable_without_a_value_or_fallback_holds_the_email() {
     no_name.contact.first_name = None;
     assert_eq!(missing(&no_name).as_deref(), Some("first_name"), "subject");
     let mut body = email();
-    body.content = "About {{company}}".to_owned();
+    body.content = "About {{company}}".into();
     assert_eq!(missing(&body).as_deref(), Some("company"), "body");
     assert_eq!(
         ComposeError::MissingVariable {
@@ -543,4 +543,32 @@ fn a_variable_without_a_value_or_fallback_holds_the_email() {
         "missing_variable: company",
         "the reason the enrollment pauses with"
     );
+}
+
+#[test]
+fn the_tracked_html_of_text_content_is_what_rewriting_its_links_gives() {
+    let texts = [
+        "See https://a.example/x?y=1&z=2. Or (http://b.example/p), HTTPS://C.example!\nwww.d.example, https://e.example/'q' and https://a.example/x?y=1&z=2 again",
+        "Hi <Ada> & co,\nsee https://a.example/?x=1&amp;y=2.\n\n\nBye http://x https://",
+        "no links at all\r\n\r\njust text & <tags> \"quoted\"",
+        "https://a-very-long-url.example/path/that/is/not/tracked?because=it&is=long",
+    ];
+    // Long URLs stay as they are, as `Tokens::click` leaves those too long for a token.
+    let track = |url: &str| (url.len() < 40).then(|| format!("https://t.example/c/{}", url.len()));
+    for text in texts {
+        for url_text_links in [false, true] {
+            let html = body::text_to_html(text);
+            let expected = links::rewrite_html(&html, url_text_links, track);
+            let direct = body::text_to_html_with(text, |url| {
+                (url_text_links || !links::looks_like_url(url))
+                    .then(|| track(url))
+                    .flatten()
+            });
+            assert_eq!(
+                direct, expected,
+                "{text:?}, url_text_links {url_text_links}"
+            );
+            assert_eq!(document::fragment(&direct), document::document(&direct));
+        }
+    }
 }

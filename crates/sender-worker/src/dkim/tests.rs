@@ -55,8 +55,8 @@ fn email(from: &str) -> Email {
             address: "ada@example.com".to_owned(),
             name: Some("Ada Lovelace".to_owned()),
         },
-        subject: "Hello {{first_name}}".to_owned(),
-        content: "Hi {{first_name}},\n\nsee https://example.com/pricing. Ça va ?\n\nBye".to_owned(),
+        subject: "Hello {{first_name}}".into(),
+        content: "Hi {{first_name}},\n\nsee https://example.com/pricing. Ça va ?\n\nBye".into(),
         contact: ContactFields {
             email: "ada@example.com".to_owned(),
             first_name: Some("Ada".to_owned()),
@@ -74,7 +74,7 @@ fn email(from: &str) -> Email {
             .single()
             .unwrap_or_else(|| panic!("valid date")),
         thread: Some(Thread {
-            first_subject: "Hello {{first_name}}".to_owned(),
+            first_subject: "Hello {{first_name}}".into(),
             first_message_id: Uuid::from_u128(4),
             references: vec!["<m1@sender.example>".to_owned()],
         }),
