@@ -8,7 +8,7 @@
 //! server's own processes), from `/proc`; the Kafka broker is not counted.
 //!
 //! Run with `cargo xtask bench -p scheduler`; docs/benchmarks.md records the figures.
-//! `SEQ_BENCH_LOOPS` (default 4, as `scheduler.dispatch_concurrency`) sets the dispatch loops, `SEQ_BENCH_BATCH` (default 500)
+//! `SEQ_BENCH_LOOPS` (default 2, as `scheduler.dispatch_concurrency`) sets the dispatch loops, `SEQ_BENCH_BATCH` (default 500)
 //! their batch size.
 
 use std::sync::Arc;
@@ -38,7 +38,7 @@ async fn main() -> anyhow::Result<()> {
         println!("dispatch bench skipped: DATABASE_URL is not set (run `cargo xtask bench`)");
         return Ok(());
     }
-    let loops: usize = env_number("SEQ_BENCH_LOOPS", 4)?;
+    let loops: usize = env_number("SEQ_BENCH_LOOPS", 2)?;
     let batch: usize = env_number("SEQ_BENCH_BATCH", 500)?;
     let db = TestDatabase::create().await?;
     let mut config = test_config_for(&db)?;
