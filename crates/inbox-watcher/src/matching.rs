@@ -210,16 +210,10 @@ async fn by_reference(
         return Ok(None);
     }
     let ids: Vec<Uuid> = references.iter().filter_map(|r| our_id(r)).collect();
-    let found = inbox::sent_by_reference(conn, mailbox.workspace_id, references, &ids).await?;
-    Ok(references.iter().find_map(|reference| {
-        found
-            .iter()
-            .find(|sent| {
-                sent.message_id_header.as_deref() == Some(reference.as_str())
-                    || our_id(reference) == Some(sent.message_id)
-            })
-            .cloned()
-    }))
+    let found = inbox::sent_by_id(conn, mailbox.workspace_id, &ids).await?;
+    Ok(ids
+        .iter()
+        .find_map(|id| found.iter().find(|sent| sent.message_id == *id).cloned()))
 }
 
 /// The message id in a Message-ID of ours (`<uuid@domain>`).

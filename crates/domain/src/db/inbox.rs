@@ -382,24 +382,22 @@ pub struct SentMessage {
 const SENT_COLUMNS: &str = "m.id AS message_id, m.enrollment_id, m.mailbox_id, \
                             m.message_id_header, m.subject, c.email AS contact_email, m.sent_at";
 
-/// The workspace's messages with one of these Message-ID headers, or whose id is one of
-/// `ids` (our Message-IDs are `<message id@domain>`; matching the id as well survives a
-/// client that changed the domain's case).
-pub async fn sent_by_reference(
+/// The workspace's messages whose id is one of `ids`: the ids read out of the references of
+/// an inbound email (our Message-IDs are `<message id@domain>`, a database check keeps them
+/// so, which also makes a match survive a client that changed the domain's case).
+pub async fn sent_by_id(
     conn: &mut AsyncPgConnection,
     workspace_id: Uuid,
-    headers: &[String],
     ids: &[Uuid],
 ) -> QueryResult<Vec<SentMessage>> {
-    if headers.is_empty() && ids.is_empty() {
+    if ids.is_empty() {
         return Ok(Vec::new());
     }
     diesel::sql_query(format!(
         "SELECT {SENT_COLUMNS} FROM messages m JOIN contacts c ON c.id = m.contact_id \
-          WHERE m.workspace_id = $1 AND (m.message_id_header = ANY($2) OR m.id = ANY($3))"
+          WHERE m.workspace_id = $1 AND m.id = ANY($2)"
     ))
     .bind::<SqlUuid, _>(workspace_id)
-    .bind::<Array<Text>, _>(headers)
     .bind::<Array<SqlUuid>, _>(ids)
     .load(conn)
     .await

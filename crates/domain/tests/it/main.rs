@@ -5,6 +5,7 @@ mod batch_lanes;
 mod contacts;
 mod enrollments;
 mod kafka;
+mod messages;
 mod migrations;
 mod oauth_access;
 mod oauth_tokens;
