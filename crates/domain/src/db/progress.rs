@@ -374,28 +374,6 @@ pub async fn set_message_outcome(
     .await
 }
 
-/// [`set_message_outcome`] `sent` for many messages in one statement: `(message id, sent at)`,
-/// no message twice.
-pub async fn mark_sent(
-    conn: &mut AsyncPgConnection,
-    sent: &[(Uuid, DateTime<Utc>)],
-) -> QueryResult<usize> {
-    if sent.is_empty() {
-        return Ok(0);
-    }
-    let (ids, at): (Vec<Uuid>, Vec<DateTime<Utc>>) = sent.iter().copied().unzip();
-    diesel::sql_query(
-        "UPDATE messages m SET status = 'sent', sent_at = coalesce(m.sent_at, v.at), \
-                retry_at = NULL \
-           FROM unnest($1, $2) AS v(id, at) \
-          WHERE m.id = v.id AND m.status NOT IN ('bounced', 'failed')",
-    )
-    .bind::<Array<SqlUuid>, _>(&ids)
-    .bind::<Array<Timestamptz>, _>(&at)
-    .execute(conn)
-    .await
-}
-
 /// Puts a message whose attempt `attempt` failed transiently in the retry queue until
 /// `retry_at`. Only the attempt the message is at, and only while not finished: a replayed
 /// request changes nothing.
