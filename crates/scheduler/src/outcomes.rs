@@ -261,30 +261,21 @@ pub async fn apply_batch(
 }
 
 /// What the batch's `sent` events change, gathered over a run of the batch and written by
-/// one statement each: the messages marked `sent`, the enrollments advanced or completed.
+/// one statement: the enrollments advanced or completed. (The message itself is not written:
+/// whoever announces a `sent` has marked it `sent`, with its send time, in the transaction
+/// that wrote the announcement: the sender worker's `sending::mark_sent`, a resolution.)
 /// Whether an enrollment moves is decided when its event is applied, from the locked
 /// enrollment as the batch has changed it so far (its step and status), which is what the
 /// statement's guard finds when it runs; an event whose own statements could see or change
 /// what is pending has the pending writes flushed before it, so the batch's order holds.
 #[derive(Debug, Default)]
 struct Pending {
-    /// Messages to mark `sent`, each with the time of its first `sent` in the batch.
-    sent: Vec<(Uuid, DateTime<Utc>)>,
-    sent_messages: HashSet<Uuid>,
     moves: Vec<progress::Advance>,
-    /// The enrollments of `sent` and `moves`.
+    /// The enrollments of `moves`.
     enrollments: HashSet<Uuid>,
 }
 
 impl Pending {
-    fn mark_sent(&mut self, enrollment_id: Uuid, message_id: Uuid, at: DateTime<Utc>) {
-        // A second `sent` of a message keeps the first send time, as its own statement would.
-        if self.sent_messages.insert(message_id) {
-            self.sent.push((message_id, at));
-        }
-        self.enrollments.insert(enrollment_id);
-    }
-
     fn advance(&mut self, advance: progress::Advance) {
         self.enrollments.insert(advance.id);
         self.moves.push(advance);
@@ -314,7 +305,6 @@ impl Pending {
     }
 
     async fn flush(&mut self, tx: &mut AsyncPgConnection) -> Result<(), diesel::result::Error> {
-        progress::mark_sent(tx, &self.sent).await?;
         let mut moved = progress::advance_many(tx, &self.moves).await?;
         let mut expected: Vec<Uuid> = self.moves.iter().map(|m| m.id).collect();
         moved.sort_unstable();
@@ -331,8 +321,6 @@ impl Pending {
                 .into(),
             ));
         }
-        self.sent.clear();
-        self.sent_messages.clear();
         self.moves.clear();
         self.enrollments.clear();
         Ok(())
@@ -477,9 +465,6 @@ async fn apply_stored(
     let at = envelope.occurred_at;
     match event {
         EmailEvent::Sent { step_order, .. } => {
-            if message_exists {
-                pending.mark_sent(enrollment.id, message.message_id, at);
-            }
             let live = steps
                 .get(&enrollment.sequence_id)
                 .map(Vec::as_slice)

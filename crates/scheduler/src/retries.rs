@@ -117,11 +117,14 @@ pub async fn apply(
             })
         }
         None => {
+            // The enrollment before the message, as the events consumer and a delete of
+            // messages with their step or mailbox lock them (migration 000082): the other
+            // order could deadlock with such a delete.
+            let enrollment = progress::lock_enrollment(tx, request.enrollment_id).await?;
             if !progress::fail_attempt(tx, request.message_id, attempt, &request.error).await? {
                 return Ok(Outcome::Ignored);
             }
-            let Some(enrollment) = progress::lock_enrollment(tx, request.enrollment_id).await?
-            else {
+            let Some(enrollment) = enrollment else {
                 return Ok(Outcome::Failed);
             };
             // Counted like any failure in the step's statistics.

@@ -111,6 +111,11 @@ pub struct NewEvent<'a> {
 
 /// Stores the event once; false when this id was stored before (a redelivery), in which case
 /// the caller must change nothing else either.
+///
+/// `events` has no foreign keys (migration 000082): the caller holds the event's enrollment
+/// locked ([`lock_enrollments`], or `FOR KEY SHARE` at least) and names only its workspace
+/// and contact, and a message of that enrollment found under the lock or row-locked by the
+/// caller; the delete triggers that unlink or delete events then wait for it.
 pub async fn record_event(conn: &mut AsyncPgConnection, event: &NewEvent<'_>) -> QueryResult<bool> {
     diesel::insert_into(events::table)
         .values(event)
@@ -122,7 +127,7 @@ pub async fn record_event(conn: &mut AsyncPgConnection, event: &NewEvent<'_>) ->
 }
 
 /// Stores `events`, none stored before (the caller looked them up under its locks), in one
-/// statement; returns how many it stored. `events` must not repeat an id. A plain insert, not
+/// statement; returns how many it stored. What they name is held as for [`record_event`]. `events` must not repeat an id. A plain insert, not
 /// `ON CONFLICT DO NOTHING` (a speculative insertion: one more index probe and WAL record per
 /// row): an id stored meanwhile by another transaction (the same records applied twice at
 /// once, as in a rebalance) is a unique violation that fails the caller's transaction, which
@@ -370,28 +375,6 @@ pub async fn set_message_outcome(
     .bind::<Text, _>(status)
     .bind::<Timestamptz, _>(at)
     .bind::<Nullable<Text>, _>(error)
-    .execute(conn)
-    .await
-}
-
-/// [`set_message_outcome`] `sent` for many messages in one statement: `(message id, sent at)`,
-/// no message twice.
-pub async fn mark_sent(
-    conn: &mut AsyncPgConnection,
-    sent: &[(Uuid, DateTime<Utc>)],
-) -> QueryResult<usize> {
-    if sent.is_empty() {
-        return Ok(0);
-    }
-    let (ids, at): (Vec<Uuid>, Vec<DateTime<Utc>>) = sent.iter().copied().unzip();
-    diesel::sql_query(
-        "UPDATE messages m SET status = 'sent', sent_at = coalesce(m.sent_at, v.at), \
-                retry_at = NULL \
-           FROM unnest($1, $2) AS v(id, at) \
-          WHERE m.id = v.id AND m.status NOT IN ('bounced', 'failed')",
-    )
-    .bind::<Array<SqlUuid>, _>(&ids)
-    .bind::<Array<Timestamptz>, _>(&at)
     .execute(conn)
     .await
 }

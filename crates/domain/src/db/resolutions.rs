@@ -112,10 +112,14 @@ async fn apply(
     tx: &mut AsyncPgConnection,
     r: &Resolve<'_>,
 ) -> Result<Resolved, diesel::result::Error> {
+    // The enrollment is key-share-locked too: the `resolved` event names it and its contact,
+    // and `events` has no keys (migration 000082); a delete of either waits for this.
     let Some(message) = diesel::sql_query(
-        "SELECT enrollment_id, contact_id, step_order, status, attempts, message_id_header, \
-                resolution, updated_at \
-           FROM messages WHERE id = $1 AND workspace_id = $2 FOR UPDATE",
+        "SELECT m.enrollment_id, m.contact_id, m.step_order, m.status, m.attempts, \
+                m.message_id_header, m.resolution, m.updated_at \
+           FROM messages m JOIN enrollments e ON e.id = m.enrollment_id \
+          WHERE m.id = $1 AND m.workspace_id = $2 \
+            FOR UPDATE OF m FOR KEY SHARE OF e",
     )
     .bind::<SqlUuid, _>(r.message_id)
     .bind::<SqlUuid, _>(r.workspace_id)

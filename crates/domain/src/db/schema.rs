@@ -405,6 +405,8 @@ diesel::joinable!(sequence_mailboxes -> mailboxes (mailbox_id));
 diesel::joinable!(enrollments -> sequences (sequence_id));
 diesel::joinable!(enrollments -> contacts (contact_id));
 diesel::joinable!(enrollments -> mailboxes (mailbox_id));
+// `due_enrollments`, `messages` and `events` have no foreign keys (migrations 000081, 000082:
+// triggers keep them); the joins are declared here all the same.
 diesel::joinable!(due_enrollments -> enrollments (enrollment_id));
 diesel::joinable!(messages -> enrollments (enrollment_id));
 diesel::joinable!(messages -> steps (step_id));

@@ -66,6 +66,7 @@ async fn dispatched(now: DateTime<Utc>) -> anyhow::Result<Dispatched> {
     for enrollment in &enrollments[1..] {
         messages.push(world.messages_of(*enrollment).await?.remove(0).id);
     }
+    world.sent_by_worker(&messages[1..], now).await?;
     Ok(Dispatched {
         world,
         enrollments,

@@ -1,6 +1,7 @@
 //! Integration tests of the scheduler service against real PostgreSQL and Kafka.
 
 mod batches;
+mod deletes;
 mod dispatch;
 mod health;
 mod outcomes;

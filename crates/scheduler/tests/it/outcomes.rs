@@ -29,8 +29,9 @@ pub fn webhooks() -> Webhooks {
     }
 }
 
-/// A world with `steps`, one enrollment dispatched at `now`: its id and first message's.
-pub async fn one_sent_step(
+/// A world with `steps`, one enrollment dispatched at `now` (its first message handed to a
+/// worker): its id and the message's.
+pub async fn one_dispatched_step(
     steps: &[(i32, i32, i32)],
     now: DateTime<Utc>,
 ) -> anyhow::Result<(World, Uuid, Uuid)> {
@@ -40,6 +41,17 @@ pub async fn one_sent_step(
     let dispatcher = Dispatcher::new(world.pool.clone(), clock, 10, "jobs".to_owned());
     assert_eq!(dispatcher.run_once().await?.dispatched, 1);
     let message = world.messages_of(enrollment).await?.remove(0).id;
+    Ok((world, enrollment, message))
+}
+
+/// [`one_dispatched_step`] with the message sent at `now`, as the sender worker marks it
+/// before announcing its `sent`.
+pub async fn one_sent_step(
+    steps: &[(i32, i32, i32)],
+    now: DateTime<Utc>,
+) -> anyhow::Result<(World, Uuid, Uuid)> {
+    let (world, enrollment, message) = one_dispatched_step(steps, now).await?;
+    world.sent_by_worker(&[message], now).await?;
     Ok((world, enrollment, message))
 }
 
@@ -73,6 +85,8 @@ async fn sent_advances_one_step_to_its_wait_inside_the_window() -> anyhow::Resul
     let (world, enrollment, message) =
         one_sent_step(&[(0, 0, 0), (2, 0, 0), (0, 3, 0)], now).await?;
     let sent_at = now + TimeDelta::minutes(1);
+    let version = format!("SELECT xmin::text::int8 AS n FROM messages WHERE id = '{message}'");
+    let written_by_worker = world.count(&version).await?;
 
     let first = envelope(&world, sent_at, sent(message, enrollment, 1));
     assert!(apply(&world, &first).await?);
@@ -88,6 +102,11 @@ async fn sent_advances_one_step_to_its_wait_inside_the_window() -> anyhow::Resul
     assert_eq!(row.next_send_at, Some(sent_at + TimeDelta::days(2)));
     let first_message = world.messages_of(enrollment).await?.remove(0);
     assert_eq!(first_message.status, "sent");
+    assert_eq!(
+        world.count(&version).await?,
+        written_by_worker,
+        "the message is left as the worker wrote it"
+    );
     // The thread's mailbox is fixed by the first send.
     assert_eq!(row.mailbox_id, Some(first_message.mailbox_id));
     assert_eq!(
@@ -318,7 +337,8 @@ async fn a_bounce_read_before_the_sent_event_stays_a_bounce() -> anyhow::Result<
     let now = at("2026-03-02T10:00:00Z")?;
     let (world, enrollment, message) = one_sent_step(&[(0, 0, 0), (1, 0, 0)], now).await?;
     // The inbox watcher's bounce and the sender worker's `sent` come through different
-    // producers; the bounce can be applied first.
+    // producers; the bounce can be applied first, and the `sent` after it (which writes
+    // nothing to the message) leaves it a bounce.
     let bounce = envelope(
         &world,
         now,
@@ -343,13 +363,15 @@ async fn a_bounce_read_before_the_sent_event_stays_a_bounce() -> anyhow::Result<
     Ok(())
 }
 
-/// A second enrollment of the world's sequence, dispatched at `now`: its id and message's.
+/// A second enrollment of the world's sequence, dispatched and sent at `now`: its id and
+/// message's.
 async fn another_sent_step(world: &World, now: DateTime<Utc>) -> anyhow::Result<(Uuid, Uuid)> {
     let enrollment = world.enroll(1, now).await?.remove(0);
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(now));
     let dispatcher = Dispatcher::new(world.pool.clone(), clock, 10, "jobs".to_owned());
     assert_eq!(dispatcher.run_once().await?.dispatched, 1);
     let message = world.messages_of(enrollment).await?.remove(0).id;
+    world.sent_by_worker(&[message], now).await?;
     Ok((enrollment, message))
 }
 
@@ -550,7 +572,7 @@ fn retry(message_id: Uuid, enrollment_id: Uuid, mailbox_id: Uuid, attempt: u32) 
 #[tokio::test]
 async fn retries_follow_the_backoff_then_fail_the_message() -> anyhow::Result<()> {
     let now = at("2026-03-02T10:00:00Z")?;
-    let (world, enrollment, message) = one_sent_step(&[(0, 0, 0)], now).await?;
+    let (world, enrollment, message) = one_dispatched_step(&[(0, 0, 0)], now).await?;
     let backoff = [Duration::from_secs(300)];
     let mailbox = world.mailboxes[0];
     let apply_retry = async |attempt: u32| -> anyhow::Result<Outcome> {
@@ -681,7 +703,7 @@ async fn a_duplicate_delivery_through_kafka_changes_nothing() -> anyhow::Result<
 #[tokio::test]
 async fn a_held_message_pauses_the_enrollment_until_it_is_resumed() -> anyhow::Result<()> {
     let now = at("2026-03-02T10:00:00Z")?;
-    let (world, enrollment, message) = one_sent_step(&[(0, 0, 0), (1, 0, 0)], now).await?;
+    let (world, enrollment, message) = one_dispatched_step(&[(0, 0, 0), (1, 0, 0)], now).await?;
     // What the sender worker writes when a variable has no value.
     world
         .exec(&format!(

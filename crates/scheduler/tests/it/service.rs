@@ -61,9 +61,12 @@ async fn due_steps_reach_email_jobs_and_sent_events_advance_them() -> anyhow::Re
     expected.sort();
     assert_eq!(job_enrollments, expected);
 
-    // The worker reports the first one sent.
+    // The worker marks the first one sent and reports it.
     let first = enrollments[0];
     let message = world.messages_of(first).await?.remove(0);
+    world
+        .sent_by_worker(&[message.id], now + TimeDelta::seconds(30))
+        .await?;
     let mut sent = Envelope::new(
         world.workspace_id,
         EmailEvent::Sent {

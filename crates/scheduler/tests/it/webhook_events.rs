@@ -13,7 +13,9 @@ use scheduler::retries::{self, Outcome};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::outcomes::{WEBHOOK_EVENTS, apply, envelope, one_sent_step, sent, webhooks};
+use crate::outcomes::{
+    WEBHOOK_EVENTS, apply, envelope, one_dispatched_step, one_sent_step, sent, webhooks,
+};
 use crate::world::{World, at};
 
 /// The records waiting in the outbox for `topic`, in the order they will be published.
@@ -277,7 +279,7 @@ async fn the_last_step_sent_also_announces_the_completion() -> anyhow::Result<()
 #[tokio::test]
 async fn retries_used_up_announce_the_failure_and_the_stop() -> anyhow::Result<()> {
     let now = at("2026-03-02T10:00:00Z")?;
-    let (world, enrollment, message) = one_sent_step(&[(0, 0, 0), (1, 0, 0)], now).await?;
+    let (world, enrollment, message) = one_dispatched_step(&[(0, 0, 0), (1, 0, 0)], now).await?;
     subscribe(&world, &[]).await?;
     let mut record = Envelope::new(
         world.workspace_id,

@@ -125,6 +125,25 @@ impl World {
         Ok(ids.into_iter().map(|i| i.id).collect())
     }
 
+    /// Marks `messages` sent at `at` as the sender worker does, in the transaction that
+    /// announces their `sent` (the scheduler applying that event does not write them).
+    pub async fn sent_by_worker(&self, messages: &[Uuid], at: DateTime<Utc>) -> anyhow::Result<()> {
+        let marked = diesel::sql_query(
+            "UPDATE messages SET status = 'sent', sent_at = $2, lease_expires_at = NULL \
+              WHERE id = ANY($1)",
+        )
+        .bind::<diesel::sql_types::Array<SqlUuid>, _>(messages)
+        .bind::<Timestamptz, _>(at)
+        .execute(&mut self.conn().await?)
+        .await?;
+        anyhow::ensure!(
+            marked == messages.len(),
+            "{marked} of {} messages marked",
+            messages.len()
+        );
+        Ok(())
+    }
+
     pub async fn exec(&self, sql: &str) -> anyhow::Result<usize> {
         self.db.exec(sql).await
     }
