@@ -1,7 +1,8 @@
 //! Renders and sends emails over SMTP, scaled horizontally: consumes `email-jobs`, claims
 //! each message before talking to SMTP (so a job delivered twice sends one email), sends
 //! over per-mailbox connection pools, and records the outcome with the events that tell the
-//! scheduler (published through the outbox). See [`worker`] for the pipeline.
+//! scheduler (a `sent` published once recorded, the others through the outbox). See
+//! [`worker`] for the pipeline.
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use domain::service::ServiceBase;
 use domain::service::admin::{admin_server, bind, run_until_cancelled};
 use tokio_util::sync::CancellationToken;
 
+pub mod announce;
 pub mod batch;
 pub mod compose;
 pub mod deliver;
@@ -100,6 +102,7 @@ impl Application {
             pool: base.pool.clone(),
             kafka: base.config.kafka.clone(),
             topics: base.topics.clone(),
+            producer: producer.clone(),
             worker_id: domain::service::instance_id("sender-worker"),
             delivery: Arc::new(Delivery {
                 signer,

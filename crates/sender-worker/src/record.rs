@@ -1,7 +1,9 @@
 //! Writes down how messages ended: their rows, and the events and retry requests that tell
-//! the scheduler, in one transaction per batch (the outbox publishes the records). Only
-//! after it commits are the jobs' Kafka offsets stored, so a crash in between replays jobs
-//! whose claim then finds their message no longer `queued`.
+//! the scheduler, in one transaction per batch (the outbox publishes the records), except the
+//! `sent` events, which it returns for the worker to publish itself once the transaction
+//! committed ([`crate::announce`]). Only after the commit, and the publication of the `sent`
+//! events, are the jobs' Kafka offsets stored, so a crash in between replays jobs whose claim
+//! then finds their message no longer `queued` (and a `sent` one announces itself again).
 //!
 //! A mailbox whose server refused its login or sender goes to `error` in that transaction
 //! too, with a `MailboxEvent::Failing` on `mailbox-events` only when its status did change:
@@ -21,6 +23,7 @@ use domain::events::{EmailEvent, EmailRetry, FoundBy, MailboxEvent, MessageRef, 
 use domain::kafka::{Envelope, TopicNames};
 use uuid::Uuid;
 
+use crate::announce::Announcement;
 use crate::outcome::{MessageFacts, Outcome};
 
 pub struct Recorder {
@@ -30,13 +33,15 @@ pub struct Recorder {
     clock: Arc<dyn Clock>,
 }
 
-/// How many outcomes a [`Recorder::record`] call wrote, by kind.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// How many outcomes a [`Recorder::record`] call wrote, by kind, and the `sent` events to
+/// publish now that they are committed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Recorded {
     pub sent: usize,
     pub other: usize,
     /// Outcomes of messages this worker no longer held (their lease ran out): not written.
     pub lost_lease: usize,
+    pub announcements: Vec<Announcement>,
 }
 
 impl Recorder {
@@ -57,6 +62,7 @@ impl Recorder {
         let mut sent = Vec::new();
         let mut settled = Vec::new();
         let mut failing = Vec::new();
+        let mut announcements = Vec::new();
         for (facts, outcome) in results {
             let settle = |outcome: Settled, error: &str| SettledRow {
                 id: facts.id,
@@ -64,13 +70,16 @@ impl Recorder {
                 error: error.to_owned(),
             };
             match outcome {
-                Outcome::Sent { at, reply, subject } => sent.push(SentRow {
-                    id: facts.id,
-                    mailbox_id: facts.mailbox_id,
-                    sent_at: *at,
-                    reply: reply.clone(),
-                    subject: subject.clone(),
-                }),
+                Outcome::Sent { at, reply, subject } => {
+                    sent.push(SentRow {
+                        id: facts.id,
+                        mailbox_id: facts.mailbox_id,
+                        sent_at: *at,
+                        reply: reply.clone(),
+                        subject: subject.clone(),
+                    });
+                    announcements.push(Announcement::first(facts, *at)?);
+                }
                 Outcome::Bounced { reply } => settled.push(settle(Settled::Bounced, reply)),
                 Outcome::Retry { error } => settled.push(settle(Settled::AwaitingRetry, error)),
                 Outcome::MailboxFailing { error } => {
@@ -115,6 +124,21 @@ impl Recorder {
         }
 
         let mut recorded = Recorded::default();
+        let (announced, unwritten): (Vec<Announcement>, Vec<Announcement>) = announcements
+            .into_iter()
+            .partition(|a| written.contains(&a.message_id));
+        recorded.announcements = announced;
+        if !unwritten.is_empty() {
+            // Not `sending` under this worker any more: its lease ran out, or this is the
+            // retry of a batch whose commit did go through. A message that is `sent` now is
+            // announced as a redelivered job would announce it.
+            let ids: Vec<Uuid> = unwritten.iter().map(|a| a.message_id).collect();
+            for row in sending::unclaimed(&mut conn, &ids).await? {
+                if let Some(again) = Announcement::again(&row) {
+                    recorded.announcements.push(again?);
+                }
+            }
+        }
         for (facts, outcome) in results {
             if !written.contains(&facts.id) {
                 recorded.lost_lease += 1;
@@ -173,11 +197,8 @@ impl Recorder {
             enrollment_id: facts.enrollment_id,
         };
         let event = match outcome {
-            Outcome::Sent { .. } => EmailEvent::Sent {
-                message,
-                step_order: facts.step_order,
-                message_id_header: facts.message_id_header.clone(),
-            },
+            // Published by the worker after the commit (`crate::announce`).
+            Outcome::Sent { .. } => return Ok(None),
             Outcome::Bounced { reply } => EmailEvent::Bounced {
                 message,
                 hard: true,

@@ -5,10 +5,13 @@
 //! - the **claimer** batches jobs, claims their messages in one statement (a message already
 //!   taken is skipped, a mailbox's spacing holds its next message back), and starts one
 //!   send task per claimed message;
-//! - the **recorder** writes outcomes in batches and only then stores the jobs' offsets.
+//! - the **recorder** writes outcomes in batches, then publishes their `sent` events and
+//!   only once Kafka acknowledged them stores the jobs' offsets (while it records the next
+//!   batches).
 //!
 //! At-least-once from Kafka, at-most-once to SMTP: whatever Kafka replays, only the claim
-//! that moves a message out of `queued` leads to a send.
+//! that moves a message out of `queued` leads to a send; a replayed job whose message is
+//! `sent` announces it again, under the same envelope id ([`crate::announce`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -22,14 +25,16 @@ use domain::db::PgPool;
 use domain::db::sending::{self, ClaimedMessage, ThreadEmail, Unclaimed};
 use domain::events::{EmailJob, SendJob};
 use domain::kafka::consumer::stored_offsets_consumer;
-use domain::kafka::{Envelope, TopicNames};
+use domain::kafka::{Envelope, Producer, TopicNames};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::announce::{Announcement, Announcer};
 use crate::batch::Batch;
 use crate::deliver::Delivery;
 use crate::offsets::OffsetTracker;
@@ -53,6 +58,8 @@ pub struct Worker {
     pub settings: WorkerServiceConfig,
     pub kafka: KafkaConfig,
     pub topics: TopicNames,
+    /// Publishes the `sent` announcements (the outbox relay shares it).
+    pub producer: Producer,
     pub worker_id: String,
     pub delivery: Arc<Delivery>,
     pub cipher: Arc<SecretCipher>,
@@ -73,6 +80,8 @@ struct Done {
     partition: i32,
     offset: i64,
     result: Option<(MessageFacts, Outcome)>,
+    /// The `sent` of a message recorded before (a redelivered job), to publish again.
+    again: Option<Announcement>,
     _permit: Option<OwnedSemaphorePermit>,
 }
 
@@ -82,6 +91,7 @@ impl Done {
             partition: job.partition,
             offset: job.offset,
             result,
+            again: None,
             _permit: Some(job._permit),
         }
     }
@@ -109,7 +119,8 @@ impl Worker {
             shutdown.clone(),
         ));
         let claimer = tokio::spawn(Arc::clone(&self).claim_loop(job_rx, done_tx, shutdown.clone()));
-        self.record_loop(&consumer, &offsets, done_rx).await;
+        self.record_loop(&consumer, &offsets, done_rx, &shutdown)
+            .await;
         reader.await?;
         claimer.await?;
 
@@ -181,6 +192,7 @@ impl Worker {
                         partition,
                         offset,
                         result: None,
+                        again: None,
                         _permit: Some(permit),
                     });
                 }
@@ -307,6 +319,23 @@ impl Worker {
             };
             if state.status == "queued" {
                 self.hold(jobs, &state, later);
+            } else if let Some(again) = Announcement::again(&state) {
+                // Recorded `sent` by an attempt whose announcement may never have been
+                // acknowledged (this job's offset was not stored): announced again, the same
+                // record as the first. One announcement for all the jobs of the message.
+                metrics::counter!("sent_announcements_repeated_total").increment(1);
+                let mut again = match again {
+                    Ok(again) => Some(again),
+                    Err(error) => {
+                        tracing::error!(%error, message.id = %state.id, "sent announcement not serialisable");
+                        None
+                    }
+                };
+                for job in jobs {
+                    let mut finished = Done::of(job, None);
+                    finished.again = again.take();
+                    let _ = done.send(finished);
+                }
             } else {
                 // Sent, sending elsewhere, failed...: someone already has it.
                 metrics::counter!("email_jobs_skipped_total").increment(jobs.len() as u64);
@@ -368,10 +397,11 @@ impl Worker {
     }
 
     async fn record_loop(
-        &self,
-        consumer: &StreamConsumer,
-        offsets: &Mutex<OffsetTracker>,
+        self: &Arc<Self>,
+        consumer: &Arc<StreamConsumer>,
+        offsets: &Arc<Mutex<OffsetTracker>>,
         mut done: mpsc::UnboundedReceiver<Done>,
+        shutdown: &CancellationToken,
     ) {
         let recorder = Recorder::new(
             self.pool.clone(),
@@ -379,7 +409,11 @@ impl Worker {
             self.topics.clone(),
             Arc::clone(&self.clock),
         );
+        let announcer = Announcer::new(self.producer.clone(), self.topics.email_events.clone());
+        // The publications of recorded batches, awaited while the next ones are recorded.
+        let mut publishing = JoinSet::new();
         while let Some(first) = done.recv().await {
+            while publishing.try_join_next().is_some() {}
             // Waiting a little for more outcomes makes fewer, larger transactions: the
             // database's cost is mostly per statement, not per row.
             let mut batch = vec![first];
@@ -407,33 +441,57 @@ impl Worker {
             let mut delay = Duration::from_millis(100);
             // The emails went out: their outcome must be written, however long it takes.
             // Should the process die first, their leases run out and they become unknown.
-            while let Err(error) = recorder.record(&results).await {
-                tracing::error!(
-                    error = format!("{error:#}"),
-                    "recording outcomes failed; retrying"
-                );
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
+            let mut recorded = loop {
+                match recorder.record(&results).await {
+                    Ok(recorded) => break recorded,
+                    Err(error) => {
+                        tracing::error!(
+                            error = format!("{error:#}"),
+                            "recording outcomes failed; retrying"
+                        );
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                    }
+                }
+            };
+            let mut announcements = std::mem::take(&mut recorded.announcements);
+            announcements.extend(batch.iter_mut().filter_map(|d| d.again.take()));
+            if announcements.is_empty() {
+                self.store_offsets(consumer, offsets, &batch);
+                continue;
             }
-            self.store_offsets(consumer, offsets, &batch);
+            let worker = Arc::clone(self);
+            let (consumer, offsets) = (Arc::clone(consumer), Arc::clone(offsets));
+            let (announcer, stop) = (announcer.clone(), shutdown.clone());
+            publishing.spawn(async move {
+                // Unacknowledged (only when stopping): the offsets stay unstored and the
+                // jobs come back to whoever reads their partitions next.
+                if announcer.publish(&announcements, &stop).await {
+                    worker.store_offsets(&consumer, &offsets, &batch);
+                }
+            });
         }
+        while publishing.join_next().await.is_some() {}
     }
 
+    /// Stores the offsets that `batch`, now done, lets move. Under the tracker's lock, so
+    /// that batches finishing at once store their points in the order they were computed.
     fn store_offsets(
         &self,
         consumer: &StreamConsumer,
         offsets: &Mutex<OffsetTracker>,
         batch: &[Done],
     ) {
+        let Ok(mut offsets) = offsets.lock() else {
+            return;
+        };
         let mut points: HashMap<i32, i64> = HashMap::new();
-        if let Ok(mut offsets) = offsets.lock() {
-            for done in batch {
-                if let Some(point) = offsets.finish(done.partition, done.offset) {
-                    points.insert(done.partition, point);
-                }
+        for done in batch {
+            if let Some(point) = offsets.finish(done.partition, done.offset) {
+                points.insert(done.partition, point);
             }
-            metrics::gauge!("email_jobs_in_flight").set(offsets.in_flight() as f64);
         }
+        metrics::gauge!("email_jobs_in_flight").set(offsets.in_flight() as f64);
         if points.is_empty() {
             return;
         }

@@ -168,6 +168,9 @@ async fn apply(
                     message_id_header: message.message_id_header.clone().unwrap_or_default(),
                 },
             );
+            // The id of every announcement of this message's `sent`: should its job be
+            // redelivered to a worker now, the worker's repeat is this same event.
+            envelope.id = EmailEvent::sent_id(r.message_id);
             envelope.occurred_at = sent_at;
             let record = NewOutboxRecord::from_envelope(
                 r.email_events_topic,

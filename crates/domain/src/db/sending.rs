@@ -291,7 +291,8 @@ pub async fn claim_context(
     })
 }
 
-/// Where a message that [`claim`] did not return stands.
+/// Where a message that [`claim`] did not return stands, with what its `sent` says should
+/// it be `sent` already (a redelivered job announces it again).
 #[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
 pub struct Unclaimed {
     #[diesel(sql_type = SqlUuid)]
@@ -302,6 +303,16 @@ pub struct Unclaimed {
     /// again.
     #[diesel(sql_type = Nullable<Timestamptz>)]
     pub next_allowed_at: Option<DateTime<Utc>>,
+    #[diesel(sql_type = SqlUuid)]
+    pub workspace_id: Uuid,
+    #[diesel(sql_type = SqlUuid)]
+    pub enrollment_id: Uuid,
+    #[diesel(sql_type = Int4)]
+    pub step_order: i32,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub message_id_header: Option<String>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub sent_at: Option<DateTime<Utc>>,
 }
 
 /// The state of `ids` (messages that no longer exist are left out).
@@ -313,7 +324,8 @@ pub async fn unclaimed(conn: &mut AsyncPgConnection, ids: &[Uuid]) -> QueryResul
         "SELECT m.id, m.status, \
                 CASE WHEN mb.min_interval_seconds > 0 \
                      THEN mb.last_sent_at + make_interval(secs => mb.min_interval_seconds) \
-                END AS next_allowed_at \
+                END AS next_allowed_at, \
+                m.workspace_id, m.enrollment_id, m.step_order, m.message_id_header, m.sent_at \
            FROM messages m JOIN mailboxes mb ON mb.id = m.mailbox_id \
           WHERE m.id = ANY($1)",
     )

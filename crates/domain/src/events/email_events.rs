@@ -115,3 +115,46 @@ pub enum EmailEvent {
 impl Payload for EmailEvent {
     const VERSION: u16 = 1;
 }
+
+impl EmailEvent {
+    /// The envelope id of the `sent` of `message_id`. A message is sent once, so every
+    /// announcement of it (the sender worker's, its repeat for a redelivered job, a person's
+    /// `sent` resolution) carries this one id, and the scheduler, which stores events under
+    /// their ids, applies the first to arrive and ignores the others.
+    ///
+    /// Its first 48 bits are the message id's (a UUIDv7's milliseconds: when it was
+    /// dispatched), so these ids grow with time as the other events' UUIDv7s do and the
+    /// events' primary key takes them near its end; the rest is a name-based hash (UUIDv5)
+    /// of the message id. Version 8 (custom), so it never equals a UUIDv7 or UUIDv5 id.
+    pub fn sent_id(message_id: Uuid) -> Uuid {
+        let mut bytes = *Uuid::new_v5(&message_id, b"sent").as_bytes();
+        bytes[..6].copy_from_slice(&message_id.as_bytes()[..6]);
+        uuid::Builder::from_custom_bytes(bytes).into_uuid()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sent_id_is_the_same_for_one_message_and_differs_between_messages() {
+        let message = Uuid::now_v7();
+        let id = EmailEvent::sent_id(message);
+        assert_eq!(id, EmailEvent::sent_id(message));
+        assert_ne!(id, EmailEvent::sent_id(Uuid::now_v7()));
+        assert_ne!(id, message);
+        assert_eq!(id.get_version_num(), 8);
+    }
+
+    #[test]
+    fn sent_ids_sort_as_their_messages_were_dispatched() {
+        let earlier = Uuid::new_v7(uuid::Timestamp::from_unix_time(1_800_000_000, 0, 0, 0));
+        let later = Uuid::new_v7(uuid::Timestamp::from_unix_time(1_800_000_001, 0, 0, 0));
+        assert!(EmailEvent::sent_id(earlier) < EmailEvent::sent_id(later));
+        assert_eq!(
+            EmailEvent::sent_id(later).as_bytes()[..6],
+            later.as_bytes()[..6]
+        );
+    }
+}

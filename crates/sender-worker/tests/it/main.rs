@@ -2,6 +2,7 @@
 //! servers (GreenMail, Postfix's smtp-sink), and against a scripted fake SMTP server for the
 //! exact failure stages of the connection pools.
 
+mod announce;
 mod claim;
 mod delivery;
 mod dkim_dkimpy;

@@ -12,6 +12,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use domain::clock::SystemClock;
 use domain::config::Config;
 use domain::events::{EmailJob, SendJob};
+use domain::kafka::producer::Delivered;
 use domain::kafka::{Envelope, Producer, TopicNames, ensure_topics};
 use domain::testing::{TestDatabase, poll_until, test_config_for};
 use sender_worker::Application;
@@ -216,8 +217,9 @@ impl World {
         Ok(id)
     }
 
-    /// Produces the job of `message_id` (attempt from the row) on `email-jobs`.
-    pub async fn publish_job(&self, message_id: Uuid) -> anyhow::Result<()> {
+    /// Produces the job of `message_id` (attempt from the row) on `email-jobs`; returns
+    /// where it landed.
+    pub async fn publish_job(&self, message_id: Uuid) -> anyhow::Result<Delivered> {
         let row = self.message(message_id).await?;
         let job = Envelope::new(
             self.workspace_id,
@@ -228,10 +230,10 @@ impl World {
                 attempt: u32::try_from(row.attempts)?,
             }),
         );
-        self.producer
+        Ok(self
+            .producer
             .send(&self.topics.email_jobs, &row.mailbox_id.to_string(), &job)
-            .await?;
-        Ok(())
+            .await?)
     }
 
     /// Adds `n` mailboxes like the first (same server) and spreads the queued messages of
@@ -360,15 +362,21 @@ impl World {
             TcpListener::bind("127.0.0.1:0")?,
             Arc::new(SystemClock),
         )?;
+        let admin_port = app.admin_port();
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(app.run_until_stopped(shutdown.clone()));
-        Ok(RunningWorker { shutdown, handle })
+        Ok(RunningWorker {
+            shutdown,
+            handle,
+            admin_port,
+        })
     }
 }
 
 pub struct RunningWorker {
     shutdown: CancellationToken,
     handle: JoinHandle<anyhow::Result<()>>,
+    pub admin_port: u16,
 }
 
 impl RunningWorker {
