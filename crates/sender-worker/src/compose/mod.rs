@@ -10,7 +10,9 @@
 //! between blocks, list items as lines, links as `text (url)`). Plain-text content is
 //! rendered with `Template::render` for the text part and escaped, linkified and split into
 //! paragraphs (blank lines) and `<br>` (single line breaks) for the HTML part. The HTML part
-//! is always a complete UTF-8 document ([`document`]).
+//! is always a complete UTF-8 document ([`document`]). Each part goes `7bit`, as written,
+//! when it is ASCII with lines of at most 998 octets, else quoted-printable or base64
+//! ([`transfer`]).
 //!
 //! Click tracking leaves a link whose visible text is a URL or a domain as it is, and bare
 //! URLs unlinked, in both parts, unless the sequence sets `track_url_text_links`: then bare
@@ -23,6 +25,7 @@ mod html;
 mod links;
 mod source;
 mod text_part;
+mod transfer;
 
 #[cfg(test)]
 mod tests;
@@ -34,8 +37,8 @@ use chrono::{DateTime, Utc};
 use domain::templates::{ContactFields, Template, TemplateError, seed_from_uuid};
 use domain::tracking_token::{TokenSigner, TrackingAction};
 use lettre::Message;
-use lettre::message::header::{HeaderName, HeaderValue};
-use lettre::message::{Mailbox, MultiPart, SinglePart};
+use lettre::message::header::{ContentType, HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart};
 use uuid::Uuid;
 
 pub use source::Source;
@@ -229,8 +232,8 @@ pub fn compose_with_subject(
     }
     let message = builder.multipart(
         MultiPart::alternative()
-            .singlepart(SinglePart::plain(text))
-            .singlepart(SinglePart::html(html)),
+            .singlepart(transfer::part(ContentType::TEXT_PLAIN, text))
+            .singlepart(transfer::part(ContentType::TEXT_HTML, html)),
     )?;
     Ok((subject, message))
 }
