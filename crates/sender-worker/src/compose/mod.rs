@@ -37,6 +37,7 @@ use chrono::{DateTime, Utc};
 use domain::templates::{ContactFields, Template, TemplateError, seed_from_uuid};
 use domain::tracking_token::{TokenSigner, TrackingAction};
 use lettre::Message;
+use lettre::address::Envelope;
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
 use uuid::Uuid;
@@ -200,9 +201,13 @@ pub fn compose_with_subject(
         html = body::append_html(&html, &body::pixel(&pixel));
     }
 
+    let (from, to) = (mailbox(&email.from, "from")?, mailbox(&email.to, "to")?);
+    // Given, so lettre does not parse it back out of the From and To headers it formatted.
+    let envelope = Envelope::new(Some(from.email.clone()), vec![to.email.clone()])?;
     let mut builder = Message::builder()
-        .from(mailbox(&email.from, "from")?)
-        .to(mailbox(&email.to, "to")?)
+        .envelope(envelope)
+        .from(from)
+        .to(to)
         .subject(subject.clone())
         .message_id(Some(headers::normalise(&email.message_id_header)))
         .date(SystemTime::from(email.date))
