@@ -215,6 +215,10 @@ fn next_scheme(text: &str, from: usize) -> Option<usize> {
     };
     let mut at = 0;
     while at + 4 <= bytes.len() {
+        // Skip to the next `h` or `H` in one tight loop: most of a body is not a URL.
+        at += bytes
+            .get(at..)
+            .and_then(|b| b.iter().position(|&b| b | 0x20 == b'h'))?;
         if !starts(at, "http") {
             at += 1;
             continue;

@@ -10,7 +10,9 @@
 //! between blocks, list items as lines, links as `text (url)`). Plain-text content is
 //! rendered with `Template::render` for the text part and escaped, linkified and split into
 //! paragraphs (blank lines) and `<br>` (single line breaks) for the HTML part. The HTML part
-//! is always a complete UTF-8 document ([`document`]).
+//! is always a complete UTF-8 document ([`document`]). Each part goes `7bit`, as written,
+//! when it is ASCII with lines of at most 998 octets, else quoted-printable or base64
+//! ([`transfer`]).
 //!
 //! Click tracking leaves a link whose visible text is a URL or a domain as it is, and bare
 //! URLs unlinked, in both parts, unless the sequence sets `track_url_text_links`: then bare
@@ -23,6 +25,7 @@ mod html;
 mod links;
 mod source;
 mod text_part;
+mod transfer;
 
 #[cfg(test)]
 mod tests;
@@ -34,8 +37,9 @@ use chrono::{DateTime, Utc};
 use domain::templates::{ContactFields, Template, TemplateError, seed_from_uuid};
 use domain::tracking_token::{TokenSigner, TrackingAction};
 use lettre::Message;
-use lettre::message::header::{HeaderName, HeaderValue};
-use lettre::message::{Mailbox, MultiPart, SinglePart};
+use lettre::address::Envelope;
+use lettre::message::header::{ContentType, HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart};
 use uuid::Uuid;
 
 pub use source::Source;
@@ -197,9 +201,13 @@ pub fn compose_with_subject(
         html = body::append_html(&html, &body::pixel(&pixel));
     }
 
+    let (from, to) = (mailbox(&email.from, "from")?, mailbox(&email.to, "to")?);
+    // Given, so lettre does not parse it back out of the From and To headers it formatted.
+    let envelope = Envelope::new(Some(from.email.clone()), vec![to.email.clone()])?;
     let mut builder = Message::builder()
-        .from(mailbox(&email.from, "from")?)
-        .to(mailbox(&email.to, "to")?)
+        .envelope(envelope)
+        .from(from)
+        .to(to)
         .subject(subject.clone())
         .message_id(Some(headers::normalise(&email.message_id_header)))
         .date(SystemTime::from(email.date))
@@ -229,8 +237,8 @@ pub fn compose_with_subject(
     }
     let message = builder.multipart(
         MultiPart::alternative()
-            .singlepart(SinglePart::plain(text))
-            .singlepart(SinglePart::html(html)),
+            .singlepart(transfer::part(ContentType::TEXT_PLAIN, text))
+            .singlepart(transfer::part(ContentType::TEXT_HTML, html)),
     )?;
     Ok((subject, message))
 }

@@ -52,8 +52,8 @@ fn email() -> Email {
 }
 
 /// The formatted message with folded header lines joined, so assertions see whole headers,
-/// and quoted-printable soft breaks and `=3D` undone (lettre picks quoted-printable for the
-/// HTML part's long lines; the test content is ASCII, so nothing else is encoded).
+/// and quoted-printable soft breaks and `=3D` undone (for a part that is not 7bit; the test
+/// content has no literal `=3D` or `=` at a line's end).
 fn raw(email: &Email) -> Result<String, ComposeError> {
     let bytes = compose_bytes(email, &signer())?;
     let text = String::from_utf8(bytes).unwrap_or_else(|e| panic!("{e}"));
@@ -571,4 +571,59 @@ fn the_tracked_html_of_text_content_is_what_rewriting_its_links_gives() {
             assert_eq!(document::fragment(&direct), document::document(&direct));
         }
     }
+}
+
+/// The `Content-Transfer-Encoding` of the text and the HTML part.
+fn transfer_encodings(raw: &str) -> Vec<&str> {
+    raw.split("\r\n--")
+        .skip(1)
+        .flat_map(|part| {
+            header(
+                part.split_once("\r\n").map_or("", |(_, p)| p),
+                "Content-Transfer-Encoding",
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn ascii_parts_go_as_written_and_others_encoded() -> Result<(), ComposeError> {
+    let mut email = email();
+    email.tracking = Tracking {
+        open: true,
+        click: true,
+        url_text_links: true,
+        unsubscribe_link: true,
+        ..email.tracking
+    };
+    // Lines longer than 76 characters (the HTML's), attributes with `=`, a line of a dot.
+    email.content = format!(
+        "{}\n.\n{}",
+        "Hi {{first_name}}, ".repeat(20),
+        email.content.text()
+    )
+    .into();
+    let bytes = compose_bytes(&email, &signer())?;
+    let raw = String::from_utf8(bytes).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(transfer_encodings(&raw), ["7bit", "7bit"], "{raw}");
+    assert!(
+        raw.contains("<a href=\"https://track.example.com/c/"),
+        "{raw}"
+    );
+    assert!(
+        raw.contains("\r\n.\r\n"),
+        "a dot line is left for SMTP to stuff: {raw}"
+    );
+    assert!(raw.split("\r\n").all(|line| line.len() <= 998), "{raw}");
+
+    email.contact.first_name = Some("Zoë".to_owned());
+    let raw = compose_bytes(&email, &signer())?;
+    let raw = String::from_utf8(raw).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        transfer_encodings(&raw),
+        ["quoted-printable", "quoted-printable"],
+        "{raw}"
+    );
+    assert!(raw.contains("Zo=C3=AB"), "{raw}");
+    Ok(())
 }

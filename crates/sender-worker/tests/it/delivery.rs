@@ -1,6 +1,7 @@
 //! Emails sent through the worker and read back from GreenMail: headers, both MIME parts (a
 //! complete HTML document, a text part laid out from it), tracking links (links showing a URL
-//! left alone unless the sequence forces them) and pixel, unsubscribe headers, threading, the `sent` events, and that
+//! left alone unless the sequence forces them) and pixel, unsubscribe headers, threading, the `sent` events, the
+//! parts' transfer encoding (7bit as written when ASCII, dot lines intact), and that
 //! neither a duplicated job nor a hostile subject gets a second recipient.
 
 use domain::testing::read_topic;
@@ -391,4 +392,43 @@ async fn a_variable_without_a_value_holds_the_message() -> anyhow::Result<()> {
     worker.stop().await?;
     assert!(received(&to).await?.is_empty(), "nothing was sent");
     Ok(())
+}
+
+#[tokio::test]
+async fn ascii_parts_arrive_7bit_as_written_and_non_ascii_ones_encoded() -> anyhow::Result<()> {
+    let long: &'static str = Box::leak("a line of words ".repeat(56).into_boxed_str());
+    let content: &'static str = Box::leak(
+        format!(
+            "Hi {{{{first_name}}}},\n.\n..two dots, stuffed and unstuffed by SMTP\n{long}\nBye"
+        )
+        .into_boxed_str(),
+    );
+    let step = Step {
+        subject: "Lines",
+        content,
+        thread_with_previous: false,
+    };
+    let world = World::new(greenmail_smtp()?, &[step]).await?;
+    let worker = world.start_worker()?;
+    for (name, encoding) in [("Jane", "7bit"), ("Zoë", "quoted-printable")] {
+        let to = contact_address();
+        let message = world.queue(world.enroll(&to, Some(name)).await?, 1).await?;
+        world.publish_job(message).await?;
+        world.wait_for(message, &["sent"]).await?;
+        let emails = wait_received(&to, 1).await?;
+        let mail = parse(&emails[0])?;
+        let encodings: Vec<String> = mail
+            .subparts
+            .iter()
+            .filter_map(|part| part.headers.get_first_value("Content-Transfer-Encoding"))
+            .collect();
+        assert_eq!(encodings, [encoding, encoding], "{}", emails[0]);
+        let (text, html) = parts(&mail)?;
+        let text = text.replace("\r\n", "\n");
+        let written =
+            format!("Hi {name},\n.\n..two dots, stuffed and unstuffed by SMTP\n{long}\nBye\n");
+        assert!(text.starts_with(&written), "{}", emails[0]);
+        assert!(html.contains(&format!("{long}<br>")), "{html}");
+    }
+    worker.stop().await
 }
