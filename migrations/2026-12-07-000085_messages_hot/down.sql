@@ -3,6 +3,7 @@ DROP TABLE mailbox_first_sends;
 DROP TABLE message_leases;
 
 DROP INDEX messages_retry_due_idx;
+ALTER TABLE messages DROP CONSTRAINT messages_retry_at_only_retrying;
 DROP INDEX messages_workspace_idx;
 DROP INDEX messages_mailbox_idx;
 

@@ -35,8 +35,12 @@ CREATE INDEX messages_mailbox_idx ON messages (mailbox_id, id DESC);
 -- The API's listing of a workspace's messages in id order (`?status=` filtered on the row).
 CREATE INDEX messages_workspace_idx ON messages (workspace_id, id);
 -- Retries by due time. `retry_at` is set only while a message is `retrying` (every change
--- out of `retrying` clears it), so this holds exactly the retries with a time, and neither
--- send-path update (on a message whose `retry_at` is NULL already) changes it.
+-- out of `retrying` clears it; the check keeps it so), so this holds exactly the retries
+-- with a time, and neither send-path update (on a message whose `retry_at` is NULL
+-- already) changes it.
+UPDATE messages SET retry_at = NULL WHERE retry_at IS NOT NULL AND status <> 'retrying';
+ALTER TABLE messages ADD CONSTRAINT messages_retry_at_only_retrying
+    CHECK (retry_at IS NULL OR status = 'retrying');
 CREATE INDEX messages_retry_due_idx ON messages (retry_at) WHERE retry_at IS NOT NULL;
 
 -- The worker's leases, out of `messages` so that the claim and the outcome leave its indexes
