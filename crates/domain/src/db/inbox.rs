@@ -173,7 +173,8 @@ pub async fn load(
                 COALESCE(m.imap_security, 'tls') AS imap_security, m.imap_username, \
                 m.imap_password_encrypted, \
                 EXISTS (SELECT 1 FROM mailbox_oauth o WHERE o.mailbox_id = m.id) AS oauth, \
-                (SELECT min(s.sent_at) FROM messages s WHERE s.mailbox_id = m.id) AS first_sent_at \
+                (SELECT f.first_sent_at FROM mailbox_first_sends f WHERE f.mailbox_id = m.id) \
+                  AS first_sent_at \
            FROM inbox_watches w JOIN mailboxes m ON m.id = w.mailbox_id \
           WHERE w.mailbox_id = $1 AND w.owner = $2 AND w.lease_expires_at > now() AND {WATCHABLE}"
     ))

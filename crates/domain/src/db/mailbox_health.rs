@@ -218,8 +218,10 @@ pub struct Reputation {
 }
 
 /// The mailbox's thresholds and latest outcomes. "Sends" are its messages that went out
-/// (`sent` or `bounced`), newest first by id (UUIDv7: dispatch order), read from the partial
-/// index `messages_mailbox_sends_idx`; a message counts once however many events it has.
+/// (`sent` or `bounced`), newest first by id (UUIDv7: dispatch order), read through the index
+/// `messages_mailbox_idx` with the status checked on the row (no index of `messages` refers to
+/// `status`, so the worker's updates stay heap-only: migration 000085); a message counts once
+/// however many events it has.
 pub async fn reputation(
     conn: &mut AsyncPgConnection,
     mailbox_id: Uuid,

@@ -146,11 +146,19 @@ async fn apply(
             // As the worker would have reported it: sent when it was handed over (when it
             // became unknown), so the next step is due after its wait from then.
             let sent_at = message.updated_at.min(r.now.trunc_subsecs(6));
+            // Its mailbox sent it, so the mailbox has sent since then at the latest.
             diesel::sql_query(
-                "UPDATE messages SET status = 'sent', sent_at = coalesce(sent_at, $2), \
-                        resolution = 'sent', resolved_at = $3, retry_at = NULL, \
-                        lease_expires_at = NULL \
-                  WHERE id = $1",
+                "WITH sent AS ( \
+                   UPDATE messages SET status = 'sent', sent_at = coalesce(sent_at, $2), \
+                          resolution = 'sent', resolved_at = $3, retry_at = NULL, \
+                          lease_expires_at = NULL \
+                    WHERE id = $1 \
+                   RETURNING mailbox_id, sent_at \
+                 ) \
+                 INSERT INTO mailbox_first_sends (mailbox_id, first_sent_at) \
+                 SELECT mailbox_id, sent_at FROM sent \
+                 ON CONFLICT (mailbox_id) DO UPDATE SET first_sent_at = EXCLUDED.first_sent_at \
+                  WHERE mailbox_first_sends.first_sent_at > EXCLUDED.first_sent_at",
             )
             .bind::<SqlUuid, _>(r.message_id)
             .bind::<Timestamptz, _>(sent_at)

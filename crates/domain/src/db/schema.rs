@@ -191,6 +191,20 @@ diesel::table! {
 }
 
 diesel::table! {
+    mailbox_first_sends (mailbox_id) {
+        mailbox_id -> Uuid,
+        first_sent_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    message_leases (message_id) {
+        message_id -> Uuid,
+        lease_expires_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     events (id) {
         id -> Uuid,
         workspace_id -> Uuid,
@@ -397,6 +411,7 @@ diesel::table! {
 
 diesel::joinable!(api_keys -> workspaces (workspace_id));
 diesel::joinable!(mailboxes -> workspaces (workspace_id));
+diesel::joinable!(mailbox_first_sends -> mailboxes (mailbox_id));
 diesel::joinable!(contacts -> workspaces (workspace_id));
 diesel::joinable!(sequences -> workspaces (workspace_id));
 diesel::joinable!(steps -> sequences (sequence_id));
@@ -433,6 +448,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     enrollments,
     due_enrollments,
     messages,
+    message_leases,
+    mailbox_first_sends,
     events,
     suppressions,
     mailbox_daily_usage,

@@ -2,6 +2,13 @@
 //! what their emails share), the earlier emails of their threads, recording outcomes, and
 //! declaring messages whose worker died mid-send `unknown`.
 //!
+//! A claimed message's lease is a row of `message_leases`, inserted by the claim and deleted
+//! by the statement that records its outcome, so that neither of the worker's two updates of
+//! the message changes a column an index of `messages` refers to: both are heap-only (HOT)
+//! updates, which add no index entry (migration 000085). Locks are taken in one order, the
+//! message then its lease (the reaper skips what is locked), so the reaper and a worker
+//! recording a late outcome never wait on each other in a cycle.
+//!
 //! A message is sent at most once because only the claim moves it out of `queued`, and it
 //! does so conditionally: of two workers handed the same job, one claim changes the row and
 //! the other finds it `sending` and skips it. Every write takes whole batches. Every
@@ -67,7 +74,8 @@ pub struct ClaimedMessage {
 }
 
 /// Claims the `queued` messages among `ids` for `worker_id` until `lease_until`, in one
-/// statement, and returns them with their contact (see [`ClaimedMessage`]).
+/// statement that also inserts their leases, and returns them with their contact (see
+/// [`ClaimedMessage`]).
 ///
 /// A mailbox that spaces its sends (`min_interval_seconds` > 0) has at most one message
 /// claimed per call, and only when its previous claim is at least that long ago (its
@@ -121,6 +129,10 @@ WITH cand AS ( \
       AND (cand.spacing = 0 OR cand.mailbox_id IN (SELECT id FROM spaced)) \
    RETURNING m.id, m.workspace_id, m.enrollment_id, m.step_id, m.variant_index, \
              m.step_order, m.attempts, m.message_id_header, m.mailbox_id, m.contact_id \
+ ), leased AS ( \
+   INSERT INTO message_leases (message_id, lease_expires_at) \
+   SELECT id, $4 FROM claimed \
+   ON CONFLICT (message_id) DO UPDATE SET lease_expires_at = EXCLUDED.lease_expires_at \
  ) \
  SELECT m.id, m.workspace_id, m.enrollment_id, e.sequence_id, m.step_id, m.variant_index, \
         m.step_order, m.attempts, m.message_id_header, e.status AS enrollment_status, \
@@ -393,7 +405,25 @@ struct Id {
     id: Uuid,
 }
 
-/// Marks messages sent, those still held by `worker_id` only; returns the ids that changed.
+/// The statement that runs `$update` (an `UPDATE messages m ... RETURNING m.id` of messages a
+/// worker holds) and deletes the leases of the messages it changed, after them (the lock
+/// order: message, then lease), returning their ids.
+macro_rules! ending_leases {
+    ($update:literal) => {
+        concat!(
+            "WITH changed AS (",
+            $update,
+            "), released AS ( \
+               DELETE FROM message_leases l USING changed c WHERE l.message_id = c.id \
+             ) \
+             SELECT id FROM changed"
+        )
+    };
+}
+
+/// Marks messages sent, those still held by `worker_id` only, and ends their leases; returns
+/// the ids that changed. Their mailboxes' `last_sent_at` moves to `now`, and
+/// `mailbox_first_sends` keeps each mailbox's earliest send.
 pub async fn mark_sent(
     conn: &mut AsyncPgConnection,
     rows: &[SentRow],
@@ -403,15 +433,15 @@ pub async fn mark_sent(
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let changed: Vec<Id> = diesel::sql_query(
+    let changed: Vec<Id> = diesel::sql_query(ending_leases!(
         "UPDATE messages m SET status = 'sent', sent_at = t.sent_at, smtp_response = t.reply, \
-                               subject = t.subject, lease_expires_at = NULL, last_error = NULL, \
-                               updated_at = $6 \
-           FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::text[]) \
-                AS t(id, sent_at, reply, subject) \
-          WHERE m.id = t.id AND m.status = 'sending' AND m.worker_id = $5 \
-         RETURNING m.id",
-    )
+                                 subject = t.subject, lease_expires_at = NULL, \
+                                 last_error = NULL, updated_at = $6 \
+             FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::text[]) \
+                  AS t(id, sent_at, reply, subject) \
+            WHERE m.id = t.id AND m.status = 'sending' AND m.worker_id = $5 \
+           RETURNING m.id"
+    ))
     .bind::<Array<SqlUuid>, _>(rows.iter().map(|r| r.id).collect::<Vec<_>>())
     .bind::<Array<Timestamptz>, _>(rows.iter().map(|r| r.sent_at).collect::<Vec<_>>())
     .bind::<Array<Text>, _>(rows.iter().map(|r| r.reply.as_str()).collect::<Vec<_>>())
@@ -421,14 +451,23 @@ pub async fn mark_sent(
     .prepared()
     .load(conn)
     .await?;
-    let mut mailboxes: Vec<Uuid> = rows.iter().map(|r| r.mailbox_id).collect();
-    mailboxes.sort_unstable();
-    mailboxes.dedup();
+    // Each mailbox once, with its earliest send of the batch.
+    let mut firsts: Vec<(Uuid, DateTime<Utc>)> =
+        rows.iter().map(|r| (r.mailbox_id, r.sent_at)).collect();
+    firsts.sort_unstable();
+    firsts.dedup_by_key(|(mailbox, _)| *mailbox);
     diesel::sql_query(
-        "UPDATE mailboxes SET last_sent_at = $2 \
-          WHERE id = ANY($1) AND (last_sent_at IS NULL OR last_sent_at < $2)",
+        "WITH firsts AS ( \
+           INSERT INTO mailbox_first_sends (mailbox_id, first_sent_at) \
+           SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[]) \
+           ON CONFLICT (mailbox_id) DO UPDATE SET first_sent_at = EXCLUDED.first_sent_at \
+            WHERE mailbox_first_sends.first_sent_at > EXCLUDED.first_sent_at \
+         ) \
+         UPDATE mailboxes SET last_sent_at = $3 \
+          WHERE id = ANY($1) AND (last_sent_at IS NULL OR last_sent_at < $3)",
     )
-    .bind::<Array<SqlUuid>, _>(mailboxes)
+    .bind::<Array<SqlUuid>, _>(firsts.iter().map(|f| f.0).collect::<Vec<_>>())
+    .bind::<Array<Timestamptz>, _>(firsts.iter().map(|f| f.1).collect::<Vec<_>>())
     .bind::<Timestamptz, _>(now)
     .prepared()
     .execute(conn)
@@ -471,8 +510,9 @@ pub struct SettledRow {
     pub error: String,
 }
 
-/// Records outcomes other than sent, for messages still held by `worker_id`; returns the
-/// ids that changed.
+/// Records outcomes other than sent, for messages still held by `worker_id`, and ends their
+/// leases (a retry awaited too: it stays `sending` with no worker, which the reaper leaves
+/// alone); returns the ids that changed.
 pub async fn settle(
     conn: &mut AsyncPgConnection,
     rows: &[SettledRow],
@@ -482,16 +522,16 @@ pub async fn settle(
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let changed: Vec<Id> = diesel::sql_query(
+    let changed: Vec<Id> = diesel::sql_query(ending_leases!(
         "UPDATE messages m SET status = t.status, last_error = t.error, \
-                               lease_expires_at = NULL, \
-                               worker_id = CASE WHEN t.status = 'sending' THEN NULL \
-                                                ELSE m.worker_id END, \
-                               updated_at = $5 \
-           FROM UNNEST($1::uuid[], $2::text[], $3::text[]) AS t(id, status, error) \
-          WHERE m.id = t.id AND m.status = 'sending' AND m.worker_id = $4 \
-         RETURNING m.id",
-    )
+                                 lease_expires_at = NULL, \
+                                 worker_id = CASE WHEN t.status = 'sending' THEN NULL \
+                                                  ELSE m.worker_id END, \
+                                 updated_at = $5 \
+             FROM UNNEST($1::uuid[], $2::text[], $3::text[]) AS t(id, status, error) \
+            WHERE m.id = t.id AND m.status = 'sending' AND m.worker_id = $4 \
+           RETURNING m.id"
+    ))
     .bind::<Array<SqlUuid>, _>(rows.iter().map(|r| r.id).collect::<Vec<_>>())
     .bind::<Array<Text>, _>(rows.iter().map(|r| r.outcome.status()).collect::<Vec<_>>())
     .bind::<Array<Text>, _>(rows.iter().map(|r| r.error.as_str()).collect::<Vec<_>>())
@@ -555,20 +595,37 @@ pub struct Abandoned {
 /// Declares `unknown` the messages whose worker held them past their lease (it died, or
 /// lost its database, between claiming and recording): they may have reached the server, so
 /// they are never sent again automatically.
+///
+/// Reads up to `limit` expired leases, skipping those (and messages) locked by a worker
+/// recording its outcome right now; deletes them with the messages' change. A lease whose
+/// message is gone or no longer `sending` (moved on by a path that holds no lease, or
+/// deleted) is deleted without a word, so it cannot stand in the way of later ones.
 pub async fn expire_leases(
     conn: &mut AsyncPgConnection,
     now: DateTime<Utc>,
     limit: i64,
 ) -> QueryResult<Vec<Abandoned>> {
     diesel::sql_query(
-        "UPDATE messages m SET status = 'unknown', lease_expires_at = NULL, updated_at = $1, \
-                last_error = 'its worker stopped before recording the outcome; it may have \
-                              been delivered, so it is not sent again' \
-           FROM (SELECT id FROM messages \
-                  WHERE status = 'sending' AND lease_expires_at < $1 \
-                  ORDER BY lease_expires_at LIMIT $2 FOR UPDATE SKIP LOCKED) due \
-          WHERE m.id = due.id \
-         RETURNING m.id, m.worker_id",
+        "WITH due AS ( \
+           SELECT message_id FROM message_leases WHERE lease_expires_at < $1 \
+            ORDER BY lease_expires_at LIMIT $2 FOR UPDATE SKIP LOCKED \
+         ), held AS ( \
+           SELECT m.id FROM messages m JOIN due ON due.message_id = m.id \
+            WHERE m.status = 'sending' FOR UPDATE OF m SKIP LOCKED \
+         ), expired AS ( \
+           UPDATE messages m SET status = 'unknown', lease_expires_at = NULL, updated_at = $1, \
+                  last_error = 'its worker stopped before recording the outcome; it may have \
+                                been delivered, so it is not sent again' \
+             FROM held WHERE m.id = held.id \
+           RETURNING m.id, m.worker_id \
+         ), released AS ( \
+           DELETE FROM message_leases l USING due \
+            WHERE l.message_id = due.message_id \
+              AND (l.message_id IN (SELECT id FROM expired) \
+                   OR NOT EXISTS (SELECT 1 FROM messages m \
+                                   WHERE m.id = l.message_id AND m.status = 'sending')) \
+         ) \
+         SELECT id, worker_id FROM expired",
     )
     .bind::<Timestamptz, _>(now)
     .bind::<diesel::sql_types::BigInt, _>(limit)

@@ -1,5 +1,6 @@
 //! The `messages` table's own guarantees: a Message-ID names its message's id (what makes
-//! it unique without an index, and what the inbox watcher looks replies up by).
+//! it unique without an index, and what the inbox watcher looks replies up by), and only a
+//! `retrying` message has a `retry_at` (what the retry queue's index holds).
 
 use diesel::sql_types::{Text, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl as _};
@@ -60,6 +61,38 @@ async fn a_message_id_header_must_name_its_message() -> anyhow::Result<()> {
     }
     assert_eq!(
         insert_message(&mut conn, second, &format!("<{second}@Example.COM>")).await?,
+        1
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn only_a_retrying_message_has_a_retry_time() -> anyhow::Result<()> {
+    let db = TestDatabase::create().await?;
+    let mut conn = db.connect().await?;
+    let id = Uuid::now_v7();
+    insert_message(&mut conn, id, &format!("<{id}@example.com>")).await?;
+    let set = |status: &'static str| {
+        format!(
+            "UPDATE messages SET status = '{status}', retry_at = now() + interval '1 minute' \
+              WHERE id = '{id}'"
+        )
+    };
+    assert_eq!(db.exec(&set("retrying")).await?, 1);
+    for status in ["queued", "sending", "sent", "failed"] {
+        let refused = db.exec(&set(status)).await;
+        let message = format!("{:#}", refused.err().unwrap_or_else(|| anyhow::anyhow!("")));
+        assert!(
+            message.contains("messages_retry_at_only_retrying"),
+            "{status} with a retry time: {message}"
+        );
+    }
+    // Leaving `retrying` clears it, as every path does.
+    assert_eq!(
+        db.exec(&format!(
+            "UPDATE messages SET status = 'queued', retry_at = NULL WHERE id = '{id}'"
+        ))
+        .await?,
         1
     );
     Ok(())

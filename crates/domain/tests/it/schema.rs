@@ -59,6 +59,8 @@ async fn schema_rs_matches_the_migrated_database() -> anyhow::Result<()> {
         enrollments,
         due_enrollments,
         messages,
+        message_leases,
+        mailbox_first_sends,
         events,
         suppressions,
         mailbox_daily_usage,

@@ -167,6 +167,14 @@ impl InboxWorld {
                          '{subject}')",
                 self.step_id, seller.mailbox_id
             ),
+            // As the worker's outcome statement does.
+            format!(
+                "INSERT INTO mailbox_first_sends (mailbox_id, first_sent_at) \
+                 VALUES ('{}', '{sent_at}') \
+                 ON CONFLICT (mailbox_id) DO UPDATE SET first_sent_at = \
+                    least(mailbox_first_sends.first_sent_at, EXCLUDED.first_sent_at)",
+                seller.mailbox_id
+            ),
         ] {
             self.db.exec(&sql).await?;
         }

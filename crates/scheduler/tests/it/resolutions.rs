@@ -130,6 +130,18 @@ async fn resolved_as_sent_moves_the_enrollment_as_the_worker_s_sent_would() -> a
         1,
         "counted as a send"
     );
+    // Its mailbox has sent since it went out: the inbox watcher reads replies from then.
+    assert_eq!(
+        world
+            .count(&format!(
+                "SELECT count(*) AS n FROM mailbox_first_sends \
+                  WHERE mailbox_id = '{}' AND first_sent_at = '{}'",
+                world.mailboxes[0],
+                unknown_at.to_rfc3339()
+            ))
+            .await?,
+        1
+    );
 
     // The same answer again announces nothing more; the other one is refused.
     assert_eq!(

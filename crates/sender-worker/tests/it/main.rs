@@ -11,6 +11,7 @@ mod failures;
 mod fake_smtp;
 mod health;
 mod kill;
+mod leases;
 mod recheck;
 mod signing;
 mod smtp_greenmail;
