@@ -52,6 +52,9 @@ pub struct DatabaseConfig {
     pub max_connections: usize,
     pub acquire_timeout_ms: u64,
     pub connect_timeout_ms: u64,
+    /// The planner's cost of a random page read in this process's sessions (PostgreSQL's
+    /// `random_page_cost`).
+    pub random_page_cost: f64,
 }
 
 impl DatabaseConfig {
