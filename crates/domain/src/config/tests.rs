@@ -590,3 +590,16 @@ fn random_page_cost_must_be_positive() {
         Ok(())
     });
 }
+
+#[test]
+fn kafka_compression_is_one_of_the_built_codecs() {
+    jail(|jail| {
+        jail.set_env("SEQ_KAFKA__COMPRESSION", "zstd");
+        let error = load_in_jail(None).err().ok_or("expected an error")?;
+        assert!(error.to_string().contains("`kafka.compression`"), "{error}");
+        jail.set_env("SEQ_KAFKA__COMPRESSION", "none");
+        let config = load_in_jail(None).map_err(|e| e.to_string())?;
+        assert_eq!(config.kafka.compression, crate::config::Compression::None);
+        Ok(())
+    });
+}
