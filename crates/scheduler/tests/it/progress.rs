@@ -1,10 +1,18 @@
 //! The statements the apply of events is built on (`domain::db::progress`): what the lock of a
-//! batch's enrollments returns, locks and how it is planned.
+//! batch's enrollments returns, locks and how it is planned, and the thread's mailbox fixed
+//! by a first send.
 
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use std::sync::Arc;
+
+use chrono::TimeDelta;
+use diesel_async::{AsyncConnection as _, AsyncPgConnection, RunQueryDsl};
+use domain::clock::{Clock, ManualClock};
 use domain::db::progress;
+use scheduler::dispatch::Dispatcher;
+use scheduler::outcomes;
 use uuid::Uuid;
 
+use crate::outcomes::{envelope, sent, webhooks};
 use crate::world::{World, at};
 
 /// Whether `sql` fails at once on `conn` because another transaction holds a lock it needs.
@@ -149,5 +157,72 @@ async fn the_lock_finds_contacts_by_key_at_any_page_cost() -> anyhow::Result<()>
             );
         }
     }
+    Ok(())
+}
+
+/// The first send fixes the thread's mailbox: the mailbox of the enrollment's first message
+/// by step order, whether the message sent is that one (the apply passes its mailbox) or a
+/// later one (the statement looks the first one up).
+#[tokio::test]
+async fn the_thread_mailbox_is_the_first_messages_whichever_is_sent() -> anyhow::Result<()> {
+    let world = World::new(2, 100, &[(0, 0, 0), (1, 0, 0), (1, 0, 0)]).await?;
+    let now = at("2026-03-02T10:00:00Z")?;
+    let ids = world.enroll(2, now).await?;
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(now));
+    let dispatcher = Dispatcher::new(world.pool.clone(), clock, 10, "jobs".to_owned());
+    assert_eq!(dispatcher.run_once().await?.dispatched, 2);
+    let (first_sent, later_sent) = (ids[0], ids[1]);
+    let [a, b] = [world.mailboxes[0], world.mailboxes[1]];
+
+    // Its first message, from mailbox b, is what is sent.
+    let first = world.messages_of(first_sent).await?.remove(0).id;
+    world
+        .exec(&format!(
+            "UPDATE messages SET mailbox_id = '{b}' WHERE id = '{first}'"
+        ))
+        .await?;
+    world.sent_by_worker(&[first], now).await?;
+
+    // Its first message went from mailbox a but the enrollment, at step 2 without a thread
+    // mailbox (as after its mailbox was lost), now sends step 2 from mailbox b.
+    let earlier = world.messages_of(later_sent).await?.remove(0).id;
+    let later = Uuid::now_v7();
+    world
+        .exec(&format!(
+            "UPDATE messages SET mailbox_id = '{a}' WHERE id = '{earlier}'"
+        ))
+        .await?;
+    world
+        .exec(&format!(
+            "INSERT INTO messages (id, workspace_id, enrollment_id, step_id, step_order, \
+                                   contact_id, mailbox_id, status, attempts, scheduled_at) \
+             SELECT '{later}', workspace_id, enrollment_id, '{}', 2, contact_id, '{b}', \
+                    'queued', 1, scheduled_at \
+               FROM messages WHERE id = '{earlier}'",
+            world.steps[1]
+        ))
+        .await?;
+    world
+        .exec(&format!(
+            "UPDATE enrollments SET current_step = 2, mailbox_id = NULL WHERE id = '{later_sent}'"
+        ))
+        .await?;
+    world.sent_by_worker(&[later], now).await?;
+
+    let sent_at = now + TimeDelta::minutes(1);
+    let batch = [
+        envelope(&world, sent_at, sent(first, first_sent, 1)),
+        envelope(&world, sent_at, sent(later, later_sent, 2)),
+    ];
+    let mut conn = world.conn().await?;
+    let outcomes = conn
+        .transaction(async |tx| outcomes::apply_batch(tx, &batch, &webhooks(), None).await)
+        .await?;
+    assert!(outcomes.iter().all(|o| o.applied), "{outcomes:?}");
+
+    let row = world.enrollment(first_sent).await?;
+    assert_eq!((row.current_step, row.mailbox_id), (2, Some(b)));
+    let row = world.enrollment(later_sent).await?;
+    assert_eq!((row.current_step, row.mailbox_id), (3, Some(a)));
     Ok(())
 }
