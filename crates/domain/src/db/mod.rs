@@ -35,10 +35,10 @@ pub mod workspaces;
 use std::time::Duration;
 
 use diesel::ConnectionError;
+use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
 use diesel_async::{AsyncConnection as _, AsyncPgConnection, SimpleAsyncConnection as _};
 use futures::FutureExt as _;
-use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use secrecy::ExposeSecret;
 
 use crate::config::DatabaseConfig;
