@@ -35,8 +35,9 @@
 //! Run with `cargo xtask bench -p e2e --bench pipeline` (it provides `SEQ_BENCH_SMTP_SINK`;
 //! `SEQ_TEST_SMTP_SINK` works too); docs/benchmarks.md records the figures.
 //! `SEQ_BENCH_TRACKING=0` runs the `plain` phase only, `only` the `tracking` phase only.
-//! `SEQ_SCHEDULER__*`, `SEQ_SENDER_WORKER__*`, `SEQ_TRACKER__*`, `SEQ_OUTBOX__*` and
-//! `SEQ_DATABASE__MAX_CONNECTIONS` are passed on to the services. The service binaries are
+//! `SEQ_SCHEDULER__*`, `SEQ_SENDER_WORKER__*`, `SEQ_TRACKER__*`, `SEQ_OUTBOX__*`,
+//! `SEQ_DATABASE__MAX_CONNECTIONS`, `SEQ_DATABASE__RANDOM_PAGE_COST` and
+//! `SEQ_KAFKA__COMPRESSION` are passed on to the services. The service binaries are
 //! built (or found up to date) with `cargo build --profile bench`, as `cargo bench` builds
 //! the benches' own.
 
@@ -317,12 +318,14 @@ struct Services {
 }
 
 /// Environment prefixes passed on to the services.
-const PASSED_ON: [&str; 5] = [
+const PASSED_ON: [&str; 7] = [
     "SEQ_SCHEDULER__",
     "SEQ_SENDER_WORKER__",
     "SEQ_TRACKER__",
     "SEQ_OUTBOX__",
     "SEQ_DATABASE__MAX_CONNECTIONS",
+    "SEQ_DATABASE__RANDOM_PAGE_COST",
+    "SEQ_KAFKA__COMPRESSION",
 ];
 
 impl Services {

@@ -469,7 +469,9 @@ async fn apply_stored(
                 .get(&enrollment.sequence_id)
                 .map(Vec::as_slice)
                 .unwrap_or_default();
-            if let Some(advance) = advance_after(enrollment, live, *step_order, at) {
+            let thread_mailbox = owner.and_then(|o| o.thread_mailbox());
+            if let Some(advance) = advance_after(enrollment, live, *step_order, at, thread_mailbox)
+            {
                 pending.advance(advance);
                 match advance.next_step {
                     Some(next) => enrollment.current_step = next,
@@ -563,12 +565,13 @@ fn mark_stopped(
 /// After step `sent_step` went out at `sent_at`: on to the next of the sequence's `live`
 /// steps (in order), due after its wait inside the window, or completed after the last one.
 /// Only while the enrollment still runs at that step (a stale or replayed `sent` moves
-/// nothing).
+/// nothing). `thread_mailbox` is the thread's mailbox if the sent message shows it.
 fn advance_after(
     enrollment: &EnrollmentContext,
     live: &[Step],
     sent_step: i32,
     sent_at: DateTime<Utc>,
+    thread_mailbox: Option<Uuid>,
 ) -> Option<progress::Advance> {
     if enrollment.current_step != sent_step || !running(&enrollment.status) {
         return None;
@@ -589,6 +592,7 @@ fn advance_after(
         next_step: next.map(|s| s.step_order),
         next_send_at,
         sent_at,
+        thread_mailbox,
     })
 }
 

@@ -52,6 +52,9 @@ pub struct DatabaseConfig {
     pub max_connections: usize,
     pub acquire_timeout_ms: u64,
     pub connect_timeout_ms: u64,
+    /// The planner's cost of a random page read in this process's sessions (PostgreSQL's
+    /// `random_page_cost`).
+    pub random_page_cost: f64,
 }
 
 impl DatabaseConfig {
@@ -69,7 +72,30 @@ pub struct KafkaConfig {
     pub partitions: i32,
     pub replication_factor: i32,
     pub request_timeout_ms: u64,
+    /// How producers compress record batches.
+    pub compression: Compression,
     pub topics: TopicsConfig,
+}
+
+/// A Kafka producer's `compression.type` (the codecs our librdkafka build has).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+}
+
+impl Compression {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -571,3 +571,35 @@ fn hello_name_is_unset_by_default() {
         Ok(())
     });
 }
+
+#[test]
+fn random_page_cost_must_be_positive() {
+    jail(|jail| {
+        jail.set_env("SEQ_DATABASE__RANDOM_PAGE_COST", "0");
+        let error = load_in_jail(None).err().ok_or("expected an error")?;
+        assert_eq!(error.key(), Some("database.random_page_cost"));
+        assert!(
+            error
+                .to_string()
+                .contains("environment variable SEQ_DATABASE__RANDOM_PAGE_COST"),
+            "{error}"
+        );
+        jail.set_env("SEQ_DATABASE__RANDOM_PAGE_COST", "2.5");
+        let config = load_in_jail(None).map_err(|e| e.to_string())?;
+        assert_eq!(config.database.random_page_cost, 2.5);
+        Ok(())
+    });
+}
+
+#[test]
+fn kafka_compression_is_one_of_the_built_codecs() {
+    jail(|jail| {
+        jail.set_env("SEQ_KAFKA__COMPRESSION", "zstd");
+        let error = load_in_jail(None).err().ok_or("expected an error")?;
+        assert!(error.to_string().contains("`kafka.compression`"), "{error}");
+        jail.set_env("SEQ_KAFKA__COMPRESSION", "none");
+        let config = load_in_jail(None).map_err(|e| e.to_string())?;
+        assert_eq!(config.kafka.compression, crate::config::Compression::None);
+        Ok(())
+    });
+}

@@ -73,6 +73,13 @@ pub(super) fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigE
     if config.database.max_connections == 0 {
         return fail("database.max_connections", "must be at least 1".to_owned());
     }
+    let cost = config.database.random_page_cost;
+    if !(cost.is_finite() && cost > 0.0 && cost <= 1000.0) {
+        return fail(
+            "database.random_page_cost",
+            format!("must be a number above 0 and at most 1000, not {cost}"),
+        );
+    }
     for (key, value) in [
         (
             "database.acquire_timeout_ms",

@@ -125,22 +125,29 @@ pub async fn explain_claim(
     now: DateTime<Utc>,
     limit: i64,
 ) -> QueryResult<String> {
-    #[derive(QueryableByName)]
-    struct Line {
-        #[diesel(sql_type = Text)]
-        #[diesel(column_name = "QUERY PLAN")]
-        line: String,
-    }
-    let lines: Vec<Line> = diesel::sql_query(format!("EXPLAIN {CLAIM_DUE_SQL}"))
+    let lines: Vec<PlanLine> = diesel::sql_query(format!("EXPLAIN {CLAIM_DUE_SQL}"))
         .bind::<Timestamptz, _>(now)
         .bind::<diesel::sql_types::BigInt, _>(limit)
         .load(conn)
         .await?;
-    Ok(lines
+    Ok(plan_text(lines))
+}
+
+/// A line of what `EXPLAIN` prints.
+#[derive(QueryableByName)]
+pub(super) struct PlanLine {
+    #[diesel(sql_type = Text)]
+    #[diesel(column_name = "QUERY PLAN")]
+    line: String,
+}
+
+/// A plan as `EXPLAIN` prints it.
+pub(super) fn plan_text(lines: Vec<PlanLine>) -> String {
+    lines
         .into_iter()
         .map(|l| l.line)
         .collect::<Vec<_>>()
-        .join("\n"))
+        .join("\n")
 }
 
 /// A mailbox as rotation, capacity and spacing see it.

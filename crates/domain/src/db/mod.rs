@@ -34,9 +34,11 @@ pub mod workspaces;
 
 use std::time::Duration;
 
-use diesel_async::AsyncPgConnection;
-use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel::ConnectionError;
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::{AsyncConnection as _, AsyncPgConnection, SimpleAsyncConnection as _};
+use futures::FutureExt as _;
 use secrecy::ExposeSecret;
 
 use crate::config::DatabaseConfig;
@@ -57,10 +59,27 @@ pub enum DbError {
 }
 
 /// Builds the pool. Connections open lazily, so this succeeds with the database down; the
-/// timeouts make callers (and `/readyz`) fail fast instead of hanging.
+/// timeouts make callers (and `/readyz`) fail fast instead of hanging. Each connection gets
+/// the session settings of [`session_settings`] before it is used.
 pub fn pool(config: &DatabaseConfig) -> Result<PgPool, DbError> {
-    let manager =
-        AsyncDieselConnectionManager::<AsyncPgConnection>::new(config.url.expose_secret());
+    let settings = session_settings(config);
+    let mut setup = ManagerConfig::<AsyncPgConnection>::default();
+    setup.custom_setup = Box::new(move |url| {
+        let settings = settings.clone();
+        let url = url.to_owned();
+        async move {
+            let mut conn = AsyncPgConnection::establish(&url).await?;
+            conn.batch_execute(&settings)
+                .await
+                .map_err(ConnectionError::CouldntSetupConfiguration)?;
+            Ok(conn)
+        }
+        .boxed()
+    });
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
+        config.url.expose_secret(),
+        setup,
+    );
     let connect = Duration::from_millis(config.connect_timeout_ms);
     Ok(Pool::builder(manager)
         .max_size(config.max_connections)
@@ -69,4 +88,10 @@ pub fn pool(config: &DatabaseConfig) -> Result<PgPool, DbError> {
         .recycle_timeout(Some(connect))
         .runtime(deadpool::Runtime::Tokio1)
         .build()?)
+}
+
+/// What every pooled session sets first: the planner's random page cost (validated as a
+/// positive finite number, so the statement is well formed).
+pub fn session_settings(config: &DatabaseConfig) -> String {
+    format!("SET random_page_cost = {}", config.random_page_cost)
 }

@@ -8,7 +8,8 @@ use diesel::sql_types::{Array, Bool, Int4, Jsonb, Nullable, Text, Timestamptz, U
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use super::dispatch::WindowColumns;
+use super::dispatch::{PlanLine, WindowColumns, plan_text};
+use super::prepared::PreparedExt as _;
 use super::schema::events;
 
 /// An enrollment, locked, with what computing its next send time needs.
@@ -46,35 +47,74 @@ pub async fn lock_enrollment(
 
 /// Locks the enrollment rows of `ids` that exist (a batch of events applies under these
 /// locks), in id order so two transactions locking overlapping sets wait rather than
-/// deadlock.
+/// deadlock. Only the enrollments are locked, not their contacts or sequences.
 pub async fn lock_enrollments(
     conn: &mut AsyncPgConnection,
     ids: &[Uuid],
 ) -> QueryResult<Vec<EnrollmentContext>> {
-    diesel::sql_query(
-        "SELECT e.id, e.workspace_id, e.sequence_id, e.contact_id, e.current_step, e.status, \
-                c.email, c.timezone AS contact_timezone, s.send_days, s.window_start, \
-                s.window_end, s.timezone AS sequence_timezone, s.use_contact_timezone, \
-                s.business_days_only, s.stop_on_reply, s.stop_on_auto_reply \
-           FROM enrollments e \
-           JOIN sequences s ON s.id = e.sequence_id \
-           JOIN contacts c ON c.id = e.contact_id \
-          WHERE e.id = ANY($1) \
-          ORDER BY e.id \
-            FOR UPDATE OF e",
-    )
-    .bind::<Array<SqlUuid>, _>(ids)
-    .load(conn)
-    .await
+    diesel::sql_query(LOCK_ENROLLMENTS_SQL)
+        .bind::<Array<SqlUuid>, _>(ids)
+        .prepared()
+        .load(conn)
+        .await
 }
 
-/// A message an event names: its enrollment and step.
+/// The contact and sequence of each enrollment are looked up by key (`OFFSET 0` keeps the
+/// lateral subqueries from being flattened into joins): as plain joins, the planner hashed
+/// the whole contacts table for a batch of a few hundred enrollments once
+/// `random_page_cost` made that many index probes look dearer than a sequential scan. A
+/// batch names few sequences, so their lookups are memoized. Prepared once per connection.
+const LOCK_ENROLLMENTS_SQL: &str = "\
+    SELECT e.id, e.workspace_id, e.sequence_id, e.contact_id, e.current_step, e.status, \
+           c.email, c.contact_timezone, s.send_days, s.window_start, s.window_end, \
+           s.sequence_timezone, s.use_contact_timezone, s.business_days_only, \
+           s.stop_on_reply, s.stop_on_auto_reply \
+      FROM enrollments e \
+     CROSS JOIN LATERAL ( \
+           SELECT c.email, c.timezone AS contact_timezone FROM contacts c \
+            WHERE c.id = e.contact_id OFFSET 0) c \
+     CROSS JOIN LATERAL ( \
+           SELECT s.send_days, s.window_start, s.window_end, \
+                  s.timezone AS sequence_timezone, s.use_contact_timezone, \
+                  s.business_days_only, s.stop_on_reply, s.stop_on_auto_reply \
+             FROM sequences s WHERE s.id = e.sequence_id OFFSET 0) s \
+     WHERE e.id = ANY($1) \
+     ORDER BY e.id \
+       FOR UPDATE OF e";
+
+/// The plan PostgreSQL chooses for [`lock_enrollments`] of `ids`, as `EXPLAIN` prints it.
+pub async fn explain_lock_enrollments(
+    conn: &mut AsyncPgConnection,
+    ids: &[Uuid],
+) -> QueryResult<String> {
+    let lines: Vec<PlanLine> = diesel::sql_query(format!("EXPLAIN {LOCK_ENROLLMENTS_SQL}"))
+        .bind::<Array<SqlUuid>, _>(ids)
+        .load(conn)
+        .await?;
+    Ok(plan_text(lines))
+}
+
+/// A message an event names: its enrollment, step and mailbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Queryable)]
 pub struct MessageOwner {
     pub id: Uuid,
     pub enrollment_id: Uuid,
     pub step_order: i32,
+    pub mailbox_id: Uuid,
 }
+
+impl MessageOwner {
+    /// This message's mailbox when the message is provably its enrollment's first by
+    /// `step_order` (what fixes the thread's mailbox, see [`advance_many`]): live steps are
+    /// numbered from 1 and messages keep their step's number, so none comes before one at 1.
+    /// `None` when another message might (the statement then looks it up).
+    pub fn thread_mailbox(&self) -> Option<Uuid> {
+        (self.step_order == FIRST_STEP).then_some(self.mailbox_id)
+    }
+}
+
+/// The position of a sequence's first live step (`steps.step_order` counts from it).
+const FIRST_STEP: i32 = 1;
 
 /// The messages of `ids` that still exist (events may outlive a deleted contact, whose
 /// messages cascade away).
@@ -85,7 +125,12 @@ pub async fn message_owners(
     use super::schema::messages;
     messages::table
         .filter(messages::id.eq_any(ids))
-        .select((messages::id, messages::enrollment_id, messages::step_order))
+        .select((
+            messages::id,
+            messages::enrollment_id,
+            messages::step_order,
+            messages::mailbox_id,
+        ))
         .load(conn)
         .await
 }
@@ -214,12 +259,18 @@ pub struct Advance {
     pub next_step: Option<i32>,
     pub next_send_at: Option<DateTime<Utc>>,
     pub sent_at: DateTime<Utc>,
+    /// The mailbox of the enrollment's first message by `step_order`, when the caller knows
+    /// it ([`MessageOwner::thread_mailbox`] of the sent message); `None` to have the
+    /// statement look it up.
+    pub thread_mailbox: Option<Uuid>,
 }
 
 /// Moves enrollments from the step just sent on to their next step (due at `next_send_at`) or
 /// to `completed`, in one statement (no enrollment twice); returns the ids of those it moved.
 /// Only those still running at their `sent_step` move, so a replayed `sent` moves nothing. The
-/// first send fixes the thread's mailbox: follow-ups go from the mailbox of the first message.
+/// first send fixes the thread's mailbox: follow-ups go from the mailbox of the first message
+/// by `step_order`, which the caller passes when it knows it (most first sends), sparing a
+/// lookup of the enrollment's messages per row.
 pub async fn advance_many(
     conn: &mut AsyncPgConnection,
     moves: &[Advance],
@@ -232,6 +283,7 @@ pub async fn advance_many(
     let next_steps: Vec<Option<i32>> = moves.iter().map(|m| m.next_step).collect();
     let due: Vec<Option<DateTime<Utc>>> = moves.iter().map(|m| m.next_send_at).collect();
     let sent_at: Vec<DateTime<Utc>> = moves.iter().map(|m| m.sent_at).collect();
+    let thread_mailboxes: Vec<Option<Uuid>> = moves.iter().map(|m| m.thread_mailbox).collect();
     #[derive(QueryableByName)]
     struct Moved {
         #[diesel(sql_type = SqlUuid)]
@@ -245,10 +297,11 @@ pub async fn advance_many(
                 completed_at = CASE WHEN v.next_step IS NULL THEN v.sent_at \
                                     ELSE e.completed_at END, \
                 mailbox_id = CASE WHEN v.next_step IS NULL THEN e.mailbox_id \
-                                  ELSE coalesce(e.mailbox_id, \
+                                  ELSE coalesce(e.mailbox_id, v.thread_mailbox, \
                     (SELECT m.mailbox_id FROM messages m WHERE m.enrollment_id = e.id \
                       ORDER BY m.step_order LIMIT 1)) END \
-           FROM unnest($1, $2, $3, $4, $5) AS v(id, sent_step, next_step, due, sent_at) \
+           FROM unnest($1, $2, $3, $4, $5, $6) \
+                AS v(id, sent_step, next_step, due, sent_at, thread_mailbox) \
           WHERE e.id = v.id AND e.current_step = v.sent_step \
             AND e.status IN ('active', 'paused') \
          RETURNING e.id",
@@ -258,6 +311,7 @@ pub async fn advance_many(
     .bind::<Array<Nullable<Int4>>, _>(&next_steps)
     .bind::<Array<Nullable<Timestamptz>>, _>(&due)
     .bind::<Array<Timestamptz>, _>(&sent_at)
+    .bind::<Array<Nullable<SqlUuid>>, _>(&thread_mailboxes)
     .load(conn)
     .await?;
     Ok(moved.into_iter().map(|m| m.id).collect())

@@ -34,13 +34,13 @@ pub struct Delivered {
 
 /// The settings of this producer, for services that need another kind of rdkafka producer
 /// (the tracker enqueues without awaiting acknowledgements): idempotent, all replicas
-/// acknowledge, lz4, 5 ms linger.
+/// acknowledge, `kafka.compression`, 5 ms linger.
 pub fn idempotent_client_config(config: &KafkaConfig) -> rdkafka::ClientConfig {
     let mut client = super::base_client_config(config);
     client
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("compression.type", "lz4")
+        .set("compression.type", config.compression.as_str())
         .set("linger.ms", "5");
     client
 }

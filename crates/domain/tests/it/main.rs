@@ -13,6 +13,7 @@ mod outbox;
 mod prepared;
 mod readiness;
 mod schema;
+mod sessions;
 mod suppressions;
 mod webhook_signatures;
 mod xoauth2;

@@ -430,6 +430,79 @@ async fn a_paused_sequence_leaves_the_due_queue_and_comes_back_when_activated() 
     Ok(())
 }
 
+/// Activating a sequence queues what is not queued and re-times what is queued at another
+/// time, and leaves a row already right as it is (rewriting all of them was a tuple update
+/// per enrolled contact).
+#[tokio::test]
+async fn an_activation_rewrites_no_queue_row_that_is_right() -> anyhow::Result<()> {
+    let world = World::new(1, 100, &[(0, 0, 0)]).await?;
+    let now = at("2026-03-02T10:00:00Z")?;
+    let sequence = world.sequence_id;
+    let before_pause = world.enroll(10, now).await?;
+    world
+        .exec(&format!(
+            "UPDATE sequences SET status = 'paused' WHERE id = '{sequence}'"
+        ))
+        .await?;
+    // Enrolled while paused: queued when enrolled.
+    let while_paused = world.enroll(30, now + TimeDelta::hours(1)).await?;
+    let queued = "SELECT count(*) AS n FROM due_enrollments";
+    assert_eq!(world.count(queued).await?, 30);
+    let stale = while_paused[0];
+    world
+        .exec(&format!(
+            "UPDATE due_enrollments SET due_at = due_at - interval '1 hour' \
+              WHERE enrollment_id = '{stale}'"
+        ))
+        .await?;
+    world
+        .exec(
+            "CREATE TABLE queued_before AS \
+             SELECT enrollment_id, xmin::text AS version FROM due_enrollments",
+        )
+        .await?;
+
+    world
+        .exec(&format!(
+            "UPDATE sequences SET status = 'active' WHERE id = '{sequence}'"
+        ))
+        .await?;
+    assert_eq!(world.count(queued).await?, 40);
+    assert_eq!(
+        world
+            .count(
+                "SELECT count(*) AS n FROM due_enrollments d \
+                   JOIN enrollments e ON e.id = d.enrollment_id WHERE d.due_at = e.next_send_at"
+            )
+            .await?,
+        40,
+        "every enrollment queued at its send time"
+    );
+    let untouched = "SELECT count(*) AS n FROM due_enrollments d \
+                       JOIN queued_before b USING (enrollment_id) WHERE d.xmin::text = b.version";
+    assert_eq!(
+        world.count(untouched).await?,
+        29,
+        "only the stale row is rewritten"
+    );
+    for id in before_pause.iter().chain([&stale]) {
+        assert_eq!(
+            world
+                .count(&format!(
+                    "SELECT count(*) AS n FROM due_enrollments d \
+                      WHERE d.enrollment_id = '{id}' \
+                        AND NOT EXISTS (SELECT 1 FROM queued_before b \
+                                         WHERE b.enrollment_id = d.enrollment_id \
+                                           AND b.version = d.xmin::text)"
+                ))
+                .await?,
+            1,
+            "{id} (re)queued by the activation"
+        );
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn the_due_queue_follows_every_write_of_an_enrollment() -> anyhow::Result<()> {
     let world = World::new(1, 100, &[(0, 0, 0)]).await?;

@@ -5,6 +5,7 @@ mod deletes;
 mod dispatch;
 mod health;
 mod outcomes;
+mod progress;
 mod reputation;
 mod resolutions;
 mod service;

@@ -2,13 +2,18 @@
 //! each send got ([`SendOutcome`], [`Stage`]).
 //!
 //! lettre's `AsyncSmtpTransport::send` hides the stage a send failed at, so each
-//! [`AsyncSmtpConnection`] is driven step by step (`session`): connect, greeting, EHLO,
-//! STARTTLS or implicit TLS, AUTH, then per email MAIL FROM, RCPT TO, DATA and the message.
+//! `AsyncSmtpConnection` is driven step by step (`session`): connect, greeting, EHLO,
+//! STARTTLS or implicit TLS, EHLO again for the keywords lettre drops (PIPELINING), AUTH,
+//! then per email MAIL FROM, RCPT TO and DATA (one write when the server pipelines, each
+//! reply still checked at its own stage) and the message with its final dot (one write).
 //!
 //! **Invariants:**
 //! - a send never hands the message over twice: the only retry, on a fresh connection, is
 //!   for a reused connection that failed at MAIL FROM without a usable reply (closed by the
 //!   server while idle), before any of the message was sent;
+//! - the message is sent only after MAIL FROM, every RCPT TO and DATA succeeded; when a
+//!   pipelined DATA was answered with 354 after an earlier refusal, the connection is closed
+//!   without another byte (not even QUIT, which the server would take as the message);
 //! - a connection that saw any failure is closed, never reused; one is renewed after
 //!   `messages_per_connection` emails;
 //! - at most `connections_per_mailbox` connections per mailbox are open (in use or idle);
@@ -31,7 +36,6 @@ use domain::config::WorkerServiceConfig;
 use domain::mail::{Login, Server, hello, redact};
 use domain::outbound::OutboundGuard;
 use lettre::address::Envelope;
-use lettre::transport::smtp::client::AsyncSmtpConnection;
 use lettre::transport::smtp::extension::ClientId;
 use lettre::transport::smtp::response::Response;
 use secrecy::ExposeSecret;
@@ -102,7 +106,7 @@ impl std::fmt::Debug for Fingerprint {
 }
 
 struct Pooled {
-    connection: AsyncSmtpConnection,
+    connection: session::Connection,
     fingerprint: Fingerprint,
     sent: u32,
     idle_since: Instant,

@@ -1,5 +1,6 @@
 //! One SMTP connection driven step by step, so a failure names its stage.
 
+use std::fmt::Write as _;
 use std::future::Future;
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use domain::outbound::ConnectError;
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::AsyncSmtpConnection;
-use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::transport::smtp::response::{Response, Severity};
 use secrecy::ExposeSecret;
@@ -17,6 +18,24 @@ use tokio::time::Instant;
 
 use super::SmtpSettings;
 use super::outcome::{Cause, Failure, Stage};
+
+/// An SMTP connection with what lettre's `ServerInfo` does not keep.
+pub(crate) struct Connection {
+    smtp: AsyncSmtpConnection,
+    /// The server announced PIPELINING (RFC 2920): a send's commands go in one write.
+    pipelining: bool,
+    /// The server may be waiting for a message that will never come (it answered 354 to a
+    /// pipelined DATA after refusing an earlier command): anything written now, even QUIT,
+    /// would be taken as the message, so the connection can only be closed.
+    unusable: bool,
+}
+
+impl Connection {
+    /// Whether the connection can no longer be used, not even for QUIT.
+    pub(crate) fn has_broken(&self) -> bool {
+        self.unusable || self.smtp.has_broken()
+    }
+}
 
 /// Runs `step` until `deadline`, classifying its error or timeout as a failure of `stage`.
 async fn step<T>(
@@ -33,8 +52,9 @@ async fn step<T>(
 }
 
 /// Connects through the outbound guard, reads the greeting, says EHLO, secures the
-/// connection as configured (STARTTLS is required when configured, never opportunistic) and
-/// authenticates when a login is given, all within the connect timeout. EHLO says `hello`
+/// connection as configured (STARTTLS is required when configured, never opportunistic), says
+/// EHLO once more to learn whether the server pipelines, and authenticates when a login is
+/// given, all within the connect timeout. EHLO says `hello`
 /// when configured, else the host's FQDN or the connection's local address literal. A host the guard
 /// refuses is a `Refused` failure at `Connect` (the mailbox's fault: it goes to `error`),
 /// and nothing is connected.
@@ -43,7 +63,7 @@ pub(crate) async fn connect(
     hello: Option<&ClientId>,
     server: &Server,
     login: Option<&Login>,
-) -> Result<AsyncSmtpConnection, Failure> {
+) -> Result<Connection, Failure> {
     let budget = settings.connect_timeout;
     let deadline = Instant::now() + budget;
     let starttls = match server.security {
@@ -75,15 +95,20 @@ pub(crate) async fn connect(
             .map(|connection| (connection, hello))
             .map_err(|error| Failure::from_lettre(Stage::Connect, &error))
     };
-    let (mut connection, hello) = match tokio::time::timeout_at(deadline, connecting).await {
+    let (smtp, hello) = match tokio::time::timeout_at(deadline, connecting).await {
         Err(_) => return Err(Failure::new(Stage::Connect, Cause::TimedOut(budget))),
         Ok(Err(failure)) => return Err(failure),
         Ok(Ok(connected)) => connected,
     };
     metrics::counter!("smtp_connections_opened_total").increment(1);
+    let mut connection = Connection {
+        smtp,
+        pipelining: false,
+        unusable: false,
+    };
 
     if let Some(tls) = starttls {
-        if !connection.can_starttls() {
+        if !connection.smtp.can_starttls() {
             let failure = Failure::new(
                 Stage::Tls,
                 Cause::Refused("the server does not offer STARTTLS, which is required".into()),
@@ -94,12 +119,32 @@ pub(crate) async fn connect(
             Stage::Tls,
             deadline,
             budget,
-            connection.starttls(tls, &hello),
+            connection.smtp.starttls(tls, &hello),
         )
         .await;
         if let Err(failure) = starttls {
             return Err(close_after(connection, failure, settings).await);
         }
+    }
+
+    // lettre keeps only the EHLO keywords it knows, so the reply is asked for again (once per
+    // connection, after STARTTLS: what was said in the clear does not count, RFC 3207).
+    let ehlo = step(
+        Stage::Connect,
+        deadline,
+        budget,
+        connection.smtp.command(Ehlo::new(hello.clone())),
+    )
+    .await;
+    match ehlo {
+        Ok(reply) => connection.pipelining = announces_pipelining(&reply),
+        // A refused EHLO leaves the session as it was (RFC 5321 4.1.4): lettre's went through,
+        // so commands still work, one at a time.
+        Err(Failure {
+            cause: Cause::Reply { .. },
+            ..
+        }) => {}
+        Err(failure) => return Err(close_after(connection, failure, settings).await),
     }
 
     if let Some(login) = login {
@@ -111,7 +156,9 @@ pub(crate) async fn connect(
             Stage::Auth,
             deadline,
             budget,
-            connection.auth(smtp::mechanisms(login.method), &credentials),
+            connection
+                .smtp
+                .auth(smtp::mechanisms(login.method), &credentials),
         )
         .await;
         if let Err(failure) = auth {
@@ -121,21 +168,61 @@ pub(crate) async fn connect(
     Ok(connection)
 }
 
-/// Sends one email: MAIL FROM, RCPT TO for each recipient, DATA, then the message (lettre
-/// dot-stuffs it and sends the final dot). Returns the reply after the final dot.
+/// Sends one email: MAIL FROM, RCPT TO for each recipient and DATA (in one write when the
+/// server pipelines), then the message, dot-stuffed, and the final dot. Returns the reply after
+/// the final dot.
 pub(crate) async fn deliver(
-    connection: &mut AsyncSmtpConnection,
+    connection: &mut Connection,
     settings: &SmtpSettings,
     envelope: &Envelope,
     message: &[u8],
 ) -> Result<Response, Failure> {
+    let mail = Mail::new(
+        envelope.from().cloned(),
+        mail_parameters(connection, envelope, message)?,
+    );
+    let budget = settings.command_timeout;
+    if connection.pipelining {
+        let mut group = mail.to_string();
+        for recipient in envelope.to() {
+            // Writing to a String cannot fail.
+            let _ = write!(group, "{}", Rcpt::new(recipient.clone(), Vec::new()));
+        }
+        let _ = write!(group, "{Data}");
+        pipelined_commands(connection, budget, group, envelope.to().len()).await?;
+    } else {
+        commands(connection, budget, mail, envelope).await?;
+    }
+
+    let budget = settings.data_timeout;
+    let deadline = Instant::now() + budget;
+    let reply = match std::str::from_utf8(message) {
+        // lettre writes a command as text, so only a valid UTF-8 message can go as one.
+        Ok(text) => {
+            let sending = connection.smtp.command(dot_stuffed(text));
+            step(Stage::AfterData, deadline, budget, sending).await?
+        }
+        Err(_) => {
+            let sending = connection.smtp.message(message);
+            step(Stage::AfterData, deadline, budget, sending).await?
+        }
+    };
+    expect(Stage::AfterData, &reply, Severity::PositiveCompletion)?;
+    Ok(reply)
+}
+
+/// SMTPUTF8 and 8BITMIME as the envelope and message need them, refused when the server
+/// lacks them.
+fn mail_parameters(
+    connection: &Connection,
+    envelope: &Envelope,
+    message: &[u8],
+) -> Result<Vec<MailParameter>, Failure> {
+    let server = connection.smtp.server_info();
     let mut parameters = Vec::new();
     let addresses = envelope.from().into_iter().chain(envelope.to());
     if addresses.map(AsRef::<str>::as_ref).any(|a| !a.is_ascii()) {
-        if !connection
-            .server_info()
-            .supports_feature(Extension::SmtpUtfEight)
-        {
+        if !server.supports_feature(Extension::SmtpUtfEight) {
             return Err(Failure::new(
                 Stage::MailFrom,
                 Cause::Refused("non-ASCII addresses but the server lacks SMTPUTF8".into()),
@@ -144,10 +231,7 @@ pub(crate) async fn deliver(
         parameters.push(MailParameter::SmtpUtfEight);
     }
     if !message.is_ascii() {
-        if !connection
-            .server_info()
-            .supports_feature(Extension::EightBitMime)
-        {
+        if !server.supports_feature(Extension::EightBitMime) {
             return Err(Failure::new(
                 Stage::MailFrom,
                 Cause::Refused("a non-ASCII message but the server lacks 8BITMIME".into()),
@@ -155,35 +239,119 @@ pub(crate) async fn deliver(
         }
         parameters.push(MailParameter::Body(MailBodyParameter::EightBitMime));
     }
+    Ok(parameters)
+}
 
-    let budget = settings.command_timeout;
-    let mail = Mail::new(envelope.from().cloned(), parameters);
-    let deadline = Instant::now() + budget;
-    let reply = step(Stage::MailFrom, deadline, budget, connection.command(mail)).await?;
-    expect(Stage::MailFrom, &reply, Severity::PositiveCompletion)?;
+/// MAIL FROM, each RCPT TO and DATA one at a time, each reply awaited before the next.
+async fn commands(
+    connection: &mut Connection,
+    budget: Duration,
+    mail: Mail,
+    envelope: &Envelope,
+) -> Result<(), Failure> {
+    let completed = Severity::PositiveCompletion;
+    let mailing = connection.smtp.command(mail);
+    exchange(Stage::MailFrom, budget, completed, mailing).await?;
     for recipient in envelope.to() {
-        let rcpt = Rcpt::new(recipient.clone(), Vec::new());
-        let deadline = Instant::now() + budget;
-        let reply = step(Stage::RcptTo, deadline, budget, connection.command(rcpt)).await?;
-        expect(Stage::RcptTo, &reply, Severity::PositiveCompletion)?;
+        let rcpt = connection
+            .smtp
+            .command(Rcpt::new(recipient.clone(), Vec::new()));
+        exchange(Stage::RcptTo, budget, completed, rcpt).await?;
     }
-    let deadline = Instant::now() + budget;
-    let reply = step(Stage::Data, deadline, budget, connection.command(Data)).await?;
     // Anything but 354 means the server is not reading a message: sending it would have its
     // lines taken as commands.
-    expect(Stage::Data, &reply, Severity::PositiveIntermediate)?;
+    let data = connection.smtp.command(Data);
+    exchange(Stage::Data, budget, Severity::PositiveIntermediate, data).await
+}
 
-    let budget = settings.data_timeout;
-    let deadline = Instant::now() + budget;
-    let reply = step(
-        Stage::AfterData,
-        deadline,
-        budget,
-        connection.message(message),
-    )
-    .await?;
-    expect(Stage::AfterData, &reply, Severity::PositiveCompletion)?;
-    Ok(reply)
+/// Runs `exchange` (a command, or the reading of a pipelined command's reply) within `budget`
+/// and checks that the reply is of `severity`.
+async fn exchange(
+    stage: Stage,
+    budget: Duration,
+    severity: Severity,
+    exchange: impl Future<Output = Result<Response, lettre::transport::smtp::Error>>,
+) -> Result<(), Failure> {
+    let reply = step(stage, Instant::now() + budget, budget, exchange).await?;
+    expect(stage, &reply, severity)
+}
+
+/// `group`, MAIL FROM, RCPT TO for each of the `recipients` and DATA, in one write (RFC
+/// 2920), then their replies in order, each checked as [`commands`] checks it, with a command
+/// timeout of its own. The first failure is the send's; after it the remaining replies are
+/// still read so that the connection can be closed cleanly, unless the server answered DATA
+/// with 354 anyway: then it is reading a message that is not sent (not even an empty one) and
+/// the connection is only closed.
+async fn pipelined_commands(
+    connection: &mut Connection,
+    budget: Duration,
+    group: String,
+    recipients: usize,
+) -> Result<(), Failure> {
+    let completed = Severity::PositiveCompletion;
+    let written = connection.smtp.command(group);
+    let mut failed = exchange(Stage::MailFrom, budget, completed, written)
+        .await
+        .err();
+    let stages = std::iter::repeat_n(Stage::RcptTo, recipients).chain([Stage::Data]);
+    for stage in stages {
+        if failed.as_ref().is_some_and(|f| !f.connection_alive()) {
+            // The connection is closed without a word after such a failure: no more replies
+            // are needed.
+            break;
+        }
+        let severity = if stage == Stage::Data {
+            Severity::PositiveIntermediate
+        } else {
+            completed
+        };
+        let reply = exchange(stage, budget, severity, connection.smtp.read_response()).await;
+        match (&failed, reply) {
+            (None, Ok(())) => {}
+            (None, Err(failure)) => failed = Some(failure),
+            (Some(_), Ok(())) if stage == Stage::Data => connection.unusable = true,
+            (Some(_), Ok(())) => {}
+            (Some(_), Err(later)) => {
+                if !later.connection_alive() {
+                    connection.unusable = true;
+                    break;
+                }
+            }
+        }
+    }
+    failed.map_or(Ok(()), Err)
+}
+
+/// `message` as lettre's `message()` puts it on the wire, in one string: a dot that starts a
+/// line (at the very start or after CRLF) doubled, then CRLF, a dot and CRLF, even after a
+/// final CRLF. lettre looks at every byte; this looks only where CRLF and a dot meet.
+pub(super) fn dot_stuffed(message: &str) -> String {
+    const END: &str = "\r\n.\r\n";
+    let mut stuffed = String::with_capacity(message.len() + END.len() + 16);
+    if message.starts_with('.') {
+        stuffed.push('.');
+    }
+    let mut copied = 0;
+    for found in memchr::memmem::find_iter(message.as_bytes(), b"\r\n.") {
+        // Up to and including the dot, which is ASCII: a char boundary.
+        let dot = found + 3;
+        stuffed.push_str(&message[copied..dot]);
+        stuffed.push('.');
+        copied = dot;
+    }
+    stuffed.push_str(&message[copied..]);
+    stuffed.push_str(END);
+    stuffed
+}
+
+/// Whether an EHLO reply lists PIPELINING among its keywords (the lines after the first,
+/// which names the server; keywords are case-insensitive).
+pub(super) fn announces_pipelining(ehlo: &Response) -> bool {
+    ehlo.message().skip(1).any(|line| {
+        line.split_whitespace()
+            .next()
+            .is_some_and(|keyword| keyword.eq_ignore_ascii_case("PIPELINING"))
+    })
 }
 
 /// lettre takes any 2xx or 3xx reply as success; each step expects one of them.
@@ -203,9 +371,9 @@ fn expect(stage: Stage, reply: &Response, severity: Severity) -> Result<(), Fail
 }
 
 /// Says QUIT (bounded by the command timeout) and closes the connection.
-pub(crate) async fn quit(mut connection: AsyncSmtpConnection, settings: &SmtpSettings) {
+pub(crate) async fn quit(mut connection: Connection, settings: &SmtpSettings) {
     if !connection.has_broken() {
-        let _ = tokio::time::timeout(settings.command_timeout, connection.quit()).await;
+        let _ = tokio::time::timeout(settings.command_timeout, connection.smtp.quit()).await;
     }
     metrics::counter!("smtp_connections_closed_total").increment(1);
 }
@@ -213,7 +381,7 @@ pub(crate) async fn quit(mut connection: AsyncSmtpConnection, settings: &SmtpSet
 /// Ends a connection after `failure`: QUIT when the server is still talking to us, a plain
 /// close otherwise.
 pub(crate) async fn close_after(
-    connection: AsyncSmtpConnection,
+    connection: Connection,
     failure: Failure,
     settings: &SmtpSettings,
 ) -> Failure {

@@ -222,3 +222,100 @@ fn settings_come_from_the_worker_configuration() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// lettre's `ClientCodec` (private) as it encodes a whole message: a dot is doubled when it
+/// starts a line, a line starting after CR LF; then lettre's `message()` adds CRLF.CRLF.
+fn stuffed_as_lettre_does(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut line_start = true;
+    let mut after_cr = false;
+    for &b in message {
+        out.push(b);
+        if b == b'.' && line_start {
+            out.push(b'.');
+        }
+        line_start = after_cr && b == b'\n';
+        after_cr = b == b'\r';
+    }
+    out.extend_from_slice(b"\r\n.\r\n");
+    out
+}
+
+#[test]
+fn dot_stuffing_matches_lettre_byte_for_byte() {
+    let cases = [
+        "",
+        ".",
+        "..",
+        ".\r\n",
+        "\r\n.",
+        "\r\n.\r\n",
+        "a\r\n.b\r\n..c\r\n.\r\n",
+        "no final line break",
+        "ends with a line break\r\n",
+        "bare\n.lf and bare\r.cr are no line starts\r\r\n.but this is\n\r\n.",
+        "é\r\n.ü\r\n.\r\n€.",
+        // lettre's own codec test, as one message.
+        ".\r\ntest\r\ntest\r\n\r\n.\r\n\r\ntestte\r\n.\r\nsttesttest.test\n.test\ntesttesttest\r\n.test\r\ntest.\r\n",
+    ];
+    for case in cases {
+        assert_eq!(
+            session::dot_stuffed(case).as_bytes(),
+            stuffed_as_lettre_does(case.as_bytes()),
+            "{case:?}"
+        );
+    }
+    assert_eq!(
+        session::dot_stuffed(
+            ".\r\ntest\r\ntest\r\n\r\n.\r\n\r\ntestte\r\n.\r\nsttesttest.test\n.test\ntesttesttest\r\n.test\r\ntest.\r\n"
+        ),
+        "..\r\ntest\r\ntest\r\n\r\n..\r\n\r\ntestte\r\n..\r\nsttesttest.test\n.test\ntesttesttest\r\n..test\r\ntest.\r\n\r\n.\r\n",
+        "lettre's expected output"
+    );
+}
+
+#[test]
+fn dot_stuffing_matches_lettre_on_every_short_message_of_dots_and_line_breaks() {
+    // All strings of up to 7 of these characters: every way line breaks and dots can meet.
+    let alphabet = ['.', '\r', '\n', 'x'];
+    let mut messages = vec![String::new()];
+    let mut start = 0;
+    for _ in 0..7 {
+        let end = messages.len();
+        for i in start..end {
+            for c in alphabet {
+                let mut longer = messages[i].clone();
+                longer.push(c);
+                messages.push(longer);
+            }
+        }
+        start = end;
+    }
+    for message in &messages {
+        assert_eq!(
+            session::dot_stuffed(message).as_bytes(),
+            stuffed_as_lettre_does(message.as_bytes()),
+            "{message:?}"
+        );
+    }
+}
+
+#[test]
+fn pipelining_is_read_from_the_ehlo_keywords() -> anyhow::Result<()> {
+    let announces = |reply: &str| -> anyhow::Result<bool> {
+        Ok(session::announces_pipelining(&reply.parse()?))
+    };
+    assert!(announces(
+        "250-smtp.example.com hello\r\n250-SIZE 1000\r\n250-PIPELINING\r\n250 8BITMIME\r\n"
+    )?);
+    assert!(announces("250-example\r\n250 pipelining\r\n")?);
+    assert!(!announces(
+        "250-example\r\n250-8BITMIME\r\n250 AUTH PLAIN LOGIN\r\n"
+    )?);
+    assert!(
+        !announces("250 PIPELINING greets you\r\n")?,
+        "the server's name"
+    );
+    assert!(!announces("250-example\r\n250 XPIPELINING\r\n")?);
+    Ok(())
+}

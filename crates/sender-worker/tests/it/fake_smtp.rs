@@ -30,13 +30,26 @@ pub enum Act {
 /// `QUIT`, and any other command's verb.
 type Script = dyn Fn(usize, &str, &str) -> Option<Act> + Send + Sync;
 
+/// The EHLO reply of a server that pipelines (RFC 2920), for scripts.
+pub const EHLO_PIPELINING: &str =
+    "250-fake.test\n250-PIPELINING\n250-AUTH PLAIN LOGIN\n250-8BITMIME\n250 SMTPUTF8";
+
+struct Command {
+    connection: usize,
+    line: String,
+    /// It had arrived already when the previous command was read: both came in one write.
+    with_previous: bool,
+}
+
 #[derive(Default)]
 struct State {
     accepted: AtomicUsize,
     open: AtomicUsize,
     max_open: AtomicUsize,
-    commands: Mutex<Vec<(usize, String)>>,
+    commands: Mutex<Vec<Command>>,
     messages: Mutex<Vec<String>>,
+    /// What was read after a 354 of messages whose final dot never came.
+    unfinished: Mutex<Vec<String>>,
 }
 
 pub struct FakeSmtp {
@@ -128,13 +141,42 @@ impl FakeSmtp {
             .clone()
     }
 
+    /// What was received after a 354 on connections that ended before the final dot.
+    pub fn unfinished_messages(&self) -> Vec<String> {
+        self.state
+            .unfinished
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// `(connection number, command line)` of every command received.
     pub fn commands(&self) -> Vec<(usize, String)> {
         self.state
             .commands
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+            .iter()
+            .map(|c| (c.connection, c.line.clone()))
+            .collect()
+    }
+
+    /// The commands of connection `connection` in the groups they arrived in: commands that
+    /// were read from the same write of the client are in one group.
+    pub fn command_groups(&self, connection: usize) -> Vec<Vec<String>> {
+        let commands = self
+            .state
+            .commands
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut groups: Vec<Vec<String>> = Vec::new();
+        for command in commands.iter().filter(|c| c.connection == connection) {
+            match groups.last_mut() {
+                Some(group) if command.with_previous => group.push(command.line.clone()),
+                _ => groups.push(vec![command.line.clone()]),
+            }
+        }
+        groups
     }
 }
 
@@ -147,6 +189,8 @@ async fn serve(stream: TcpStream, number: usize, state: &State, script: &Script)
     };
     let mut step = act("GREETING", "", "220 fake.test ESMTP");
     let mut event = String::from("GREETING");
+    // Whether more input was waiting when the last command was read.
+    let mut more_waiting = false;
     loop {
         // Carry out the action decided for the previous event.
         let (text, close) = match step {
@@ -171,14 +215,24 @@ async fn serve(stream: TcpStream, number: usize, state: &State, script: &Script)
             return quitting;
         }
         if event == "DATA" && text.starts_with("354") {
-            let Some(message) = read_message(&mut read).await else {
-                return false;
+            let message = match read_message(&mut read).await {
+                Ok(message) => message,
+                Err(unfinished) => {
+                    state
+                        .unfinished
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(unfinished);
+                    return false;
+                }
             };
             state
                 .messages
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .push(message);
+            // Groups are of commands; the message ends the one DATA was in.
+            more_waiting = false;
             event = "DOT".into();
             step = act("DOT", "", "250 2.0.0 queued");
             continue;
@@ -194,7 +248,12 @@ async fn serve(stream: TcpStream, number: usize, state: &State, script: &Script)
             .commands
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push((number, line.clone()));
+            .push(Command {
+                connection: number,
+                line: line.clone(),
+                with_previous: more_waiting,
+            });
+        more_waiting = !read.buffer().is_empty();
         let verb = line
             .split_whitespace()
             .next()
@@ -215,17 +274,20 @@ async fn serve(stream: TcpStream, number: usize, state: &State, script: &Script)
     }
 }
 
-/// Reads the message up to the final dot, undoing dot-stuffing.
-async fn read_message(read: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> Option<String> {
+/// Reads the message up to the final dot, undoing dot-stuffing; what was read when the
+/// connection ends before the dot.
+async fn read_message(
+    read: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+) -> Result<String, String> {
     let mut message = String::new();
     loop {
         let mut line = String::new();
         match read.read_line(&mut line).await {
             Ok(n) if n > 0 => {}
-            _ => return None,
+            _ => return Err(message + &line),
         }
         if line == ".\r\n" {
-            return Some(message);
+            return Ok(message);
         }
         match line.strip_prefix('.') {
             Some(rest) => message.push_str(rest),

@@ -15,6 +15,7 @@ mod leases;
 mod recheck;
 mod signing;
 mod smtp_greenmail;
+mod smtp_pipelining;
 mod smtp_pools;
 mod spacing;
 mod world;

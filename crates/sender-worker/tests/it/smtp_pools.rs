@@ -15,7 +15,7 @@ use crate::fake_smtp::{Act, FakeSmtp};
 const MESSAGE: &str = "From: sender@acme.test\r\nTo: rcpt@dest.test\r\nSubject: hi\r\n\r\n\
 Hello.\r\n.A line starting with a dot\r\n.\r\nBye.\r\n";
 
-fn settings() -> SmtpSettings {
+pub fn settings() -> SmtpSettings {
     SmtpSettings {
         connect_timeout: Duration::from_secs(5),
         command_timeout: Duration::from_secs(5),
@@ -71,6 +71,8 @@ async fn an_accepted_email_arrives_dot_stuffing_undone() -> anyhow::Result<()> {
     assert_eq!(
         commands,
         [
+            "EHLO worker.test",
+            // Again, for the keywords lettre does not keep (PIPELINING).
             "EHLO worker.test",
             "MAIL FROM:<sender@acme.test>",
             "RCPT TO:<rcpt@dest.test>",
