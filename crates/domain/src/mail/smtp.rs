@@ -40,9 +40,10 @@ pub struct Opened {
 /// `AsyncSmtpConnection::connect_with_transport`: a TCP connection to `server` made by
 /// `guard` (within `timeout`), wrapped in TLS from the first byte when the security is
 /// implicit TLS. With STARTTLS, lettre upgrades this same stream later
-/// (`AsyncSmtpConnection::starttls`). TCP_NODELAY is set: lettre writes a message's final
-/// dot separately, and with Nagle's algorithm it would wait for the server's delayed ACK of
-/// the message (tens of ms per email).
+/// (`AsyncSmtpConnection::starttls`). TCP_NODELAY is set: a send is a few small writes
+/// (commands, and with lettre's `message()` the final dot apart from the message), and with
+/// Nagle's algorithm a small write waits for the server's delayed ACK of the one before it
+/// (tens of ms per email).
 pub async fn open(
     guard: &OutboundGuard,
     server: &Server,
